@@ -1,0 +1,111 @@
+"""Time every REACT2024 metric on emotion-like data of test-set size (DESIGN.md §6).
+
+    .venv/bin/python bench/bench_metrics.py                 # N = 1614, alpha = 10, T = 750
+    .venv/bin/python bench/bench_metrics.py --n 200 --workers 1
+
+The data imitates the real 25-d emotion: 15 binary AUs for real reactions (continuous AU
+probabilities for predictions, as a model outputs), smooth valence/arousal in [-1, 1] and 8 softmax
+expression probabilities, all temporally smooth. Samples fall into clusters of about `--appropriate`
+members; a cluster's listeners are mutually appropriate and share a prototype reaction, and each
+prediction is a fresh variation of its cluster's prototype (a model that found the right mode).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+from reactdiff.evaluate import metrics
+
+
+def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], width: int) -> np.ndarray:
+    """Unit-variance noise smoothed along axis -2 (time) with a Gaussian of `width` frames."""
+    t = np.arange(-3 * width, 3 * width + 1)
+    kernel = np.exp(-0.5 * (t / width) ** 2)
+    kernel /= np.sqrt((kernel**2).sum())
+    noise = rng.standard_normal(shape[:-2] + (shape[-2] + len(t) - 1, shape[-1]))
+    # Convolve along time with a cumulative-free FFT so large batches stay fast.
+    n_fft = noise.shape[-2]
+    spectrum = np.fft.rfft(noise, axis=-2) * np.fft.rfft(kernel, n=n_fft)[:, None]
+    return np.fft.irfft(spectrum, n=n_fft, axis=-2)[..., len(t) - 1 :, :][..., : shape[-2], :]
+
+
+def emotion_from_latent(latent: np.ndarray, binary_aus: bool) -> np.ndarray:
+    """Map a (..., T, 25) smooth latent to AUs, valence/arousal and expression probabilities."""
+    au_bias = np.linspace(-1.6, -0.2, 15)  # activation rates from ~5 % to ~40 %
+    au_logit = 2.5 * (latent[..., :15] + au_bias)
+    aus = (au_logit > 0).astype(np.float64) if binary_aus else 1.0 / (1.0 + np.exp(-au_logit))
+    va = np.tanh(0.6 * latent[..., 15:17])
+    logits = 1.5 * latent[..., 17:25]
+    logits[..., 0] += 1.5  # Neutral dominates, as in the real data
+    expr = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    expr /= expr.sum(axis=-1, keepdims=True)
+    return np.concatenate([aus, va, expr], axis=-1)
+
+
+def emotion_like_eval_set(
+    n: int, alpha: int, frames: int, appropriate_per_sample: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(preds (n, alpha, T, 25) float32, listener, speaker (n, T, 25) float32, appropriate (n, n))."""
+    rng = np.random.default_rng(seed)
+    n_clusters = max(1, round(n / appropriate_per_sample))
+    cluster = rng.integers(0, n_clusters, size=n)
+    prototype = smooth_noise(rng, (n_clusters, frames, 25), width=20)
+    speaker = emotion_from_latent(smooth_noise(rng, (n, frames, 25), width=15), binary_aus=True)
+    listener_latent = prototype[cluster] + 0.8 * smooth_noise(rng, (n, frames, 25), width=15)
+    listener = emotion_from_latent(listener_latent, binary_aus=True)
+    preds = np.empty((n, alpha, frames, 25), dtype=np.float32)
+    for start in range(0, n, 256):  # chunked: the float64 latent of all predictions is ~2.4 GB
+        stop = min(n, start + 256)
+        latent = prototype[cluster[start:stop], None] + 0.8 * smooth_noise(
+            rng, (stop - start, alpha, frames, 25), width=15
+        )
+        preds[start:stop] = emotion_from_latent(latent, binary_aus=False)
+    appropriate = (cluster[:, None] == cluster[None, :]).astype(np.uint8)
+    return preds, listener.astype(np.float32), speaker.astype(np.float32), appropriate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--n", type=int, default=1614, help="samples (test split: 1614)")
+    parser.add_argument("--alpha", type=int, default=10)
+    parser.add_argument("--frames", type=int, default=750)
+    parser.add_argument("--appropriate", type=int, default=20, help="mean appropriate reactions per sample")
+    parser.add_argument("--workers", type=int, default=None, help="FRDist processes (default: all CPUs)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    t0 = time.perf_counter()
+    preds, listener, speaker, appropriate = emotion_like_eval_set(
+        args.n, args.alpha, args.frames, args.appropriate, args.seed
+    )
+    print(
+        f"data: N={args.n} alpha={args.alpha} T={args.frames} "
+        f"appropriate/sample={appropriate.sum(1).mean():.1f} cpus={len(os.sched_getaffinity(0))} "
+        f"(generated in {time.perf_counter() - t0:.1f} s)"
+    )
+    timed = {
+        "FRCorr": lambda: metrics.frcorr(preds, listener, appropriate),
+        "FRDist": lambda: metrics.frdist(preds, listener, appropriate, workers=args.workers),
+        "FRDiv": lambda: metrics.frdiv(preds),
+        "FRDvs": lambda: metrics.frdvs(preds),
+        "FRVar": lambda: metrics.frvar(preds),
+        "FRSyn": lambda: metrics.frsyn(preds, speaker),
+        "FRSyn_all": lambda: metrics.frsyn(preds, speaker, all_predictions=True),
+        "FRRea": lambda: metrics.frrea(preds, listener),
+    }
+    total = 0.0
+    for name, fn in timed.items():
+        start = time.perf_counter()
+        value = fn()
+        seconds = time.perf_counter() - start
+        total += seconds
+        print(f"{name:10s} {value:12.5f}   {seconds:8.2f} s")
+    print(f"{'total':10s} {'':12s}   {total:8.2f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,270 @@
+"""The `reactdiff` command. Each subcommand parses its flags and calls one entry point.
+
+Heavy imports (torch, ray, mlflow) happen inside the subcommands so `--help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+EPILOG = """\
+the pipeline, in order:
+  reactdiff synth    --out data/corpus --dyads 40          # a synthetic REACT2024-layout corpus
+  reactdiff prepare  --corpus data/corpus --out data/store # Ray Data → Parquet feature store
+  reactdiff train    stage1 --config configs/demo.yaml     # MMT autoencoder (Ray Train)
+  reactdiff train    stage2 --config configs/demo.yaml train.stage1_model=<uri>
+  reactdiff tune     --space tune_spaces/stage2.yaml --stage 2 --config configs/demo.yaml
+  reactdiff evaluate --model <uri> --config configs/demo.yaml --split test
+  reactdiff promote  --experiment reactdiff --metric FRDist --mode min
+  reactdiff generate --model models:/reactdiff@champion --speaker data/store:test --out out/
+  reactdiff demo                                           # all of the above, end to end
+
+configs are YAML recipes (configs/) plus dotted overrides: train.epochs=3 model.lrs.mode=off
+`reactdiff config` prints every field with its default.
+"""
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML recipe (see configs/); defaults if omitted")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="dotted overrides, e.g. train.epochs=3 train.num_workers=2")
+
+
+def _load(args) -> "ExperimentConfig":  # noqa: F821
+    from reactdiff.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+# ---- subcommands -------------------------------------------------------------------------------
+
+
+def cmd_config(args) -> int:
+    from reactdiff.config import flatten
+
+    for key, value in flatten(_load(args)).items():
+        print(f"{key} = {value}")
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from reactdiff.data.synth import write_synthetic_corpus
+
+    dyads = {"train": args.dyads, "val": args.val_dyads or max(2, args.dyads // 4),
+             "test": args.test_dyads or max(2, args.dyads // 4)}
+    summary = write_synthetic_corpus(args.out, dyads=dyads, frames_on_disk=args.frames + 1, seed=args.seed,
+                                     video_size=args.video_size)
+    print(f"wrote a synthetic REACT2024 corpus to {args.out}: {summary}")
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from reactdiff.data.prepare import PrepareError, PrepareOptions, prepare
+
+    facial = {}
+    for item in args.facial or []:
+        name, _, path = item.partition("=")
+        facial[name] = Path(path)
+    options = PrepareOptions(
+        corpus=args.corpus, out=args.out, profile=args.profile, rows_per_part=args.rows_per_part,
+        wav2vec2_dir=args.wav2vec2, facial_predictors=facial, appropriate_dir=args.appropriate,
+        threshold=args.threshold, workers=args.workers,
+    )
+    try:
+        manifest = prepare(options)
+    except PrepareError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    splits = ", ".join(f"{s}: {v['rows']} dyads" for s, v in manifest.splits.items())
+    print(f"feature store {args.out} ({manifest.profile} profile, {manifest.frames} frames): {splits}; "
+          f"{manifest.rejected_count} rejected (see {args.out}/rejected.json)")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from reactdiff.train.trainer import run_training
+
+    cfg = _load(args)
+    cfg.train.stage = 1 if args.stage == "stage1" else 2
+    result = run_training(cfg)
+    print(json.dumps({"run_id": result.run_id, "model_uri": result.model_uri,
+                      "checkpoint": str(result.checkpoint), "metrics": result.metrics}, indent=2, default=str))
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from reactdiff.tune import run_sweep
+
+    cfg = _load(args)
+    run_sweep(cfg, space=args.space, stage=args.stage, num_samples=args.num_samples, search=args.search,
+              scheduler=args.scheduler, metric=args.metric)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from reactdiff.evaluate.run import evaluate
+
+    cfg = _load(args)
+    evaluate(cfg, model=args.model, split=args.split, mode=args.mode, alpha=args.alpha, out_dir=args.out,
+             max_samples=args.max_samples)
+    return 0
+
+
+def cmd_promote(args) -> int:
+    from reactdiff import registry
+
+    cfg = _load(args)
+    uri = args.tracking_uri or cfg.tracking.tracking_uri
+    name = args.model_name or cfg.tracking.registered_model
+    if args.rollback:
+        version = registry.rollback(uri, name)
+        print(f"champion of {name} rolled back to version {version}")
+        return 0
+    result = registry.promote(uri, args.experiment or cfg.tracking.experiment, args.metric, args.mode, name,
+                              split=args.split, force=args.force)
+    print(result.summary())
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from reactdiff.generate import generate_to_dir
+
+    files = generate_to_dir(args.model, args.speaker, args.out, alpha=args.alpha, mode=args.mode,
+                            listener_ref=args.listener_ref, seed=args.seed, tracking_uri=args.tracking_uri)
+    print(f"wrote {len(files)} files under {args.out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from reactdiff.demo import run_demo
+
+    return run_demo(workdir=args.workdir, size=args.size)
+
+
+# ---- parser ------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reactdiff",
+        description="Train, sweep, evaluate, promote and serve ReactDiff facial-reaction models on Ray.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("config", help="print the effective configuration (defaults + recipe + overrides)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("synth", help="write a seeded synthetic corpus in the REACT2024 layout",
+                       description="Write a synthetic corpus (WAV, Emotion CSV, 3DMM NPY, MP4, split CSVs) "
+                       "whose listeners react to their speakers with a lag, a personal style and "
+                       "several reaction modes, so models have something real to learn.")
+    p.add_argument("--out", type=Path, required=True, help="new, empty folder for the corpus")
+    p.add_argument("--dyads", type=int, default=40, help="train dyads (split CSV rows); val/test default to a quarter")
+    p.add_argument("--val-dyads", type=int, default=0)
+    p.add_argument("--test-dyads", type=int, default=0)
+    p.add_argument("--frames", type=int, default=750, help="frames used per clip (files hold one more, like REACT2024)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--video-size", type=int, default=64, help="pixels of the square MP4s")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("prepare", help="extract per-frame features into a Parquet feature store (Ray Data)",
+                       description="Read a REACT2024-layout corpus, skip and report bad clips "
+                       "(<out>/rejected.json), and write one Parquet row per dyad plus manifest.json "
+                       "and the appropriate-reaction matrices. Exit status 1 only when nothing usable remains.")
+    p.add_argument("--corpus", type=Path, required=True, help="corpus root holding train.csv/val.csv/test.csv")
+    p.add_argument("--out", type=Path, required=True, help="store folder (rebuilt whole)")
+    p.add_argument("--profile", choices=["lite", "paper"], default="lite",
+                   help="lite: the person's Emotion+3DMM and MFCC; paper: adds wav2vec2 and facial predictors")
+    p.add_argument("--wav2vec2", type=Path, help="paper profile: local wav2vec2 folder (save_pretrained)")
+    p.add_argument("--facial", nargs="*", metavar="NAME=PATH",
+                   help="paper profile: TorchScript predictors va=<.pt> au=<.pt> fe=<.pt>")
+    p.add_argument("--appropriate", type=Path,
+                   help="folder of given matrices <split>.npy (2R×2R); computed from speaker similarity if omitted")
+    p.add_argument("--threshold", type=float, default=0.6,
+                   help="similarity threshold of the computed appropriateness matrix")
+    p.add_argument("--rows-per-part", type=int, default=8, help="dyads per Parquet file")
+    p.add_argument("--workers", type=int, default=2, help="parallel Ray Data extraction actors")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train", help="train stage 1 (MMT) or stage 2 (latent DDIM) with Ray Train",
+                       description="Run a Ray Train TorchTrainer (DDP or DeepSpeed). Re-running the same "
+                       "train.name resumes from its latest checkpoint and MLflow run.")
+    p.add_argument("stage", choices=["stage1", "stage2"])
+    _add_config_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("tune", help="Ray Tune sweep over a YAML search space (tune_spaces/)")
+    p.add_argument("--space", type=Path, required=True)
+    p.add_argument("--stage", type=int, choices=[1, 2], required=True)
+    p.add_argument("--num-samples", type=int, default=4)
+    p.add_argument("--search", choices=["random", "optuna"], default="random")
+    p.add_argument("--scheduler", choices=["asha", "none"], default="asha")
+    p.add_argument("--metric", default="val_loss", help="validation metric to minimise")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("evaluate", help="REACT2024 metrics for a model and the four naive baselines")
+    p.add_argument("--model", help="checkpoint path or MLflow URI; omit to evaluate the baselines only")
+    p.add_argument("--split", default="test")
+    p.add_argument("--mode", choices=["offline", "online"], default="offline")
+    p.add_argument("--alpha", type=int, default=10, help="reactions per speaker")
+    p.add_argument("--max-samples", type=int, default=0, help="evaluate the first N samples only (0: all)")
+    p.add_argument("--out", type=Path, default=Path("runs/eval"), help="tables and plots")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("promote", help="register the best run and move the champion alias if it is better",
+                       description="Pick the best finished run on --metric, register its model, alias it "
+                       "'challenger', and move 'champion' only if it beats the current one (or --force). "
+                       "Undo with: reactdiff promote --rollback")
+    p.add_argument("--experiment")
+    p.add_argument("--metric", default="FRDist")
+    p.add_argument("--mode", choices=["min", "max"], default="min")
+    p.add_argument("--split", default="val")
+    p.add_argument("--model-name")
+    p.add_argument("--tracking-uri")
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--rollback", action="store_true", help="move champion back to the previous champion")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser("generate", help="generate listener reactions in REACT2024 formats")
+    p.add_argument("--model", required=True, help="checkpoint or MLflow URI, e.g. models:/reactdiff@champion")
+    p.add_argument("--speaker", required=True, help="<store>:<split> or a corpus clip, see `reactdiff generate --help`")
+    p.add_argument("--alpha", type=int, default=10)
+    p.add_argument("--mode", choices=["offline", "online"], default="offline")
+    p.add_argument("--listener-ref", nargs="*", help="reference clips of the target listener (LRS)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--tracking-uri")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("demo", help="the whole pipeline on a synthetic corpus, locally, end to end")
+    p.add_argument("--workdir", type=Path, default=Path("demo_out"))
+    p.add_argument("--size", choices=["full", "small"], default="full")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from reactdiff.config import ConfigError
+
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

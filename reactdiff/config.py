@@ -1,0 +1,241 @@
+"""Typed, validated configuration loaded from YAML and overridable from the command line.
+
+One `ExperimentConfig` describes a whole run (data, model, training, tracking). Recipes live in
+`configs/*.yaml`; any field can be overridden with dotted `key=value` pairs, e.g.
+`train.epochs=3 model.diffusion.window_size=25`. Values are parsed as YAML scalars, so
+`train.lr=1e-3`, `train.use_gpu=true` and `model.lrs.mode=mean` all do what they look like.
+
+Validation errors name the file (or override) and the dotted key, and say what was expected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message says where and what to do."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo in a sweep or an override must not be silently ignored.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Model (pure PyTorch side reads only these sections)
+# --------------------------------------------------------------------------------------------
+
+
+class MMTConfig(_Strict):
+    """Stage 1: the Multi-Modality Transformer autoencoder. Defaults follow the paper."""
+
+    d_model: int = Field(1024, gt=0, description="width of f^v / f^a after intra-modal attention")
+    n_heads: int = Field(8, gt=0)
+    latent_dim: int = Field(128, gt=0, description="per-frame latent (paper 128, authors' code 256)")
+    decoder_layers: int = Field(4, gt=0, description="Transformer layers of the decoder")
+    ff_mult: int = Field(2, gt=0, description="feed-forward width as a multiple of the decoder width")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    w_3dmm: float = Field(10.0, ge=0.0, description="weight of MSE on 3DMM")
+    w_emotion: float = Field(10.0, ge=0.0, description="weight of L1 on emotion")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "MMTConfig":
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+        return self
+
+
+class LRSConfig(_Strict):
+    """Listener Reaction Shifts: per-listener standardisation of the diffusion target."""
+
+    mode: Literal["off", "mean", "mean+scale"] = "mean"
+    reference_clips: int = Field(4, ge=1, description="clips per listener used to estimate a style")
+    shrinkage: float = Field(
+        4.0, ge=0.0, description="pseudo-count k: style = (n·listener + k·global)/(n + k)"
+    )
+
+
+class DiffusionConfig(_Strict):
+    """Stage 2: the conditional latent DDIM."""
+
+    window_size: int = Field(50, gt=0, description="frames per diffusion window (ws)")
+    steps: int = Field(20, gt=1, description="diffusion steps T (training and DDIM sampling)")
+    cond_dim: int = Field(1024, gt=0, description="width of the speaker condition z_bc")
+    unet_channels: list[int] = Field(default_factory=lambda: [128, 256], min_length=1)
+    time_embed_dim: int = Field(128, gt=0)
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
+    pad_mode: Literal["replicate", "drop"] = Field(
+        "replicate",
+        description="a clip length that ws does not divide: 'replicate' pads the last window by "
+        "repeating the final frame and trims the output back; 'drop' refuses such a length",
+    )
+    train_mode: Literal["offline", "online"] = Field(
+        "offline",
+        description="condition stage 2 trains on: 'offline' pairs listener window t with speaker "
+        "window t; 'online' with speaker window t-1 (zeros for the first) and runs the MMT "
+        "window-causally, as online generation does",
+    )
+
+
+class ModelConfig(_Strict):
+    mmt: MMTConfig = MMTConfig()
+    diffusion: DiffusionConfig = DiffusionConfig()
+    lrs: LRSConfig = LRSConfig()
+    binarise_au: bool = Field(False, description="threshold generated AUs at 0.5")
+
+
+# --------------------------------------------------------------------------------------------
+# Data, training, tracking
+# --------------------------------------------------------------------------------------------
+
+
+class DataConfig(_Strict):
+    store: Path = Field(Path("data/store"), description="feature store written by `prepare`")
+    train_split: str = "train"
+    val_split: str = "val"
+    crop_frames: int = Field(
+        0, ge=0, description="random crop length per training sample; 0 trains on whole clips"
+    )
+
+
+class TrainConfig(_Strict):
+    stage: Literal[1, 2] = 1
+    name: str = Field("reactdiff", description="run name; re-running the same name resumes")
+    storage_path: Path = Field(Path("runs"), description="checkpoints (shared storage on a cluster)")
+    num_workers: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(1.0, gt=0)
+    use_gpu: bool = False
+    strategy: Literal["ddp", "deepspeed"] = "ddp"
+    zero_stage: Literal[1, 2] = 2
+    precision: Literal["fp32", "bf16"] = "fp32"
+    batch_size: int = Field(16, ge=1, description="global batch size (split across workers)")
+    epochs: int = Field(100, ge=1)
+    lr: float = Field(5e-3, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["constant", "cosine"] = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+    grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
+    checkpoints_to_keep: int = Field(2, ge=1)
+    max_failures: int = Field(2, ge=0, description="worker restarts from the latest checkpoint")
+    stage1_model: str = Field(
+        "",
+        description="stage 2 only: the frozen MMT, a checkpoint path or an MLflow model URI "
+        "such as models:/reactdiff-mmt@champion",
+    )
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _bf16_needs_gpu(self) -> "TrainConfig":
+        if self.precision == "bf16" and not self.use_gpu:
+            raise ValueError("precision=bf16 needs use_gpu=true; CPU workers train in fp32")
+        return self
+
+
+class TrackingConfig(_Strict):
+    tracking_uri: str = Field(
+        "sqlite:///mlflow.db", description="an MLflow server URL or a local sqlite:/// URI"
+    )
+    experiment: str = "reactdiff"
+    registered_model: str = Field("reactdiff", description="registry name for promoted models")
+
+
+class ExperimentConfig(_Strict):
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, source: str) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: '{dotted}' goes through '{key}', which is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    """Parse `key=value` strings; values are YAML scalars (numbers, booleans, lists)."""
+    parsed = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(
+                f"override '{item}' is not of the form key=value (e.g. train.epochs=3)"
+            )
+        key, raw = item.split("=", 1)
+        parsed.append((key.strip(), yaml.safe_load(raw) if raw != "" else "")
+        )
+    return parsed
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {where}: unknown key (check the spelling; see `reactdiff config`)")
+        else:
+            lines.append(f"  {where}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load a YAML recipe (or the defaults when `path` is None) and apply dotted overrides."""
+    tree: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist (recipes live in configs/)")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        tree = loaded
+    for key, value in parse_overrides(overrides or []):
+        _set_dotted(tree, key, value, f"override {key}")
+    if overrides:
+        source += " + overrides " + " ".join(overrides)
+    try:
+        return ExperimentConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+
+
+def flatten(config: BaseModel, prefix: str = "") -> dict[str, Any]:
+    """Dotted-key view of a config (used for MLflow params and tune-space validation)."""
+    flat: dict[str, Any] = {}
+    for name, value in config:
+        key = f"{prefix}{name}"
+        if isinstance(value, BaseModel):
+            flat.update(flatten(value, key + "."))
+        else:
+            flat[key] = str(value) if isinstance(value, Path) else value
+    return flat
+
+
+def apply_flat(config: ExperimentConfig, flat: dict[str, Any], source: str) -> ExperimentConfig:
+    """Return a copy of `config` with dotted keys replaced (used by sweeps)."""
+    tree = config.model_dump(mode="json")
+    for key, value in flat.items():
+        _set_dotted(tree, key, value, source)
+    try:
+        return ExperimentConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None

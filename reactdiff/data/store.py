@@ -1,0 +1,263 @@
+"""The Parquet feature store written by `prepare` and read by training and evaluation.
+
+Layout (see docs/architecture.md): one row per dyad, both persons in the row, so Ray Data can
+shard a split by rows with no join; the role swap happens at read time (`to_samples`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA_VERSION = 1
+PERSONS = ("a", "b")
+TARGET_STREAMS = {"emotion": 25, "3dmm": 58}
+
+
+class StoreError(ValueError):
+    """The feature store is missing, incomplete or does not match its manifest."""
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    dim: int
+    dtype: str  # "float16" | "float32"
+    role: str  # "facial" | "audio" | "target"
+
+
+@dataclass
+class Manifest:
+    profile: str
+    frames: int
+    fps: int
+    streams: dict[str, StreamSpec]
+    splits: dict[str, dict[str, Any]] = field(default_factory=dict)
+    normalisation: dict[str, list[float]] = field(default_factory=dict)
+    corpus_fingerprint: str = ""
+    store_fingerprint: str = ""
+    rejected_count: int = 0
+    schema_version: int = SCHEMA_VERSION
+
+    # ---- model-facing views -------------------------------------------------------------------
+    def model_streams(self) -> dict[str, int]:
+        """Streams the MMT consumes ({name: dim}): facial and audio inputs, targets in `lite`."""
+        return {
+            name: spec.dim
+            for name, spec in self.streams.items()
+            if spec.role != "target" or self.profile == "lite"
+        }
+
+    # ---- (de)serialisation --------------------------------------------------------------------
+    def to_json(self) -> str:
+        data = asdict(self)
+        return json.dumps(data, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, source: str) -> "Manifest":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise StoreError(f"{source}: not valid JSON ({exc}); re-run `reactdiff prepare`") from None
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise StoreError(
+                f"{source}: schema_version {version!r}, this reactdiff reads {SCHEMA_VERSION}; "
+                "re-run `reactdiff prepare` to rebuild the store"
+            )
+        try:
+            data["streams"] = {k: StreamSpec(**v) for k, v in data["streams"].items()}
+            return cls(**data)
+        except (KeyError, TypeError) as exc:
+            raise StoreError(f"{source}: malformed manifest ({exc}); re-run `reactdiff prepare`") from None
+
+
+def column(person: str, stream: str) -> str:
+    return f"{person}__{stream}"
+
+
+def arrow_schema(manifest: Manifest) -> pa.Schema:
+    fields = [pa.field("pair_id", pa.int64()), pa.field("clip_a", pa.string()), pa.field("clip_b", pa.string())]
+    for person in PERSONS:
+        for name, spec in manifest.streams.items():
+            value_type = pa.float16() if spec.dtype == "float16" else pa.float32()
+            fields.append(pa.field(column(person, name), pa.list_(value_type, manifest.frames * spec.dim)))
+    return pa.schema(fields)
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+
+def write_part(path: Path, rows: list[dict[str, Any]], manifest: Manifest) -> None:
+    """Write one part file atomically. Each row: pair_id, clip_a, clip_b, a/b: {stream: (F, D)}."""
+    schema = arrow_schema(manifest)
+    arrays: list[pa.Array] = [
+        pa.array([r["pair_id"] for r in rows], pa.int64()),
+        pa.array([r["clip_a"] for r in rows], pa.string()),
+        pa.array([r["clip_b"] for r in rows], pa.string()),
+    ]
+    for person in PERSONS:
+        for name, spec in manifest.streams.items():
+            flat = np.stack([np.asarray(r[person][name], dtype=spec.dtype).reshape(-1) for r in rows])
+            values = pa.array(flat.reshape(-1))
+            arrays.append(pa.FixedSizeListArray.from_arrays(values, manifest.frames * spec.dim))
+    table = pa.Table.from_arrays(arrays, schema=schema)
+    tmp = path.with_suffix(".tmp")
+    # One row per row group keeps paper-profile reads streaming (~42 MB per person-clip in fp16).
+    pq.write_table(table, tmp, row_group_size=1 if manifest.profile == "paper" else 64)
+    os.replace(tmp, path)
+
+
+def write_manifest(root: Path, manifest: Manifest) -> None:
+    tmp = root / "manifest.json.tmp"
+    tmp.write_text(manifest.to_json())
+    os.replace(tmp, root / "manifest.json")
+
+
+def fingerprint_files(root: Path, paths: Iterable[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(str(path.relative_to(root)).encode())
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+
+def _column_types(schema: pa.Schema) -> dict[str, str]:
+    """Column → type, ignoring order and the list item's name (Parquet renames it 'element')."""
+    out = {}
+    for f in schema:
+        t = f.type
+        out[f.name] = f"{t.value_type}[{t.list_size}]" if pa.types.is_fixed_size_list(t) else str(t)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Store
+# --------------------------------------------------------------------------------------------
+
+
+class Store:
+    """A prepared feature store on local or shared storage."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        manifest_path = self.root / "manifest.json"
+        if not manifest_path.is_file():
+            raise StoreError(
+                f"no feature store at {self.root} (missing manifest.json); "
+                "create one with `reactdiff prepare --corpus <dir> --out {self.root}`"
+            )
+        self.manifest = Manifest.from_json(manifest_path.read_text(), str(manifest_path))
+        for split in self.manifest.splits:
+            self._check_schema(split)
+
+    def _check_schema(self, split: str) -> None:
+        expected = arrow_schema(self.manifest)
+        for path in self.files(split):
+            if not path.is_file():
+                raise StoreError(f"{path}: listed in the manifest but missing; re-run `reactdiff prepare`")
+            actual = pq.read_schema(path)
+            if _column_types(actual) != _column_types(expected):
+                missing = set(expected.names) - set(actual.names)
+                extra = set(actual.names) - set(expected.names)
+                detail = []
+                if missing:
+                    detail.append(f"missing columns {sorted(missing)}")
+                if extra:
+                    detail.append(f"unexpected columns {sorted(extra)}")
+                for name in sorted(set(expected.names) & set(actual.names)):
+                    if _column_types(expected)[name] != _column_types(actual)[name]:
+                        detail.append(
+                            f"column {name}: {actual.field(name).type}, manifest says {expected.field(name).type}"
+                        )
+                raise StoreError(
+                    f"{path} does not match manifest.json ({'; '.join(detail)}); "
+                    "the store was modified or written by another version: re-run `reactdiff prepare`"
+                )
+
+    def files(self, split: str) -> list[Path]:
+        if split not in self.manifest.splits:
+            raise StoreError(
+                f"split '{split}' is not in the store at {self.root} "
+                f"(it has: {', '.join(self.manifest.splits) or 'none'})"
+            )
+        return [self.root / f for f in self.manifest.splits[split]["files"]]
+
+    def appropriate(self, split: str) -> np.ndarray:
+        path = self.root / split / "appropriate.npy"
+        if not path.is_file():
+            raise StoreError(f"{path} is missing; re-run `reactdiff prepare`")
+        return np.load(path)
+
+    def read_split(self, split: str, streams: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """Read a whole split into arrays (evaluation sizes; training streams through Ray Data)."""
+        columns = ["pair_id", "clip_a", "clip_b"]
+        wanted = list(streams) if streams is not None else list(self.manifest.streams)
+        columns += [column(p, s) for p in PERSONS for s in wanted]
+        table = pa.concat_tables(pq.read_table(f, columns=columns) for f in self.files(split))
+        return table_to_arrays(table, self.manifest)
+
+    def ray_dataset(self, split: str, streams: Iterable[str] | None = None):
+        """A Ray Data dataset over a split's part files (imported lazily: model code stays Ray-free)."""
+        import ray.data
+
+        wanted = list(streams) if streams is not None else list(self.manifest.streams)
+        columns = ["pair_id", "clip_a", "clip_b"] + [column(p, s) for p in PERSONS for s in wanted]
+        return ray.data.read_parquet([str(f) for f in self.files(split)], columns=columns)
+
+
+def table_to_arrays(table: pa.Table | dict, manifest: Manifest) -> dict[str, np.ndarray]:
+    """Arrow table (or a pyarrow-format Ray batch) → {column: array}; features become (n, F, D)."""
+    out: dict[str, np.ndarray] = {}
+    names = table.column_names if isinstance(table, pa.Table) else list(table)
+    for name in names:
+        col = table[name] if isinstance(table, pa.Table) else table[name]
+        if isinstance(col, pa.ChunkedArray):
+            col = col.combine_chunks()
+        if "__" in name:
+            stream = name.split("__", 1)[1]
+            dim = manifest.streams[stream].dim
+            values = col.flatten().to_numpy(zero_copy_only=False)
+            out[name] = values.reshape(len(col), manifest.frames, dim)
+        else:
+            out[name] = np.asarray(col.to_pylist() if isinstance(col, pa.Array) else col)
+    return out
+
+
+def to_samples(arrays: dict[str, np.ndarray], streams: Iterable[str]) -> dict[str, Any]:
+    """Role-swap dyad rows into samples: first every row as A→B, then every row as B→A.
+
+    Returns {"speaker": {stream: (2n, F, D)}, "listener": {...}, "speaker_clip": [...],
+    "listener_clip": [...]} in the store's sample order (the appropriateness matrix's order).
+    """
+    streams = list(streams)
+    speaker = {s: np.concatenate([arrays[column("a", s)], arrays[column("b", s)]]) for s in streams}
+    listener = {s: np.concatenate([arrays[column("b", s)], arrays[column("a", s)]]) for s in streams}
+    clip_a, clip_b = list(arrays["clip_a"]), list(arrays["clip_b"])
+    return {
+        "speaker": speaker,
+        "listener": listener,
+        "speaker_clip": clip_a + clip_b,
+        "listener_clip": clip_b + clip_a,
+    }
+
+
+def person_of(clip: str) -> str:
+    """The listener identity LRS keys styles by: `<dataset>/<session>/<person>` of a clip path."""
+    return clip.rsplit("/", 1)[0]

@@ -1,0 +1,482 @@
+"""REACT2024 metrics on the 25-d emotion of facial reactions (DESIGN.md §6).
+
+Inputs are numpy float arrays (float32 or float64; computed in float64):
+
+- preds        (N, alpha, T, 25)  alpha generated reactions per speaker
+- listener     (N, T, 25)         the real listener reaction of each sample
+- speaker      (N, T, 25)         the speaker's emotion
+- appropriate  (N, N) 0/1         M[k, j] = 1: listener j's real reaction is appropriate for speaker k
+
+Each function reproduces the official challenge definition to float64 precision (the official code
+runs parts in float32, so agreement is ~1e-6 relative) and is fast: the official code takes minutes
+to hours, these take seconds, FRDist excepted (see `frdist`).
+
+Degenerate inputs, decided once here:
+- a sample whose row of `appropriate` is all zero raises ValueError (the official code fails with
+  `max()` of an empty list; silently dropping the sample would change the average's denominator);
+- a constant (zero-variance) channel: its Pearson r is undefined (NaN) and, as in the official
+  FRCorr, counts as 0; FRSyn does the same by default (see `frsyn` for the official behaviour);
+- alpha = 1: FRDiv is 0.0 (no pairs; the official code's convention);
+- N = 1: FRDvs is 0.0 (no pairs; the same convention).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from typing import Literal
+
+import numpy as np
+from dtaidistance import dtw_ndim
+
+from reactdiff.data.layout import EMOTION_DIM
+
+# FRDist channel groups (start, stop, weight): AUs, valence/arousal, expressions.
+CHANNEL_GROUPS = ((0, 15, 1 / 15), (15, 17, 1.0), (17, 25, 1 / 8))
+SYNC_MAX_LAG = 49  # FRSyn lags -49..49 (two seconds at 25 fps, minus one frame)
+CCC_EPS = 1e-8
+CHUNK = 64  # samples per vectorised chunk: bounds float64 temporaries to ~100 MB at T = 750
+
+# Pruning safety margins for FRDist: bounds are computed in floating point, so lower bounds are
+# shrunk and abandon thresholds widened by far more than rounding can move them. They only make
+# the search do a little more work; the returned distances are always exact DTW values.
+_BOUND_SLACK = 1e-9
+_ABS_SLACK = 1e-12
+_LB_BINS = 64  # value bins per channel for the cover lower bound
+
+
+def _check(name: str, array: np.ndarray, ndim: int) -> np.ndarray:
+    array = np.asarray(array)
+    if array.ndim != ndim or array.shape[-1] != EMOTION_DIM:
+        raise ValueError(
+            f"{name}: expected a {ndim}-d array ending in {EMOTION_DIM} emotion channels, "
+            f"got shape {array.shape}"
+        )
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"{name}: expected a float array, got dtype {array.dtype}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name}: contains NaN or inf; fix the generator or the loaded file")
+    return array
+
+
+def _check_pairing(preds: np.ndarray, other: np.ndarray, other_name: str) -> None:
+    if other.shape[0] != preds.shape[0] or other.shape[1] != preds.shape[2]:
+        raise ValueError(
+            f"{other_name}: expected shape (N={preds.shape[0]}, T={preds.shape[2]}, {EMOTION_DIM}) "
+            f"to match preds {preds.shape}, got {other.shape}"
+        )
+
+
+def _appropriate_sets(appropriate: np.ndarray, n: int) -> list[np.ndarray]:
+    """Indices j with M[k, j] = 1 for every k; raises if any sample has none."""
+    appropriate = np.asarray(appropriate)
+    if appropriate.shape != (n, n):
+        raise ValueError(f"appropriate: expected shape ({n}, {n}), got {appropriate.shape}")
+    empty = np.flatnonzero(appropriate.sum(axis=1) == 0)
+    if len(empty):
+        raise ValueError(
+            f"appropriate: samples {empty[:10].tolist()}{'...' if len(empty) > 10 else ''} "
+            f"({len(empty)} in all) have no appropriate reaction; every row needs at least one 1 "
+            "(the sample's own listener is always appropriate: set the diagonal)"
+        )
+    return [np.flatnonzero(row) for row in appropriate]
+
+
+# --------------------------------------------------------------------------- FRCorr
+
+
+def _mean_ccc(preds: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """(a, T, C) x (m, T, C) -> (a, m): CCC averaged over channels, official formula.
+
+    2·r·sd_t·sd_p equals 2·cov, so no r is formed. A constant channel has cov = 0 up to
+    rounding, hence CCC 0 — the official value after its NaN → 0 of r.
+    """
+    preds = preds.astype(np.float64)
+    targets = targets.astype(np.float64)
+    mean_p, mean_t = preds.mean(axis=1), targets.mean(axis=1)  # (a, C), (m, C)
+    centred_p = preds - mean_p[:, None]
+    centred_t = targets - mean_t[:, None]
+    var_p, var_t = (centred_p**2).mean(axis=1), (centred_t**2).mean(axis=1)
+    # (C, a, T) @ (C, T, m) -> (C, a, m): one BLAS call per channel.
+    cov = np.matmul(centred_p.transpose(2, 0, 1), centred_t.transpose(2, 1, 0)) / preds.shape[1]
+    cov = cov.transpose(1, 2, 0)
+    denom = var_p[:, None] + var_t[None] + (mean_p[:, None] - mean_t[None]) ** 2 + CCC_EPS
+    return (2 * cov / denom).mean(axis=-1)
+
+
+def frcorr(preds: np.ndarray, listener: np.ndarray, appropriate: np.ndarray) -> float:
+    """FRCorr (↑): mean over samples k of Σ_i max_{j: M[k,j]=1} mean-channel CCC(pred_i, listener_j)."""
+    preds = _check("preds", preds, 4)
+    listener = _check("listener", listener, 3)
+    _check_pairing(preds, listener, "listener")
+    sets = _appropriate_sets(appropriate, preds.shape[0])
+    per_sample = [_mean_ccc(preds[k], listener[sets[k]]).max(axis=1).sum() for k in range(len(sets))]
+    return float(np.mean(per_sample))
+
+
+# --------------------------------------------------------------------------- FRDist
+
+
+def _lockstep_sq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(a, T, d) x (m, T, d) -> (a, m) summed squared distance along the diagonal path.
+
+    The diagonal is one warping path, so its cost bounds DTW² from above. Computed from the Gram
+    identity (cheap) and widened by the identity's worst rounding so it stays an upper bound.
+    """
+    norm_x = np.einsum("atd,atd->a", x, x)
+    norm_y = np.einsum("mtd,mtd->m", y, y)
+    cross = x.reshape(len(x), -1) @ y.reshape(len(y), -1).T
+    scale = norm_x[:, None] + norm_y[None]
+    return np.maximum(scale - 2 * cross, 0) * (1 + _BOUND_SLACK) + _BOUND_SLACK * scale + _ABS_SLACK
+
+
+def _cover_lower_bound_sq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(a, T, d) x (m, T, d) -> (a, m) lower bound of DTW² (squared Euclidean local cost).
+
+    A warping path visits every frame of x and every frame of y, and the multivariate path
+    cost is at least the sum of each channel's own 1-d DTW. So per channel, DTW_c² ≥
+    Σ_t min_s (x_t − y_s)² (x covered) and ≥ Σ_s min_t (x_t − y_s)² (y covered). The nearest
+    value is bounded from below on a value histogram: a value in bin b is at least
+    (|b − b'| − 1)·width from any value in bin b', so each bound becomes a histogram · table dot
+    product — a few small matrix products for all pairs instead of a T×T search per pair.
+    """
+    lo = np.minimum(x.min(axis=(0, 1)), y.min(axis=(0, 1)))
+    hi = np.maximum(x.max(axis=(0, 1)), y.max(axis=(0, 1)))
+    width = np.where(hi > lo, (hi - lo) / _LB_BINS, 1.0)
+    arange_bins = np.arange(_LB_BINS)
+
+    def histogram_and_table(series: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n, _, d = series.shape
+        bins = np.clip(((series - lo) / width).astype(np.int64), 0, _LB_BINS - 1)  # (n, T, d)
+        flat = (np.arange(n)[:, None, None] * d + np.arange(d)[None, None, :]) * _LB_BINS + bins
+        counts = np.bincount(flat.ravel(), minlength=n * d * _LB_BINS).reshape(n, d, _LB_BINS)
+        occupied = counts > 0
+        # Distance (in bins) from every bin to the nearest occupied bin, by forward/backward scans.
+        last_at_or_below = np.maximum.accumulate(np.where(occupied, arange_bins, -_LB_BINS), axis=-1)
+        next_at_or_above = np.minimum.accumulate(
+            np.where(occupied, arange_bins, 2 * _LB_BINS)[..., ::-1], axis=-1
+        )[..., ::-1]
+        gap = np.minimum(arange_bins - last_at_or_below, next_at_or_above - arange_bins)
+        table = (np.maximum(gap - 1, 0) * width[:, None]) ** 2
+        return counts.astype(np.float64), table
+
+    counts_x, table_x = histogram_and_table(x)
+    counts_y, table_y = histogram_and_table(y)
+    x_covered = np.einsum("adb,mdb->amd", counts_x, table_y)
+    y_covered = np.einsum("mdb,adb->amd", counts_y, table_x)
+    return np.maximum(x_covered, y_covered).sum(axis=-1) * (1 - _BOUND_SLACK)
+
+
+def _bounded_distance(
+    pred_groups: list[np.ndarray],
+    target_groups: list[np.ndarray],
+    threshold: float,
+    weighted_lower: np.ndarray,
+) -> float:
+    """Σ_g w_g·DTW_g if it is ≤ threshold, else inf, abandoning as early as possible.
+
+    Each group's DTW gets the budget left once the groups already computed and the lower bounds
+    of the groups still to come are paid; dtaidistance's PrunedDTW skips cells whose cost exceeds
+    it and returns inf when the whole row does.
+    """
+    spent = 0.0
+    still_to_come = float(weighted_lower.sum())
+    for (_, _, weight), x, y, lower in zip(CHANNEL_GROUPS, pred_groups, target_groups, weighted_lower):
+        still_to_come -= lower
+        budget = (threshold - spent - still_to_come) / weight
+        if budget < 0:
+            return np.inf
+        distance = dtw_ndim.distance_fast(x, y, max_dist=budget * (1 + _BOUND_SLACK) + _ABS_SLACK)
+        if not np.isfinite(distance):
+            return np.inf
+        spent += weight * distance
+    return spent
+
+
+def _sum_of_min_distances(preds: np.ndarray, targets: np.ndarray) -> float:
+    """Σ over the a predictions of min over the m targets of the weighted group DTW."""
+    preds = preds.astype(np.float64)
+    targets = targets.astype(np.float64)
+    pred_groups = [np.ascontiguousarray(preds[..., a:b]) for a, b, _ in CHANNEL_GROUPS]
+    target_groups = [np.ascontiguousarray(targets[..., a:b]) for a, b, _ in CHANNEL_GROUPS]
+    weights = np.array([w for _, _, w in CHANNEL_GROUPS])
+    upper = sum(w * np.sqrt(_lockstep_sq(x, y)) for w, x, y in zip(weights, pred_groups, target_groups))
+    weighted_lower = np.stack(
+        [w * np.sqrt(_cover_lower_bound_sq(x, y)) for w, x, y in zip(weights, pred_groups, target_groups)],
+        axis=-1,
+    )  # (a, m, groups)
+    lower = weighted_lower.sum(axis=-1)
+    total = 0.0
+    for i in range(len(preds)):
+        # Best-first: candidates by increasing lower bound; stop once a bound passes the best.
+        threshold = upper[i].min()
+        best = np.inf
+        for j in np.argsort(lower[i], kind="stable"):
+            if lower[i, j] > threshold:
+                break
+            distance = _bounded_distance(
+                [g[i] for g in pred_groups], [g[j] for g in target_groups], threshold, weighted_lower[i, j]
+            )
+            if distance < best:
+                best = threshold = distance
+        total += best
+    return total
+
+
+def _frdist_samples(ks: list[int], preds: np.ndarray, listener: np.ndarray, sets: list[np.ndarray]) -> list[float]:
+    return [_sum_of_min_distances(preds[k], listener[sets[k]]) for k in ks]
+
+
+# Worker processes are forked with the arrays already in memory (copy-on-write, nothing pickled).
+# Processes, not threads: dtaidistance's single-pair DTW holds the GIL.
+_WORKER_ARRAYS: tuple = ()
+
+
+def _set_worker_arrays(*arrays: object) -> None:
+    global _WORKER_ARRAYS
+    _WORKER_ARRAYS = arrays
+
+
+def _frdist_samples_in_worker(ks: list[int]) -> list[float]:
+    return _frdist_samples(ks, *_WORKER_ARRAYS)
+
+
+def frdist(
+    preds: np.ndarray, listener: np.ndarray, appropriate: np.ndarray, workers: int | None = None
+) -> float:
+    """FRDist (↓): mean over samples k of Σ_i min_{j: M[k,j]=1} Σ_g w_g·DTW_g(pred_i, listener_j).
+
+    Groups g = AUs 0–15 (w 1/15), valence/arousal 15–17 (w 1), expressions 17–25 (w 1/8); DTW is
+    tslearn's: sqrt of the summed squared Euclidean distances along the optimal warping path,
+    unconstrained. Exact: every returned value is a full DTW; the speed comes from skipping
+    candidates that provably cannot be the minimum (histogram lower bounds against the best
+    so far, seeded by the diagonal-path upper bound) and from abandoning a DTW as soon as its
+    partial cost passes the best so far (dtaidistance PrunedDTW with `max_dist`).
+
+    `workers` processes (default: the CPUs this process may use) share the samples; they are
+    forked, so on platforms without fork, or with workers = 1, everything runs in this process.
+    """
+    preds = _check("preds", preds, 4)
+    listener = _check("listener", listener, 3)
+    _check_pairing(preds, listener, "listener")
+    sets = _appropriate_sets(appropriate, preds.shape[0])
+    n = len(sets)
+    workers = workers or len(os.sched_getaffinity(0))
+    workers = min(workers, n)
+    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return float(np.mean(_frdist_samples(list(range(n)), preds, listener, sets)))
+    # Interleaved chunks, many more than workers, so both finish at about the same time.
+    n_chunks = min(n, 16 * workers)
+    chunks = [list(range(start, n, n_chunks)) for start in range(n_chunks)]
+    with ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_set_worker_arrays,
+        initargs=(preds, listener, sets),
+    ) as pool:
+        per_sample = [value for chunk in pool.map(_frdist_samples_in_worker, chunks) for value in chunk]
+    return float(np.mean(per_sample))
+
+
+# --------------------------------------------------------------------------- diversity
+
+
+def frdiv(preds: np.ndarray) -> float:
+    """FRDiv (↑): per sample, Σ_{i≠j} ‖y_i − y_j‖² / (α(α−1)·T·25), averaged over samples.
+
+    Uses Σ_{i≠j} ‖y_i − y_j‖² = 2α Σ_i ‖y_i − ȳ‖² (exact, and stable: identical predictions
+    give exactly 0). α = 1 has no pairs: 0.0, the official code's value.
+    """
+    preds = _check("preds", preds, 4)
+    n, alpha, frames, channels = preds.shape
+    if alpha == 1:
+        return 0.0
+    spread = 0.0
+    for start in range(0, n, CHUNK):
+        chunk = preds[start : start + CHUNK].astype(np.float64)
+        spread += ((chunk - chunk.mean(axis=1, keepdims=True)) ** 2).sum()
+    return float(2 * alpha * spread / (alpha * (alpha - 1) * frames * channels) / n)
+
+
+def frdvs(preds: np.ndarray) -> float:
+    """FRDvs (↑): per prediction index i, Σ_{n≠m} ‖y_i^n − y_i^m‖² / (N(N−1)·α·T·25), summed over i.
+
+    Same pair identity as `frdiv`, across samples. N = 1 has no pairs: 0.0.
+    """
+    preds = _check("preds", preds, 4)
+    n, alpha, frames, channels = preds.shape
+    if n == 1:
+        return 0.0
+    mean = np.zeros(preds.shape[1:])
+    for start in range(0, n, CHUNK):
+        mean += preds[start : start + CHUNK].sum(axis=0, dtype=np.float64)
+    mean /= n
+    spread = 0.0
+    for start in range(0, n, CHUNK):
+        spread += ((preds[start : start + CHUNK].astype(np.float64) - mean) ** 2).sum()
+    return float(2 * n * spread / (n * (n - 1) * alpha * frames * channels))
+
+
+def frvar(preds: np.ndarray) -> float:
+    """FRVar (↑): unbiased variance over time of each channel, averaged over samples, predictions
+    and channels (T ≥ 2)."""
+    preds = _check("preds", preds, 4)
+    if preds.shape[2] < 2:
+        raise ValueError(f"preds: FRVar needs at least 2 frames, got shape {preds.shape}")
+    total = sum(
+        np.var(preds[start : start + CHUNK], axis=2, ddof=1, dtype=np.float64).sum()
+        for start in range(0, len(preds), CHUNK)
+    )
+    n, alpha, _, channels = preds.shape
+    return float(total / (n * alpha * channels))
+
+
+# --------------------------------------------------------------------------- FRSyn
+
+
+def _lagged_pearson(x: np.ndarray, y: np.ndarray, max_lag: int) -> np.ndarray:
+    """(B, T, C) x (B, T, C) -> (B, 2·max_lag+1, C): Pearson r of x[t + lag] with y[t].
+
+    Lag l pairs x[l:] with y[:T−l] (l ≥ 0) and x[:T+l] with y[−l:] (l < 0), as the official
+    `shift`. Window sums come from prefix sums, the cross term from one FFT cross-correlation,
+    so all lags cost about one pass. A window that is exactly constant gives NaN (its r is
+    undefined); constancy is decided exactly from where the series first and last changes.
+    """
+    batch, frames, channels = x.shape
+    lags = np.arange(-max_lag, max_lag + 1)
+    x_start, x_stop = np.maximum(lags, 0), frames + np.minimum(lags, 0)
+    y_start, y_stop = np.maximum(-lags, 0), frames - np.maximum(lags, 0)
+
+    def constant_windows(values: np.ndarray, start: np.ndarray, stop: np.ndarray) -> np.ndarray:
+        changes = values[:, 1:] != values[:, :-1]  # changes[:, t-1]: values[t] != values[t-1]
+        any_change = changes.any(axis=1)
+        first = np.where(any_change, changes.argmax(axis=1) + 1, frames)  # (B, C)
+        last = np.where(any_change, frames - 1 - changes[:, ::-1].argmax(axis=1), 0)
+        # Every window is a prefix (start = 0) or a suffix (stop = T): a prefix is constant iff
+        # the first change is at or after stop, a suffix iff the last change is at or before start.
+        return (first[:, None] >= stop[None, :, None]) | (last[:, None] <= start[None, :, None])
+
+    constant = constant_windows(x, x_start, x_stop) | constant_windows(y, y_start, y_stop)
+
+    x = x - x.mean(axis=1, keepdims=True)  # centring keeps the window sums well conditioned
+    y = y - y.mean(axis=1, keepdims=True)
+    n_fft = 1 << int(np.ceil(np.log2(frames + max_lag)))  # no circular wrap-around
+    cross = np.fft.irfft(
+        np.fft.rfft(x, n=n_fft, axis=1) * np.conj(np.fft.rfft(y, n=n_fft, axis=1)), n=n_fft, axis=1
+    )[:, lags % n_fft]  # cross[:, l] = Σ_t x[t + l] y[t]
+
+    def prefix(values: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.zeros((batch, 1, channels)), np.cumsum(values, axis=1)], axis=1)
+
+    length = (frames - np.abs(lags))[None, :, None].astype(np.float64)
+    px, pxx, py, pyy = prefix(x), prefix(x * x), prefix(y), prefix(y * y)
+    sum_x, sum_xx = px[:, x_stop] - px[:, x_start], pxx[:, x_stop] - pxx[:, x_start]
+    sum_y, sum_yy = py[:, y_stop] - py[:, y_start], pyy[:, y_stop] - pyy[:, y_start]
+    cov = cross - sum_x * sum_y / length
+    var_x = sum_xx - sum_x**2 / length
+    var_y = sum_yy - sum_y**2 / length
+    constant |= (var_x <= 0) | (var_y <= 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.clip(cov / np.sqrt(var_x * var_y), -1.0, 1.0)
+    return np.where(constant, np.nan, r)
+
+
+def frsyn(
+    preds: np.ndarray,
+    speaker: np.ndarray,
+    all_predictions: bool = False,
+    max_lag: int = SYNC_MAX_LAG,
+    constant_channels: Literal["zero", "official"] = "zero",
+) -> float:
+    """FRSyn (↓): mean |offset| of the time-lagged cross-correlation peak with the speaker.
+
+    At each lag −max_lag..max_lag the per-channel Pearson r are averaged over channels; the
+    offset is max_lag − argmax (first maximum on ties), i.e. minus the peak lag. The official
+    score uses the first prediction of each sample; `all_predictions=True` averages over all α.
+
+    A channel that is constant over a lag window has no Pearson r. `constant_channels="zero"`
+    (default) counts it as r = 0, like FRCorr's NaN → 0, so one flat AU cannot decide the
+    score. `"official"` reproduces the official code: the NaN makes that lag's mean NaN,
+    numpy's argmax returns the first NaN, and a channel constant over the whole clip yields an
+    offset of max_lag (49) whatever the other 24 channels do.
+    """
+    preds = _check("preds", preds, 4)
+    speaker = _check("speaker", speaker, 3)
+    _check_pairing(preds, speaker, "speaker")
+    n, alpha, frames, _ = preds.shape
+    if not 0 <= max_lag <= frames - 2:
+        raise ValueError(f"max_lag: expected 0..T-2={frames - 2} (two frames overlap at least), got {max_lag}")
+    if constant_channels not in ("zero", "official"):
+        raise ValueError(f"constant_channels: expected 'zero' or 'official', got {constant_channels!r}")
+    used = alpha if all_predictions else 1
+    offsets = []
+    for start in range(0, n, CHUNK):
+        x = preds[start : start + CHUNK, :used].astype(np.float64).reshape(-1, frames, EMOTION_DIM)
+        y = np.repeat(speaker[start : start + CHUNK].astype(np.float64), used, axis=0)
+        r = _lagged_pearson(x, y, max_lag)
+        if constant_channels == "zero":
+            r = np.nan_to_num(r, nan=0.0)
+        peak = np.argmax(r.mean(axis=-1), axis=1)
+        offsets.append(np.abs(max_lag - peak))
+    return float(np.concatenate(offsets).mean())
+
+
+# --------------------------------------------------------------------------- FRRea
+
+
+def _gaussian_fit(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and unbiased covariance of (..., 25) per-frame vectors, in chunks, float64."""
+    rows = frames.reshape(-1, EMOTION_DIM)
+    step = CHUNK * 750
+    mean = sum(rows[s : s + step].sum(axis=0, dtype=np.float64) for s in range(0, len(rows), step)) / len(rows)
+    scatter = np.zeros((EMOTION_DIM, EMOTION_DIM))
+    for s in range(0, len(rows), step):
+        centred = rows[s : s + step].astype(np.float64) - mean
+        scatter += centred.T @ centred
+    return mean, scatter / max(len(rows) - 1, 1)
+
+
+def frrea(preds: np.ndarray, listener: np.ndarray) -> float:
+    """Feature-space Fréchet distance (↓) — NOT the official FRRea.
+
+    The official FRRea is an image FID between rendered faces of generated and real reactions
+    (it needs a face renderer and Inception weights). This is its analogue on the 25-d emotion:
+    every frame is one item, as every rendered frame is an image for FID; a Gaussian is fitted
+    to all generated frames (N·α·T) and to all real listener frames (N·T), and
+    ‖μ_g − μ_r‖² + Tr(Σ_g + Σ_r − 2(Σ_g Σ_r)^½). The trace of the matrix square root is taken
+    from the eigenvalues of Σ_r^½ Σ_g Σ_r^½ (symmetric PSD, so no complex round-off).
+    Values are not comparable with published FRRea numbers.
+    """
+    preds = _check("preds", preds, 4)
+    listener = _check("listener", listener, 3)
+    mean_g, cov_g = _gaussian_fit(preds)
+    mean_r, cov_r = _gaussian_fit(listener)
+    eigval, eigvec = np.linalg.eigh(cov_r)
+    sqrt_r = (eigvec * np.sqrt(np.clip(eigval, 0, None))) @ eigvec.T
+    trace_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh(sqrt_r @ cov_g @ sqrt_r), 0, None)).sum()
+    return float(((mean_g - mean_r) ** 2).sum() + np.trace(cov_g) + np.trace(cov_r) - 2 * trace_sqrt)
+
+
+# --------------------------------------------------------------------------- all
+
+
+def compute_all(
+    preds: np.ndarray,
+    listener: np.ndarray,
+    speaker: np.ndarray,
+    appropriate: np.ndarray,
+    workers: int | None = None,
+) -> dict[str, float]:
+    """Every metric: FRCorr, FRDist, FRDiv, FRDvs, FRVar, FRSyn (first prediction, official),
+    FRSyn_all (all α predictions) and FRRea (our feature-space Fréchet distance)."""
+    return {
+        "FRCorr": frcorr(preds, listener, appropriate),
+        "FRDist": frdist(preds, listener, appropriate, workers=workers),
+        "FRDiv": frdiv(preds),
+        "FRDvs": frdvs(preds),
+        "FRVar": frvar(preds),
+        "FRSyn": frsyn(preds, speaker),
+        "FRSyn_all": frsyn(preds, speaker, all_predictions=True),
+        "FRRea": frrea(preds, listener),
+    }

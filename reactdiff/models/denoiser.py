@@ -1,0 +1,100 @@
+"""The ε-network of stage 2: a 1-D UNet conditioned on the speaker window (paper §3.4, DESIGN §5).
+
+A window of ws frames × latent_dim is read as ws channels over a length of latent_dim. The
+speaker's window becomes z_bc = SiLU(GroupNorm(Linear(flatten(window)))) of width cond_dim; the
+sinusoidal time embedding (through an MLP) is concatenated with z_bc and added, projected, inside
+every residual block (DiffAE-style conditioning).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.embeddings import get_timestep_embedding
+from torch import Tensor, nn
+
+from reactdiff.config import DiffusionConfig
+
+
+def _groups(channels: int) -> int:
+    """GroupNorm groups: 32 where the width allows it (the usual choice), fewer for tiny widths."""
+    return math.gcd(32, channels)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, emb_dim: int):
+        super().__init__()
+        self.in_layers = nn.Sequential(
+            nn.GroupNorm(_groups(in_channels), in_channels), nn.SiLU(),
+            nn.Conv1d(in_channels, out_channels, 3, padding=1),
+        )
+        self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, out_channels))
+        self.out_layers = nn.Sequential(
+            nn.GroupNorm(_groups(out_channels), out_channels), nn.SiLU(),
+            nn.Conv1d(out_channels, out_channels, 3, padding=1),
+        )
+        self.skip = (
+            nn.Identity() if in_channels == out_channels else nn.Conv1d(in_channels, out_channels, 1)
+        )
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = self.in_layers(x) + self.emb(emb)[:, :, None]
+        return self.skip(x) + self.out_layers(h)
+
+
+class Denoiser(nn.Module):
+    """ε_θ(x_t, t, speaker window): (N, ws, latent_dim) → predicted noise of the same shape."""
+
+    def __init__(self, latent_dim: int, config: DiffusionConfig):
+        super().__init__()
+        ws, channels = config.window_size, config.unet_channels
+        self.time_embed_dim = config.time_embed_dim
+        self.time_mlp = nn.Sequential(
+            nn.Linear(config.time_embed_dim, config.time_embed_dim), nn.SiLU(),
+            nn.Linear(config.time_embed_dim, config.time_embed_dim),
+        )
+        self.condition = nn.Sequential(  # z_bc
+            nn.Flatten(1), nn.Linear(ws * latent_dim, config.cond_dim),
+            nn.GroupNorm(_groups(config.cond_dim), config.cond_dim), nn.SiLU(),
+        )
+        emb_dim = config.time_embed_dim + config.cond_dim
+
+        self.input = nn.Conv1d(ws, channels[0], 3, padding=1)
+        self.down_blocks = nn.ModuleList()
+        self.downsamples = nn.ModuleList()
+        previous = channels[0]
+        for level, width in enumerate(channels):
+            self.down_blocks.append(ResBlock(previous, width, emb_dim))
+            last = level == len(channels) - 1
+            self.downsamples.append(
+                nn.Identity() if last else nn.Conv1d(width, width, 3, stride=2, padding=1)
+            )
+            previous = width
+        self.middle = ResBlock(previous, previous, emb_dim)
+        self.up_blocks = nn.ModuleList()
+        for width in reversed(channels):
+            self.up_blocks.append(ResBlock(previous + width, width, emb_dim))
+            previous = width
+        self.output = nn.Sequential(
+            nn.GroupNorm(_groups(previous), previous), nn.SiLU(),
+            nn.Conv1d(previous, ws, 3, padding=1),
+        )
+
+    def forward(self, x: Tensor, timesteps: Tensor, speaker_window: Tensor) -> Tensor:
+        time = self.time_mlp(get_timestep_embedding(timesteps, self.time_embed_dim))
+        emb = torch.cat([time, self.condition(speaker_window)], dim=-1)
+        h = self.input(x)
+        skips = []
+        for block, down in zip(self.down_blocks, self.downsamples):
+            h = block(h, emb)
+            skips.append(h)
+            h = down(h)
+        h = self.middle(h, emb)
+        for block in self.up_blocks:
+            skip = skips.pop()
+            # Nearest upsampling to the skip's exact length, so any latent_dim works (odd too).
+            h = F.interpolate(h, size=skip.shape[-1], mode="nearest")
+            h = block(torch.cat([h, skip], dim=1), emb)
+        return self.output(h)

@@ -1,0 +1,48 @@
+"""The diffusion process of stage 2, kept apart from the network (as in DiT).
+
+Noise schedule, forward noising and deterministic DDIM stepping come from `diffusers`
+(cosine schedule, ε-prediction, x0 clamped to [-1, 1]); only the loss and the loop are ours.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler
+from torch import Tensor, nn
+
+
+class LatentDiffusion:
+    """Training loss and DDIM sampling over `steps` timesteps for any ε-network
+    `net(x_t, timesteps, condition)`."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+        self.scheduler = DDIMScheduler(
+            num_train_timesteps=steps,
+            beta_schedule="squaredcos_cap_v2",
+            prediction_type="epsilon",
+            clip_sample=True,
+            clip_sample_range=1.0,
+        )
+        self.scheduler.set_timesteps(steps)  # sampling visits every training timestep
+
+    def training_loss(self, net: nn.Module, x0: Tensor, condition: Tensor,
+                      generator: torch.Generator | None = None) -> Tensor:
+        """L1 between the predicted and the true ε at uniformly drawn timesteps. A seeded CPU
+        `generator` fixes timesteps and noise (reproducible runs, overfitting checks)."""
+        timesteps = torch.randint(0, self.steps, (x0.shape[0],), generator=generator)
+        noise = torch.randn(x0.shape, generator=generator).to(x0)
+        timesteps = timesteps.to(x0.device)
+        noisy = self.scheduler.add_noise(x0, noise, timesteps)
+        return F.l1_loss(net(noisy, timesteps, condition), noise)
+
+    @torch.no_grad()
+    def sample(self, net: nn.Module, condition: Tensor, noise: Tensor) -> Tensor:
+        """Deterministic DDIM (eta = 0) from the initial noise x_T to x0."""
+        x = noise
+        for t in self.scheduler.timesteps:
+            timesteps = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
+            eps = net(x, timesteps, condition)
+            x = self.scheduler.step(eps, int(t), x, eta=0.0).prev_sample
+        return x

@@ -1,0 +1,204 @@
+"""The composed ReactDiff: frozen MMT + latent conditional DDIM + LRS + latent statistics.
+
+Data path (per clip of T frames, latent width D, window ws, n = ceil(T / ws) windows):
+
+    speaker feats ─MMT.encode─▶ (T, D) ─LatentStats─▶ [-1, 1] ─pad, window─▶ (n, ws, D) = conditions
+    listener feats ─ same ─▶ (n, ws, D) ─LRS.standardise─▶ x0 (the diffusion target, training)
+    noise (α, n, ws, D) ─DDIM(ε_θ, condition)─▶ x0 ─LRS.unstandardise─▶ denormalise ─MMT.decode─▶ trim T
+
+Online mode: listener window t is conditioned on speaker window t−1 (zeros for t = 0), and the
+MMT encoder and decoder run window-causally (`causal_block = ws`), so every listener frame of
+window t depends on speaker frames before window t only — no frame sees a future speaker frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from reactdiff.config import ModelConfig
+from reactdiff.data.layout import AU_SLICE
+from reactdiff.models.denoiser import Denoiser
+from reactdiff.models.diffusion import LatentDiffusion
+from reactdiff.models.lrs import LRS, ListenerStyle
+from reactdiff.models.mmt import MMT, LatentStats
+
+Mode = Literal["offline", "online"]
+
+
+class ReactDiff(nn.Module):
+    """Stage 2 model. Only `denoiser` trains (`trainable_parameters()`); the MMT is frozen and
+    `ema` holds the EMA of the denoiser used for generation. `forward` is `diffusion_loss`."""
+
+    def __init__(self, mmt: MMT, config: ModelConfig):
+        super().__init__()
+        # The MMT carries its own config; keep the composed config consistent with it.
+        self.config = config.model_copy(update={"mmt": mmt.config})
+        self.mmt = mmt.requires_grad_(False).eval()
+        self.window_size = config.diffusion.window_size
+        latent_dim = mmt.config.latent_dim
+        self.denoiser = Denoiser(latent_dim, config.diffusion)
+        self.ema = AveragedModel(
+            self.denoiser, multi_avg_fn=get_ema_multi_avg_fn(config.diffusion.ema_decay),
+            use_buffers=True,
+        ).requires_grad_(False)
+        self.diffusion = LatentDiffusion(config.diffusion.steps)
+        self.lrs = LRS(config.lrs)
+        # LatentStats as buffers so they follow .to(device) and live in the state dict.
+        self.register_buffer("latent_center", torch.zeros(latent_dim))
+        self.register_buffer("latent_half_range", torch.ones(latent_dim))
+        self.register_buffer("latent_stats_set", torch.tensor(False))
+
+    @classmethod
+    def from_stage1(cls, mmt: MMT, config: ModelConfig) -> "ReactDiff":
+        return cls(mmt, config)
+
+    def train(self, mode: bool = True) -> "ReactDiff":
+        super().train(mode)
+        self.mmt.eval()  # frozen: no dropout in stage 2, in training or not
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return list(self.denoiser.parameters())
+
+    def update_ema(self) -> None:
+        """Call after every optimiser step."""
+        self.ema.update_parameters(self.denoiser)
+
+    def set_latent_stats(self, stats: LatentStats) -> None:
+        self.latent_center.copy_(stats.center)
+        self.latent_half_range.copy_(stats.half_range)
+        self.latent_stats_set.fill_(True)
+
+    # ---------------------------------------------------------------- latents and windows
+
+    @torch.no_grad()
+    def encode_latent(self, feats: dict[str, Tensor], causal_block: int | None = None) -> Tensor:
+        """Features → normalised latent (B, T, D), about [-1, 1] (what LRS.fit takes)."""
+        if not bool(self.latent_stats_set):
+            raise RuntimeError(
+                "ReactDiff latent statistics are not set: accumulate MMT.encode outputs over the "
+                "training split with LatentStatsAccumulator and call set_latent_stats(acc.finalize())"
+            )
+        return (self.mmt.encode(feats, causal_block) - self.latent_center) / self.latent_half_range
+
+    def _windows(self, latent: Tensor) -> Tensor:
+        """(B, T, D) → (B, n, ws, D), padding the last window per `pad_mode`."""
+        batch, frames, dim = latent.shape
+        ws = self.window_size
+        missing = -frames % ws
+        if missing:
+            if self.config.diffusion.pad_mode == "drop":
+                raise ValueError(
+                    f"clip length {frames} frames is not a multiple of "
+                    f"model.diffusion.window_size={ws} and model.diffusion.pad_mode='drop': crop "
+                    f"clips to a multiple of {ws} frames or set model.diffusion.pad_mode=replicate"
+                )
+            latent = torch.cat([latent, latent[:, -1:].expand(batch, missing, dim)], dim=1)
+        return latent.view(batch, -1, ws, dim)
+
+    def _conditions(self, speaker_feats: dict[str, Tensor], mode: Mode) -> Tensor:
+        """Speaker condition per listener window (B, n, ws, D)."""
+        if mode not in ("offline", "online"):
+            raise ValueError(f"mode must be 'offline' or 'online', got {mode!r}")
+        online = mode == "online"
+        windows = self._windows(self.encode_latent(speaker_feats, self.window_size if online else None))
+        if online:  # window t sees speaker window t-1; the first sees zeros
+            windows = torch.cat([torch.zeros_like(windows[:, :1]), windows[:, :-1]], dim=1)
+        return windows
+
+    def _decode(self, latent: Tensor, frames: int, causal_block: int | None) -> dict[str, Tensor]:
+        """Normalised latent (B, α, T', D) → outputs trimmed to `frames`."""
+        batch, alpha = latent.shape[:2]
+        raw = latent.flatten(0, 1) * self.latent_half_range + self.latent_center
+        threedmm, emotion = self.mmt.decode(raw, causal_block)
+        if self.config.binarise_au:
+            emotion[..., AU_SLICE] = (emotion[..., AU_SLICE] >= 0.5).to(emotion)
+        out = {"3dmm": threedmm, "emotion": emotion, "latent": latent.flatten(0, 1)}
+        return {key: value[:, :frames].unflatten(0, (batch, alpha)) for key, value in out.items()}
+
+    # ---------------------------------------------------------------- training
+
+    def diffusion_loss(self, speaker_feats: dict[str, Tensor], listener_feats: dict[str, Tensor],
+                       listener_style: ListenerStyle | None = None,
+                       generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """ε-prediction L1 over all windows of the batch. `listener_style` is a batched style
+        (e.g. `model.lrs.styles_for(listener_ids)`); None trains on the plain latent. A seeded
+        CPU `generator` fixes timesteps and noise."""
+        mode = self.config.diffusion.train_mode
+        conditions = self._conditions(speaker_feats, mode)
+        block = self.window_size if mode == "online" else None
+        target = self.lrs.standardise(self._windows(self.encode_latent(listener_feats, block)),
+                                      listener_style)
+        loss = self.diffusion.training_loss(
+            self.denoiser, target.flatten(0, 1), conditions.flatten(0, 1), generator
+        )
+        return loss, {"eps_l1": loss.detach()}
+
+    forward = diffusion_loss
+
+    # ---------------------------------------------------------------- generation
+
+    def _noise(self, shape: tuple[int, ...], windows: int, generator: torch.Generator | None) -> list[Tensor]:
+        # One draw per window, in window order: the streaming API draws the same numbers.
+        return [torch.randn(shape, generator=generator) for _ in range(windows)]
+
+    @staticmethod
+    def _generator(seed: int | None) -> torch.Generator | None:
+        return None if seed is None else torch.Generator().manual_seed(seed)
+
+    @torch.no_grad()
+    def generate(self, speaker_feats: dict[str, Tensor], alpha: int = 10, mode: Mode = "offline",
+                 listener_style: ListenerStyle | None = None, seed: int | None = None) -> dict[str, Tensor]:
+        """α reactions per speaker clip in one batched DDIM pass (EMA weights).
+
+        Returns {"3dmm": (B, α, T, 58) raw, "emotion": (B, α, T, 25), "latent": (B, α, T, D)
+        normalised listener latent}. `listener_style`: one style (D,) or a batched (B, D) one.
+        """
+        frames = next(iter(speaker_feats.values())).shape[1]
+        conditions = self._conditions(speaker_feats, mode)  # (B, n, ws, D)
+        batch, windows, ws, dim = conditions.shape
+        noise = torch.stack(self._noise((batch, alpha, ws, dim), windows, self._generator(seed)), dim=2)
+        conditions = conditions.unsqueeze(1).expand(batch, alpha, windows, ws, dim)
+        x0 = self.diffusion.sample(
+            self.ema.module, conditions.reshape(-1, ws, dim), noise.reshape(-1, ws, dim).to(conditions)
+        ).view(batch, alpha, windows * ws, dim)
+        latent = self.lrs.unstandardise(x0, listener_style)
+        return self._decode(latent, frames, self.window_size if mode == "online" else None)
+
+    @torch.no_grad()
+    def generate_online(self, speaker_feats: dict[str, Tensor], alpha: int = 10,
+                        listener_style: ListenerStyle | None = None,
+                        seed: int | None = None) -> Iterator[dict[str, Tensor]]:
+        """Streaming online generation: yields window by window {"3dmm": (B, α, ws, 58), ...}
+        (the last window trimmed to the clip). Window t reads only speaker frames before
+        t·ws, so a caller may feed a growing prefix; the values equal
+        `generate(mode="online")` with the same seed."""
+        frames = next(iter(speaker_feats.values())).shape[1]
+        ws = self.window_size
+        generator = self._generator(seed)
+        listener: list[Tensor] = []  # generated normalised latent windows (B, α, ws, D)
+        for t in range(-(-frames // ws)):
+            if t == 0:
+                batch = next(iter(speaker_feats.values())).shape[0]
+                condition = torch.zeros(batch, ws, self.mmt.config.latent_dim,
+                                        device=self.latent_center.device)
+            else:
+                prefix = {name: x[:, : t * ws] for name, x in speaker_feats.items()}
+                condition = self.encode_latent(prefix, ws)[:, (t - 1) * ws:]
+            batch, _, dim = condition.shape
+            (noise,) = self._noise((batch, alpha, ws, dim), 1, generator)
+            x0 = self.diffusion.sample(
+                self.ema.module,
+                condition.unsqueeze(1).expand(batch, alpha, ws, dim).reshape(-1, ws, dim),
+                noise.reshape(-1, ws, dim).to(condition),
+            ).view(batch, alpha, ws, dim)
+            listener.append(self.lrs.unstandardise(x0, listener_style))
+            # Window-causal decoding of the prefix equals decoding the whole clip causally.
+            out = self._decode(torch.cat(listener, dim=2), frames, ws)
+            yield {key: value[:, :, t * ws:] for key, value in out.items()}
+

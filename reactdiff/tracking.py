@@ -1,0 +1,137 @@
+"""MLflow tracking: one run per training run (the same run across restarts), and the pyfunc model.
+
+Only rank 0 of a training job talks to MLflow (Train V2 rejects Tune's MLflow callbacks).
+A run is found again by its `reactdiff.run_name` tag, so a resumed or restarted job keeps logging
+into the run it started instead of opening a duplicate.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+from mlflow.tracking import MlflowClient
+
+RUN_NAME_TAG = "reactdiff.run_name"
+STAGE_TAG = "reactdiff.stage"
+MODEL_ARTIFACT = "model"
+CHECKPOINT_ARTIFACT = "checkpoint"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def find_run(client: MlflowClient, experiment_id: str, run_name: str) -> str | None:
+    runs = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'", max_results=1,
+        order_by=["attributes.start_time ASC"],
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def start_or_resume_run(tracking_uri: str, experiment: str, run_name: str, tags: dict[str, str],
+                        params: dict[str, Any]) -> str:
+    """Start the run for `run_name`, or reopen it if it already exists; returns its id."""
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment_id = mlflow.set_experiment(experiment).experiment_id
+    client = MlflowClient()
+    run_id = find_run(client, experiment_id, run_name)
+    if run_id is None:
+        run = client.create_run(experiment_id, run_name=run_name, tags={RUN_NAME_TAG: run_name, **tags})
+        run_id = run.info.run_id
+        # MLflow caps param values at 6000 characters; configs are far below it.
+        mlflow.log_params({k: str(v) for k, v in params.items()}, run_id=run_id)
+    else:
+        client.update_run(run_id, status="RUNNING")
+    return run_id
+
+
+def log_epoch(run_id: str, metrics: dict[str, float], epoch: int) -> None:
+    clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and np.isfinite(v)}
+    mlflow.log_metrics(clean, step=epoch, run_id=run_id)
+
+
+def finish_run(run_id: str, status: str = "FINISHED") -> None:
+    MlflowClient().set_terminated(run_id, status=status)
+
+
+class ReactDiffPyfunc(mlflow.pyfunc.PythonModel):
+    """The served model: loads the single-file checkpoint and generates reactions.
+
+    Input: a dict of speaker feature arrays {stream: (B, T, D)} (as the feature store gives them).
+    Params: alpha (10), mode ("offline" | "online"), seed (None). Output: {"3dmm": (B, α, T, 58),
+    "emotion": (B, α, T, 25)} as numpy. A stage-1 model returns its reconstruction instead.
+    """
+
+    def load_context(self, context) -> None:
+        from reactdiff.models.checkpoint import load_checkpoint
+
+        self.model = load_checkpoint(context.artifacts[CHECKPOINT_ARTIFACT])
+
+    def predict(self, context, model_input, params=None):
+        import torch
+
+        from reactdiff.models.mmt import MMT
+
+        params = params or {}
+        feats = {k: torch.as_tensor(np.asarray(v), dtype=torch.float32) for k, v in model_input.items()}
+        with torch.inference_mode():
+            if isinstance(self.model, MMT):
+                threedmm, emotion = self.model.decode(self.model.encode(feats))
+                return {"3dmm": threedmm.numpy(), "emotion": emotion.numpy()}
+            seed = params.get("seed")
+            out = self.model.generate(
+                feats, alpha=int(params.get("alpha", 10)), mode=params.get("mode", "offline"),
+                seed=None if seed is None else int(seed),
+            )
+        return {"3dmm": out["3dmm"].numpy(), "emotion": out["emotion"].numpy()}
+
+
+# Pinned explicitly: MLflow would otherwise load the model in a subprocess to infer them.
+_MODEL_REQUIREMENTS = ["torch==2.11.0", "diffusers==0.42.1", "numpy", "pydantic", "pyyaml"]
+
+
+def log_model(run_id: str, checkpoint_path: Path, metadata: dict[str, Any] | None = None) -> str:
+    """Log a checkpoint as the run's pyfunc model; returns the model URI (runs:/<id>/model)."""
+    with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT,
+            python_model=ReactDiffPyfunc(),
+            artifacts={CHECKPOINT_ARTIFACT: str(checkpoint_path)},
+            pip_requirements=_MODEL_REQUIREMENTS,
+            metadata=metadata or {},
+        )
+    return info.model_uri
+
+
+def resolve_checkpoint(model: str) -> Path:
+    """A checkpoint path, or an MLflow model URI (models:/name@alias, runs:/id/model) → local file."""
+    path = Path(model)
+    if path.is_file():
+        return path
+    if "://" not in model and ":/" not in model:
+        raise FileNotFoundError(
+            f"model '{model}' is neither a checkpoint file nor an MLflow URI "
+            "(e.g. models:/reactdiff@champion or runs:/<run id>/model)"
+        )
+    local = Path(tempfile.mkdtemp(prefix="reactdiff-model-"))
+    root = Path(mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=str(local)))
+    found = sorted(root.rglob("*.pt"))
+    if not found:
+        raise FileNotFoundError(f"{model} holds no reactdiff checkpoint (.pt) under artifacts/")
+    return found[0]
+
+
+def config_json(config) -> str:
+    return json.dumps(config.model_dump(mode="json"), sort_keys=True)

@@ -1,0 +1,310 @@
+"""The Ray Train worker loop shared by both stages.
+
+Each worker reads only its own shard of the feature store (`ray.train.get_dataset_shard`), turns
+dyad rows into role-swapped samples, trains through `Engine` (DDP or DeepSpeed), validates on its
+val shard, and reports metrics and a checkpoint every epoch. Rank 0 alone talks to MLflow.
+What differs between the stages lives in `Stage1Task` / `Stage2Task`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray.train
+import torch
+import torch.distributed as dist
+
+from reactdiff.config import ExperimentConfig, flatten
+from reactdiff.data.store import Manifest, person_of, table_to_arrays, to_samples
+from reactdiff.models.checkpoint import read_checkpoint, save_checkpoint, load_checkpoint
+from reactdiff.models.mmt import MMT, LatentStats, LatentStatsAccumulator
+from reactdiff.models.reactdiff import ReactDiff
+from reactdiff import tracking
+from reactdiff.train.engine import Engine
+
+META_FILE = "meta.json"
+EXPORT_FILE = "model.pt"
+# Test hook for fault tolerance: "<marker file>:<epoch>:<rank>" kills that worker once, mid-epoch.
+CRASH_ENV = "REACTDIFF_CRASH_ONCE"
+
+
+def _maybe_crash(epoch: int, rank: int) -> None:
+    spec = os.environ.get(CRASH_ENV)
+    if not spec:
+        return
+    marker, at_epoch, at_rank = spec.rsplit(":", 2)
+    if epoch == int(at_epoch) and rank == int(at_rank) and not Path(marker).exists():
+        Path(marker).write_text(f"crashed rank {rank} at epoch {epoch}\n")
+        os._exit(1)
+
+
+def _all_reduce(values: list[float], op=dist.ReduceOp.SUM) -> list[float]:
+    tensor = torch.tensor(values, dtype=torch.float64)
+    if dist.is_initialized():
+        dist.all_reduce(tensor, op=op)
+    return tensor.tolist()
+
+
+class Batches:
+    """Iterates a worker's dataset shard as role-swapped sample tensors, timing the data wait."""
+
+    def __init__(self, shard, manifest: Manifest, streams: list[str], rows_per_batch: int,
+                 crop_frames: int, seed: int, device: torch.device):
+        self.shard, self.manifest, self.streams = shard, manifest, streams
+        self.rows_per_batch, self.crop_frames, self.device = rows_per_batch, crop_frames, device
+        self.rng = np.random.default_rng(seed)
+        self.wait_seconds = 0.0
+
+    def __iter__(self):
+        iterator = iter(self.shard.iter_batches(batch_size=self.rows_per_batch, batch_format="pyarrow",
+                                                prefetch_batches=2))
+        while True:
+            start = time.perf_counter()
+            try:
+                table = next(iterator)
+            except StopIteration:
+                return
+            samples = to_samples(table_to_arrays(table, self.manifest), self.streams)
+            self.wait_seconds += time.perf_counter() - start
+            yield self._tensors(samples)
+
+    def _tensors(self, samples: dict[str, Any]) -> dict[str, Any]:
+        frames = self.manifest.frames
+        lo, hi = 0, frames
+        if 0 < self.crop_frames < frames:  # one random crop per batch
+            lo = int(self.rng.integers(0, frames - self.crop_frames + 1))
+            hi = lo + self.crop_frames
+
+        def convert(group: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+            return {k: torch.from_numpy(np.ascontiguousarray(v[:, lo:hi], dtype=np.float32)).to(self.device)
+                    for k, v in group.items()}
+
+        return {
+            "speaker": convert(samples["speaker"]),
+            "listener": convert(samples["listener"]),
+            "listener_id": [person_of(c) for c in samples["listener_clip"]],
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Stage-specific parts
+# --------------------------------------------------------------------------------------------
+
+
+class Stage1Task:
+    """MMT autoencoder: every person of every sample reconstructs their own 3DMM and emotion."""
+
+    def __init__(self, cfg: ExperimentConfig, manifest: Manifest, context: dict[str, Any]):
+        self.model = MMT(manifest.model_streams(), cfg.model.mmt)
+        norm = manifest.normalisation
+        if norm:
+            self.model.set_threedmm_normalisation(torch.tensor(norm["3dmm_mean"]), torch.tensor(norm["3dmm_std"]))
+        self.streams = sorted(set(manifest.model_streams()) | {"emotion", "3dmm"})
+        self.latent_stats: LatentStats | None = None
+
+    def trainable(self) -> list[torch.nn.Parameter]:
+        return list(self.model.parameters())
+
+    def loss(self, engine: Engine, batch: dict[str, Any], generator=None):
+        feats = batch["listener"]  # role swap: listeners cover every person of the shard
+        return engine.forward(feats, feats["3dmm"], feats["emotion"])
+
+    def prepare(self, batches: Batches) -> None:
+        """Nothing to fit before stage 1."""
+
+    def finish(self, batches: Batches) -> None:
+        """Latent statistics for stage 2 over this worker's shard, merged across workers."""
+        acc = LatentStatsAccumulator(self.model.config.latent_dim)
+        self.model.eval()
+        with torch.no_grad():
+            for batch in batches:
+                acc.update(self.model.encode(batch["listener"]))
+        low, high = acc.low.to(torch.float64), acc.high.to(torch.float64)
+        if dist.is_initialized():
+            dist.all_reduce(low, op=dist.ReduceOp.MIN)
+            dist.all_reduce(high, op=dist.ReduceOp.MAX)
+        self.latent_stats = LatentStats(low.float(), high.float())
+
+    def export(self, path: Path, extra: dict[str, Any]) -> None:
+        stats = {"latent_low": self.latent_stats.low, "latent_high": self.latent_stats.high}
+        save_checkpoint(path, self.model, extra={**extra, **stats})
+
+
+class Stage2Task:
+    """Latent DDIM over the frozen MMT of a stage-1 checkpoint, with LRS fitted on train."""
+
+    def __init__(self, cfg: ExperimentConfig, manifest: Manifest, context: dict[str, Any]):
+        payload = read_checkpoint(context["stage1_checkpoint"])
+        mmt = load_checkpoint(context["stage1_checkpoint"])
+        if not isinstance(mmt, MMT):
+            raise ValueError(f"{context['stage1_checkpoint']} is a stage-{payload['stage']} checkpoint; "
+                             "train.stage1_model must point at a stage-1 (MMT) model")
+        self.model = ReactDiff.from_stage1(mmt, cfg.model)
+        self.model.set_latent_stats(LatentStats(payload["extra"]["latent_low"], payload["extra"]["latent_high"]))
+        self.streams = sorted(set(manifest.model_streams()) | {"emotion", "3dmm"})
+        self.use_lrs = cfg.model.lrs.mode != "off"
+
+    def trainable(self) -> list[torch.nn.Parameter]:
+        return self.model.trainable_parameters()
+
+    def prepare(self, batches: Batches) -> None:
+        """Fit LRS: each listener's reference clips gathered from every worker's shard.
+
+        Only the first `reference_clips` clips per listener are kept (bounded memory at any corpus
+        size); the global statistics are estimated over those same clips.
+        """
+        limit = self.model.lrs.config.reference_clips
+        local: dict[str, list[torch.Tensor]] = {}
+        with torch.no_grad():
+            for batch in batches:
+                latents = self.model.encode_latent(batch["listener"]).cpu()
+                for listener, latent in zip(batch["listener_id"], latents):
+                    clips = local.setdefault(listener, [])
+                    if len(clips) < limit:
+                        clips.append(latent)
+        gathered = [local]
+        if dist.is_initialized():
+            gathered = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, local)
+        merged: dict[str, list[torch.Tensor]] = {}
+        for part in gathered:
+            for listener, clips in sorted(part.items()):
+                merged.setdefault(listener, []).extend(clips)
+        self.model.lrs.fit({k: v[:limit] for k, v in sorted(merged.items())})
+
+    def loss(self, engine: Engine, batch: dict[str, Any], generator=None):
+        style = self.model.lrs.styles_for(batch["listener_id"]) if self.use_lrs else None
+        return engine.forward(batch["speaker"], batch["listener"], style, generator)
+
+    def after_step(self) -> None:
+        self.model.update_ema()
+
+    def finish(self, batches: Batches) -> None:
+        """Nothing to collect after stage 2."""
+
+    def export(self, path: Path, extra: dict[str, Any]) -> None:
+        save_checkpoint(path, self.model, extra=extra)
+
+
+# --------------------------------------------------------------------------------------------
+# The worker loop
+# --------------------------------------------------------------------------------------------
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    cfg = ExperimentConfig.model_validate(loop_config["config"])
+    manifest = Manifest.from_json(loop_config["manifest"], "store manifest")
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.manual_seed(cfg.train.seed + rank)
+    torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))
+    device = ray.train.torch.get_device()
+
+    task = (Stage1Task if cfg.train.stage == 1 else Stage2Task)(cfg, manifest, loop_config)
+    task.model.to(device)
+    samples_per_worker = max(1, cfg.train.batch_size // world)
+    rows_per_batch = max(1, samples_per_worker // 2)  # each dyad row yields two samples
+
+    def batches(split: str, crop: int, seed: int) -> Batches:
+        return Batches(ray.train.get_dataset_shard(split), manifest, task.streams, rows_per_batch,
+                       crop, seed, device)
+
+    train_rows = manifest.splits[cfg.data.train_split]["rows"]
+    steps_per_epoch = max(1, train_rows // world // rows_per_batch)
+    task.prepare(batches("train", 0, cfg.train.seed))
+    engine = Engine(task.model, task.trainable(), cfg.train, steps_per_epoch * cfg.train.epochs,
+                    micro_batch=2 * rows_per_batch)
+
+    start_epoch, run_id = 0, loop_config.get("mlflow_run_id")
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            meta = json.loads((Path(directory) / META_FILE).read_text())
+            engine.load(Path(directory))
+            if cfg.train.stage == 2:
+                task.model.lrs.load_state_dict(torch.load(Path(directory) / "lrs.pt", weights_only=True))
+        start_epoch, run_id = meta["epoch"] + 1, meta["mlflow_run_id"]
+
+    if rank == 0:
+        import mlflow
+
+        mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
+        mlflow.MlflowClient().update_run(run_id, status="RUNNING")
+
+    val_generator_seed = 1234  # fixed noise/timesteps: stage-2 val losses comparable across epochs
+    for epoch in range(start_epoch, cfg.train.epochs):
+        task.model.train()
+        train_batches = batches("train", cfg.data.crop_frames, cfg.train.seed * 1000 + epoch * 10 + rank)
+        loss_sum, count, epoch_start = 0.0, 0, time.perf_counter()
+        for step, batch in enumerate(train_batches):
+            with engine.autocast():
+                loss, _ = task.loss(engine, batch)
+            engine.step(loss)
+            if hasattr(task, "after_step"):
+                task.after_step()
+            n = len(batch["listener_id"])
+            loss_sum, count = loss_sum + float(loss.detach()) * n, count + n
+            if step == 0:
+                _maybe_crash(epoch, rank)
+        elapsed = time.perf_counter() - epoch_start
+        wait = train_batches.wait_seconds
+
+        task.model.eval()
+        val_sum, val_count = 0.0, 0
+        generator = torch.Generator().manual_seed(val_generator_seed + rank)
+        with torch.no_grad():
+            for batch in batches("val", 0, 0):
+                loss, _ = task.loss(engine, batch, generator) if cfg.train.stage == 2 else task.loss(engine, batch)
+                n = len(batch["listener_id"])
+                val_sum, val_count = val_sum + float(loss) * n, val_count + n
+        totals = _all_reduce([loss_sum, count, val_sum, val_count, count / max(elapsed, 1e-9)])
+        slowest = _all_reduce([wait / max(elapsed, 1e-9)], op=dist.ReduceOp.MAX)[0]
+        metrics = {
+            "epoch": epoch,
+            "train_loss": totals[0] / max(totals[1], 1),
+            "val_loss": totals[2] / max(totals[3], 1) if totals[3] else float("nan"),
+            "samples_per_s": totals[4],
+            "data_wait_fraction": slowest,
+            "lr": engine.lr(),
+        }
+
+        with tempfile.TemporaryDirectory() as directory:
+            directory = Path(directory)
+            engine.save(directory, rank)
+            if rank == 0:
+                (directory / META_FILE).write_text(json.dumps({"epoch": epoch, "mlflow_run_id": run_id}))
+                if cfg.train.stage == 2:
+                    torch.save(task.model.lrs.state_dict(), directory / "lrs.pt")
+                tracking.log_epoch(run_id, metrics, epoch)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(directory)))
+
+    task.finish(batches("train", 0, 0))
+    if rank == 0:
+        export_dir = Path(loop_config["export_dir"])
+        export_dir.mkdir(parents=True, exist_ok=True)
+        path = export_dir / EXPORT_FILE
+        task.model.to("cpu")
+        task.export(path, extra={"epochs": cfg.train.epochs, "store_fingerprint": manifest.store_fingerprint})
+        meta = {"stage": str(cfg.train.stage), "store_fingerprint": manifest.store_fingerprint,
+                "git_commit": loop_config["git_commit"]}
+        tracking.log_model(run_id, path, metadata=meta)
+        tracking.finish_run(run_id)
+
+
+def loop_config_for(cfg: ExperimentConfig, manifest: Manifest, run_id: str, export_dir: Path,
+                    stage1_checkpoint: str | None) -> dict[str, Any]:
+    return {
+        "config": cfg.model_dump(mode="json"),
+        "manifest": manifest.to_json(),
+        "mlflow_run_id": run_id,
+        "export_dir": str(export_dir),
+        "stage1_checkpoint": stage1_checkpoint,
+        "git_commit": tracking.git_commit(),
+        "params": flatten(cfg),
+    }

@@ -1,0 +1,102 @@
+"""`reactdiff train stage1|stage2`: builds and fits a Ray Train `TorchTrainer` from a typed config.
+
+Re-running with the same `train.name` and `train.storage_path` resumes from the latest
+checkpoint and keeps logging into the same MLflow run; `FailureConfig` restarts failed workers
+from it. The finished model is exported as one self-describing checkpoint and logged to MLflow.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from reactdiff.config import ExperimentConfig, flatten
+from reactdiff.data.store import Store
+from reactdiff import tracking
+from reactdiff.train.loop import EXPORT_FILE, loop_config_for, train_loop_per_worker
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    model_uri: str
+    checkpoint: Path
+    metrics: dict
+
+
+def _ray_init() -> None:
+    import ray
+
+    if not ray.is_initialized():
+        # Joins a cluster when RAY_ADDRESS is set (ray job submit); else starts a local one.
+        ray.init(include_dashboard=False, log_to_driver=True)
+
+
+def _torch_extensions_env() -> dict[str, str]:
+    """DeepSpeed compiles a small op on first use; cache it across runs and workers."""
+    cache = os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "reactdiff-torch-extensions"))
+    return {"TORCH_EXTENSIONS_DIR": cache}
+
+
+def run_training(cfg: ExperimentConfig, trainer_hooks: dict | None = None) -> TrainResult:
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    store = Store(cfg.data.store)
+    for split in (cfg.data.train_split, cfg.data.val_split):
+        store.files(split)  # a clear error now rather than inside a worker
+    stage1_checkpoint = None
+    if cfg.train.stage == 2:
+        if not cfg.train.stage1_model:
+            raise ValueError("stage 2 needs train.stage1_model=<checkpoint path | models:/name@alias>")
+        tracking.mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
+        stage1_checkpoint = str(tracking.resolve_checkpoint(cfg.train.stage1_model))
+
+    _ray_init()
+    storage = Path(cfg.train.storage_path).resolve()
+    run_name = f"{cfg.train.name}-stage{cfg.train.stage}"
+    params = flatten(cfg)
+    run_id = tracking.start_or_resume_run(
+        cfg.tracking.tracking_uri, cfg.tracking.experiment, run_name,
+        tags={
+            tracking.STAGE_TAG: str(cfg.train.stage),
+            "reactdiff.store_fingerprint": store.manifest.store_fingerprint,
+            "reactdiff.git_commit": tracking.git_commit(),
+            "reactdiff.stage1_model": cfg.train.stage1_model,
+        },
+        params=params,
+    )
+    export_dir = storage / run_name / "export"
+    loop_config = loop_config_for(cfg, store.manifest, run_id, export_dir, stage1_checkpoint)
+
+    env = {"OMP_NUM_THREADS": str(max(1, int(cfg.train.cpus_per_worker))), **_torch_extensions_env()}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.train.num_workers,
+            use_gpu=cfg.train.use_gpu,
+            resources_per_worker={"CPU": cfg.train.cpus_per_worker},
+        ),
+        run_config=ray.train.RunConfig(
+            name=run_name,
+            storage_path=str(storage),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.checkpoints_to_keep),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
+            worker_runtime_env={"env_vars": env},
+            **(trainer_hooks or {}),
+        ),
+        datasets={
+            "train": store.ray_dataset(cfg.data.train_split),
+            "val": store.ray_dataset(cfg.data.val_split),
+        },
+    )
+    try:
+        result = trainer.fit()
+    except Exception:
+        tracking.finish_run(run_id, status="FAILED")
+        raise
+    model_uri = f"runs:/{run_id}/{tracking.MODEL_ARTIFACT}"
+    return TrainResult(run_id=run_id, model_uri=model_uri, checkpoint=export_dir / EXPORT_FILE,
+                       metrics=dict(result.metrics or {}))

@@ -1,0 +1,87 @@
+"""A real `mlflow server` on loopback for tests: SQLite backend, local artifact root.
+
+Usage (module-scoped, so one server serves a whole test module):
+
+    @pytest.fixture(scope="module")
+    def tracking_uri(tmp_path_factory):
+        with mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
+            yield uri
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+STARTUP_TIMEOUT_S = 90.0  # a cold start on a busy 2-core machine takes ~10-30 s
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"mlflow server exited with {process.returncode}; its log ({log}):\n"
+                               f"{log.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"mlflow server at {url} not healthy after {STARTUP_TIMEOUT_S:.0f} s; log: {log}")
+
+
+@contextmanager
+def mlflow_server(tmp_dir: str | Path) -> Iterator[str]:
+    """Start `mlflow server` on 127.0.0.1 with its store under `tmp_dir`; yield its URL.
+
+    The server runs in its own process group (it forks workers), which is killed on exit.
+    """
+    tmp_dir = Path(tmp_dir)
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_dir / "mlflow-server.log"
+    command = [
+        str(Path(sys.executable).with_name("mlflow")), "server",
+        "--backend-store-uri", f"sqlite:///{tmp_dir / 'mlflow.db'}",
+        "--default-artifact-root", str(tmp_dir / "artifacts"),
+        "--host", "127.0.0.1", "--port", str(port),
+        "--workers", "1",  # tests share two CPU cores
+    ]
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
+                                   start_new_session=True, cwd=tmp_dir)
+    try:
+        _wait_healthy(url, process, log)
+        yield url
+    finally:
+        _kill_group(process, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            _kill_group(process, signal.SIGKILL)
+            process.wait()
+
+
+def _kill_group(process: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(process.pid, sig)  # start_new_session=True: the group id is the server's pid
+    except ProcessLookupError:
+        pass  # the whole group has already exited

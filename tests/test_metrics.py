@@ -1,0 +1,330 @@
+"""REACT2024 metrics: hand-computed cases, an independent plain-loop reference, degenerate inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from dtaidistance import dtw_ndim
+
+from reactdiff.evaluate import metrics
+
+GROUPS = ((0, 15, 1 / 15), (15, 17, 1.0), (17, 25, 1 / 8))
+
+
+# --------------------------------------------------------------------------- plain-loop reference
+# Written from the definitions in DESIGN.md §6, one pair / one lag / one channel at a time.
+
+
+def ref_ccc(target: np.ndarray, pred: np.ndarray) -> float:
+    r = np.corrcoef(target, pred)[0, 1] if target.std() > 0 and pred.std() > 0 else np.nan
+    r = 0.0 if np.isnan(r) else r
+    num = 2 * r * target.std() * pred.std()
+    return num / (target.var() + pred.var() + (target.mean() - pred.mean()) ** 2 + 1e-8)
+
+
+def ref_dtw(x: np.ndarray, y: np.ndarray) -> float:
+    cost = np.full((len(x) + 1, len(y) + 1), np.inf)
+    cost[0, 0] = 0.0
+    for i in range(len(x)):
+        for j in range(len(y)):
+            step = ((x[i] - y[j]) ** 2).sum()
+            cost[i + 1, j + 1] = step + min(cost[i, j], cost[i, j + 1], cost[i + 1, j])
+    return float(np.sqrt(cost[-1, -1]))
+
+
+def ref_distance(x: np.ndarray, y: np.ndarray) -> float:
+    return sum(w * ref_dtw(x[:, a:b], y[:, a:b]) for a, b, w in GROUPS)
+
+
+def ref_frcorr(preds, listener, appropriate):
+    scores = []
+    for k in range(len(preds)):
+        total = 0.0
+        for pred in preds[k]:
+            total += max(
+                np.mean([ref_ccc(listener[j][:, c], pred[:, c]) for c in range(25)])
+                for j in np.flatnonzero(appropriate[k])
+            )
+        scores.append(total)
+    return np.mean(scores)
+
+
+def ref_frdist(preds, listener, appropriate):
+    return np.mean(
+        [
+            sum(min(ref_distance(pred, listener[j]) for j in np.flatnonzero(appropriate[k])) for pred in preds[k])
+            for k in range(len(preds))
+        ]
+    )
+
+
+def ref_frdiv(preds):
+    n, alpha, t, c = preds.shape
+    per_sample = []
+    for k in range(n):
+        total = sum(
+            ((preds[k, i] - preds[k, j]) ** 2).sum() for i in range(alpha) for j in range(alpha) if i != j
+        )
+        per_sample.append(total / (alpha * (alpha - 1) * t * c))
+    return np.mean(per_sample)
+
+
+def ref_frdvs(preds):
+    n, alpha, t, c = preds.shape
+    total = 0.0
+    for i in range(alpha):
+        pairs = sum(((preds[a, i] - preds[b, i]) ** 2).sum() for a in range(n) for b in range(n) if a != b)
+        total += pairs / (n * (n - 1) * alpha * t * c)
+    return total
+
+
+def ref_frvar(preds):
+    return np.mean([np.var(preds[k, i, :, c], ddof=1) for k in range(preds.shape[0])
+                    for i in range(preds.shape[1]) for c in range(25)])
+
+
+def ref_offset(pred, speaker, max_lag, official):
+    means = []
+    for lag in range(-max_lag, max_lag + 1):
+        if lag > 0:
+            x, y = pred[lag:], speaker[:-lag]
+        elif lag < 0:
+            x, y = pred[:lag], speaker[-lag:]
+        else:
+            x, y = pred, speaker
+        rs = []
+        for c in range(25):
+            constant = (x[:, c] == x[0, c]).all() or (y[:, c] == y[0, c]).all()
+            r = np.nan if constant else np.corrcoef(x[:, c], y[:, c])[0, 1]
+            rs.append(0.0 if (np.isnan(r) and not official) else r)
+        means.append(np.mean(rs))
+    return abs(max_lag - int(np.argmax(means)))
+
+
+def ref_frsyn(preds, speaker, max_lag, official=False, all_predictions=False):
+    used = preds.shape[1] if all_predictions else 1
+    return np.mean([ref_offset(preds[k, i], speaker[k], max_lag, official)
+                    for k in range(len(preds)) for i in range(used)])
+
+
+# --------------------------------------------------------------------------- data
+
+
+def emotion_like(rng, shape, binary_aus=False):
+    """Smooth random 25-d emotion: AUs (binary or probabilities), VA in [-1, 1], softmax expressions."""
+    latent = np.cumsum(rng.standard_normal(shape), axis=-2) * 0.4
+    latent -= latent.mean(axis=-2, keepdims=True)
+    aus = 1 / (1 + np.exp(-3 * (latent[..., :15] - 0.3)))
+    if binary_aus:
+        aus = (aus > 0.5).astype(float)
+    expr = np.exp(latent[..., 17:])
+    return np.concatenate([aus, np.tanh(latent[..., 15:17]), expr / expr.sum(-1, keepdims=True)], axis=-1)
+
+
+def random_case(seed, n=5, alpha=3, frames=16):
+    rng = np.random.default_rng(seed)
+    preds = emotion_like(rng, (n, alpha, frames, 25))
+    listener = emotion_like(rng, (n, frames, 25), binary_aus=True)
+    speaker = emotion_like(rng, (n, frames, 25), binary_aus=True)
+    appropriate = (rng.random((n, n)) < 0.5).astype(np.uint8)
+    np.fill_diagonal(appropriate, 1)
+    return preds, listener, speaker, appropriate
+
+
+# --------------------------------------------------------------------------- agreement with the reference
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fast_metrics_match_plain_loop_reference(seed):
+    preds, listener, speaker, appropriate = random_case(seed)
+    assert metrics.frcorr(preds, listener, appropriate) == pytest.approx(
+        ref_frcorr(preds, listener, appropriate), rel=1e-9
+    )
+    assert metrics.frdist(preds, listener, appropriate, workers=1) == pytest.approx(
+        ref_frdist(preds, listener, appropriate), rel=1e-9
+    )
+    assert metrics.frdiv(preds) == pytest.approx(ref_frdiv(preds), rel=1e-9)
+    assert metrics.frdvs(preds) == pytest.approx(ref_frdvs(preds), rel=1e-9)
+    assert metrics.frvar(preds) == pytest.approx(ref_frvar(preds), rel=1e-9)
+    for official in (False, True):
+        mode = "official" if official else "zero"
+        for all_predictions in (False, True):
+            assert metrics.frsyn(
+                preds, speaker, all_predictions=all_predictions, max_lag=6, constant_channels=mode
+            ) == pytest.approx(ref_frsyn(preds, speaker, 6, official, all_predictions), rel=1e-9)
+
+
+def test_dtaidistance_is_the_sqrt_of_summed_squared_distances_dtw():
+    rng = np.random.default_rng(3)
+    for d in (2, 8, 15):
+        x, y = rng.random((14, d)), rng.random((19, d))
+        assert dtw_ndim.distance_fast(x, y) == pytest.approx(ref_dtw(x, y), rel=1e-12)
+
+
+def test_frdist_pruning_is_exact_with_many_close_candidates():
+    """Many candidates, some identical or near-identical to a prediction: the bounds must skip and
+    abandon without ever losing the true minimum. Compared with an unpruned dtaidistance search."""
+    rng = np.random.default_rng(7)
+    n, alpha, frames = 8, 3, 40
+    listener = emotion_like(rng, (n, frames, 25), binary_aus=True)
+    preds = emotion_like(rng, (n, alpha, frames, 25))
+    preds[0, 0] = listener[3]  # distance exactly 0 to one candidate
+    preds[1, 1] = listener[1] + 1e-7  # within rounding of one candidate
+    preds[2] = listener[2] + 0.05 * rng.standard_normal((alpha, frames, 25))
+    appropriate = np.ones((n, n), dtype=np.uint8)
+
+    def unpruned(x, y):
+        return sum(w * dtw_ndim.distance_fast(x[:, a:b].copy(), y[:, a:b].copy()) for a, b, w in GROUPS)
+
+    expected = np.mean([sum(min(unpruned(p, listener[j]) for j in range(n)) for p in preds[k]) for k in range(n)])
+    assert metrics.frdist(preds, listener, appropriate, workers=1) == pytest.approx(expected, rel=1e-12)
+    # The forked worker pool gives the same number.
+    assert metrics.frdist(preds, listener, appropriate, workers=2) == pytest.approx(expected, rel=1e-12)
+
+
+def test_frrea_matches_independent_frechet_formula():
+    preds, listener, _, _ = random_case(4, n=6, alpha=2, frames=30)
+    gen, real = preds.reshape(-1, 25), listener.reshape(-1, 25)
+    cov_g, cov_r = np.cov(gen, rowvar=False), np.cov(real, rowvar=False)
+    # Tr((Σ_g Σ_r)^½) from the eigenvalues of the (non-symmetric) product.
+    trace_sqrt = np.sqrt(np.clip(np.linalg.eigvals(cov_g @ cov_r).real, 0, None)).sum()
+    expected = ((gen.mean(0) - real.mean(0)) ** 2).sum() + np.trace(cov_g + cov_r) - 2 * trace_sqrt
+    assert metrics.frrea(preds, listener) == pytest.approx(expected, rel=1e-6)
+
+
+# --------------------------------------------------------------------------- hand-computed cases
+
+
+def test_ccc_of_a_doubled_signal_by_hand():
+    # x = 0,1,0,1 (mean .5, var .25) and 2x (mean 1, var 1): CCC = 2·1·.5·1 / (.25 + 1 + .25) = 2/3.
+    listener = np.tile(np.array([0.0, 1.0, 0.0, 1.0])[:, None], (1, 25))[None]
+    preds = 2 * listener[:, None]
+    expected = 1.0 / (1.5 + 1e-8)
+    assert metrics.frcorr(preds, listener, np.ones((1, 1))) == pytest.approx(expected, rel=1e-12)
+
+
+def test_frcorr_takes_the_best_appropriate_reaction_and_sums_predictions():
+    rng = np.random.default_rng(0)
+    listener = rng.random((2, 12, 25))
+    preds = np.stack([listener[1], listener[1]])[None].repeat(2, axis=0)  # both samples predict listener 1
+    # Sample 0 may use listener 1 (CCC ≈ 1 per prediction), sample 1 only listener 0.
+    appropriate = np.array([[1, 1], [1, 0]])
+    per_pred_best = 2 * listener[1].var(0) / (2 * listener[1].var(0) + 1e-8)
+    sample0 = 2 * per_pred_best.mean()
+    sample1 = 2 * np.mean([ref_ccc(listener[0][:, c], listener[1][:, c]) for c in range(25)])
+    assert metrics.frcorr(preds, listener, appropriate) == pytest.approx((sample0 + sample1) / 2, rel=1e-9)
+
+
+def test_frdist_of_constant_offsets_by_hand():
+    # Every channel 0 vs 1: any warping path has at least T cells of cost d (group width), and the
+    # diagonal has exactly T, so DTW_g = sqrt(T·d): FRDist = sqrt(15T)/15 + sqrt(2T) + sqrt(8T)/8.
+    frames = 10
+    preds = np.zeros((1, 1, frames, 25))
+    listener = np.ones((1, frames, 25))
+    expected = np.sqrt(15 * frames) / 15 + np.sqrt(2 * frames) + np.sqrt(8 * frames) / 8
+    assert metrics.frdist(preds, listener, np.ones((1, 1)), workers=1) == pytest.approx(expected, rel=1e-12)
+
+
+def test_frdist_warping_absorbs_repeated_frames():
+    # Listener and prediction are one 11-frame motion, each with a different frame held twice:
+    # warping aligns them exactly (DTW 0), while the lock-step distance is positive.
+    base = np.random.default_rng(1).random((11, 25))
+    listener = np.concatenate([base[:9], base[8:]])[None]  # frame 8 held
+    pred = np.concatenate([base[:3], base[2:]])[None, None]  # frame 2 held
+    assert metrics.frdist(pred, listener, np.ones((1, 1)), workers=1) == pytest.approx(0.0, abs=1e-12)
+    assert ref_distance(pred[0, 0], listener[0]) == pytest.approx(0.0, abs=1e-12)
+    assert np.abs(pred[0, 0] - listener[0]).sum() > 1.0
+
+
+def test_frdiv_frdvs_frvar_by_hand():
+    frames = 6
+    preds = np.zeros((2, 2, frames, 25))
+    preds[:, 1] = 1.0  # within each sample the two predictions differ by 1 everywhere
+    # FRDiv: 2 ordered pairs × T·25 / (2·1·T·25) = 1. FRDvs: samples are identical → 0.
+    assert metrics.frdiv(preds) == pytest.approx(1.0)
+    assert metrics.frdvs(preds) == 0.0
+    alternating = np.zeros((1, 1, frames, 25))
+    alternating[0, 0, 1::2] = 1.0
+    # Σ(x − ½)² = T/4 over T − 1 degrees of freedom.
+    assert metrics.frvar(alternating) == pytest.approx(frames / 4 / (frames - 1))
+
+
+def test_frsyn_finds_a_known_lag_by_hand():
+    rng = np.random.default_rng(2)
+    frames, lag = 60, 3
+    speaker = emotion_like(rng, (1, frames, 25))
+    pred = np.empty((1, 1, frames, 25))
+    pred[0, 0, lag:] = speaker[0, :-lag]  # the prediction repeats the speaker 3 frames later
+    pred[0, 0, :lag] = rng.random((lag, 25))
+    assert metrics.frsyn(pred, speaker, max_lag=10) == lag
+
+
+def test_frrea_of_a_shifted_copy_is_the_squared_shift():
+    rng = np.random.default_rng(5)
+    listener = rng.random((3, 20, 25))
+    shift = np.linspace(-0.2, 0.2, 25)
+    assert metrics.frrea((listener + shift)[:, None], listener) == pytest.approx((shift**2).sum(), rel=1e-9)
+
+
+# --------------------------------------------------------------------------- degenerate inputs
+
+
+def test_constant_channels():
+    preds, listener, speaker, appropriate = random_case(6, frames=20)
+    preds[:, :, :, 0] = 0.5  # AU1 never changes in any prediction
+    speaker[:, :, 3] = 0.0  # nor AU6 in any speaker
+    # FRCorr: the constant channel's CCC is 0, exactly like the reference's NaN → 0.
+    assert metrics.frcorr(preds, listener, appropriate) == pytest.approx(
+        ref_frcorr(preds, listener, appropriate), rel=1e-9
+    )
+    # FRSyn default: the flat channel has r = 0 and the other 24 channels decide.
+    assert metrics.frsyn(preds, speaker, max_lag=5) == pytest.approx(ref_frsyn(preds, speaker, 5), rel=1e-9)
+    # FRSyn official: a channel flat over the whole clip makes every offset max_lag.
+    assert metrics.frsyn(preds, speaker, max_lag=5, constant_channels="official") == 5.0
+    # FRDist still exact with a zero-width value range.
+    assert metrics.frdist(preds, listener, appropriate, workers=1) == pytest.approx(
+        ref_frdist(preds, listener, appropriate), rel=1e-9
+    )
+    # A fully constant prediction correlates with nothing: FRCorr 0.
+    assert metrics.frcorr(np.full_like(preds, 0.3), listener, appropriate) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_sample_without_appropriate_reaction_raises():
+    preds, listener, speaker, appropriate = random_case(8)
+    appropriate[2] = 0
+    with pytest.raises(ValueError, match=r"samples \[2\].*no appropriate reaction"):
+        metrics.frcorr(preds, listener, appropriate)
+    with pytest.raises(ValueError, match="no appropriate reaction"):
+        metrics.compute_all(preds, listener, speaker, appropriate, workers=1)
+
+
+def test_single_prediction_and_single_sample():
+    preds, listener, speaker, appropriate = random_case(9, n=4, alpha=1, frames=60)
+    assert metrics.frdiv(preds) == 0.0  # α = 1: no pairs of predictions
+    assert metrics.frdvs(preds) > 0.0
+    single = metrics.compute_all(preds[:1], listener[:1], speaker[:1], appropriate[:1, :1], workers=1)
+    assert single["FRDvs"] == 0.0  # N = 1: no pairs of samples
+    assert single["FRDiv"] == 0.0
+    assert np.isfinite(list(single.values())).all()
+
+
+def test_bad_inputs_name_the_field():
+    preds, listener, speaker, appropriate = random_case(10)
+    with pytest.raises(ValueError, match="listener: expected shape"):
+        metrics.frcorr(preds, listener[:, :-1], appropriate)
+    with pytest.raises(ValueError, match="preds: expected a 4-d array"):
+        metrics.frdiv(preds[..., :24])
+    bad = preds.copy()
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="preds: contains NaN"):
+        metrics.frvar(bad)
+    with pytest.raises(ValueError, match="max_lag"):
+        metrics.frsyn(preds, speaker)  # 49 lags need more than 16 frames
+
+
+def test_compute_all_keys_and_values():
+    preds, listener, speaker, appropriate = random_case(11, frames=60)
+    result = metrics.compute_all(preds, listener, speaker, appropriate, workers=1)
+    assert list(result) == ["FRCorr", "FRDist", "FRDiv", "FRDvs", "FRVar", "FRSyn", "FRSyn_all", "FRRea"]
+    assert result["FRSyn"] == metrics.frsyn(preds, speaker)
+    assert result["FRDist"] == pytest.approx(ref_frdist(preds, listener, appropriate), rel=1e-9)
