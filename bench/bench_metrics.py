@@ -8,12 +8,16 @@ probabilities for predictions, as a model outputs), smooth valence/arousal in [-
 expression probabilities, all temporally smooth. Samples fall into clusters of about `--appropriate`
 members; a cluster's listeners are mutually appropriate and share a prototype reaction, and each
 prediction is a fresh variation of its cluster's prototype (a model that found the right mode).
+Every real listener and every prediction also carries a personal style: a constant offset of the
+latent, of scale `--style` (people differ in baseline valence, arousal and expressiveness).
+`--style 0` removes it: all candidates then look alike, the hardest case for FRDist's pruning.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import time
 
 import numpy as np
@@ -27,7 +31,7 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], width: int) -
     kernel = np.exp(-0.5 * (t / width) ** 2)
     kernel /= np.sqrt((kernel**2).sum())
     noise = rng.standard_normal(shape[:-2] + (shape[-2] + len(t) - 1, shape[-1]))
-    # Convolve along time with a cumulative-free FFT so large batches stay fast.
+    # Convolve along time by FFT so large batches stay fast.
     n_fft = noise.shape[-2]
     spectrum = np.fft.rfft(noise, axis=-2) * np.fft.rfft(kernel, n=n_fft)[:, None]
     return np.fft.irfft(spectrum, n=n_fft, axis=-2)[..., len(t) - 1 :, :][..., : shape[-2], :]
@@ -47,7 +51,7 @@ def emotion_from_latent(latent: np.ndarray, binary_aus: bool) -> np.ndarray:
 
 
 def emotion_like_eval_set(
-    n: int, alpha: int, frames: int, appropriate_per_sample: int, seed: int
+    n: int, alpha: int, frames: int, appropriate_per_sample: int, style: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(preds (n, alpha, T, 25) float32, listener, speaker (n, T, 25) float32, appropriate (n, n))."""
     rng = np.random.default_rng(seed)
@@ -55,13 +59,18 @@ def emotion_like_eval_set(
     cluster = rng.integers(0, n_clusters, size=n)
     prototype = smooth_noise(rng, (n_clusters, frames, 25), width=20)
     speaker = emotion_from_latent(smooth_noise(rng, (n, frames, 25), width=15), binary_aus=True)
-    listener_latent = prototype[cluster] + 0.8 * smooth_noise(rng, (n, frames, 25), width=15)
+    listener_latent = (
+        prototype[cluster] + 0.8 * smooth_noise(rng, (n, frames, 25), width=15)
+        + style * rng.standard_normal((n, 1, 25))
+    )
     listener = emotion_from_latent(listener_latent, binary_aus=True)
     preds = np.empty((n, alpha, frames, 25), dtype=np.float32)
     for start in range(0, n, 256):  # chunked: the float64 latent of all predictions is ~2.4 GB
         stop = min(n, start + 256)
-        latent = prototype[cluster[start:stop], None] + 0.8 * smooth_noise(
-            rng, (stop - start, alpha, frames, 25), width=15
+        latent = (
+            prototype[cluster[start:stop], None]
+            + 0.8 * smooth_noise(rng, (stop - start, alpha, frames, 25), width=15)
+            + style * rng.standard_normal((stop - start, alpha, 1, 25))
         )
         preds[start:stop] = emotion_from_latent(latent, binary_aus=False)
     appropriate = (cluster[:, None] == cluster[None, :]).astype(np.uint8)
@@ -74,18 +83,20 @@ def main() -> None:
     parser.add_argument("--alpha", type=int, default=10)
     parser.add_argument("--frames", type=int, default=750)
     parser.add_argument("--appropriate", type=int, default=20, help="mean appropriate reactions per sample")
+    parser.add_argument("--style", type=float, default=0.5, help="scale of personal style offsets")
     parser.add_argument("--workers", type=int, default=None, help="FRDist processes (default: all CPUs)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     t0 = time.perf_counter()
     preds, listener, speaker, appropriate = emotion_like_eval_set(
-        args.n, args.alpha, args.frames, args.appropriate, args.seed
+        args.n, args.alpha, args.frames, args.appropriate, args.style, args.seed
     )
     print(
         f"data: N={args.n} alpha={args.alpha} T={args.frames} "
-        f"appropriate/sample={appropriate.sum(1).mean():.1f} cpus={len(os.sched_getaffinity(0))} "
-        f"(generated in {time.perf_counter() - t0:.1f} s)"
+        f"appropriate/sample={appropriate.sum(1).mean():.1f} style={args.style} cpus={len(os.sched_getaffinity(0))} "
+        f"(generated in {time.perf_counter() - t0:.1f} s)",
+        flush=True,
     )
     timed = {
         "FRCorr": lambda: metrics.frcorr(preds, listener, appropriate),
@@ -97,14 +108,20 @@ def main() -> None:
         "FRSyn_all": lambda: metrics.frsyn(preds, speaker, all_predictions=True),
         "FRRea": lambda: metrics.frrea(preds, listener),
     }
-    total = 0.0
+    # CPU seconds (this process and its FRDist workers) beside wall seconds: on a shared machine
+    # wall time includes waiting for the CPU, CPU time does not.
+    def cpu_seconds() -> float:
+        return time.process_time() + resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
+
+    print(f"{'metric':10s} {'value':>12s}   {'wall':>8s}   {'cpu':>8s}")
+    total_wall = total_cpu = 0.0
     for name, fn in timed.items():
-        start = time.perf_counter()
+        start_wall, start_cpu = time.perf_counter(), cpu_seconds()
         value = fn()
-        seconds = time.perf_counter() - start
-        total += seconds
-        print(f"{name:10s} {value:12.5f}   {seconds:8.2f} s")
-    print(f"{'total':10s} {'':12s}   {total:8.2f} s")
+        wall, cpu = time.perf_counter() - start_wall, cpu_seconds() - start_cpu
+        total_wall, total_cpu = total_wall + wall, total_cpu + cpu
+        print(f"{name:10s} {value:12.5f}   {wall:8.2f}   {cpu:8.2f}", flush=True)
+    print(f"{'total':10s} {'':12s}   {total_wall:8.2f}   {total_cpu:8.2f}   (seconds; load avg {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":

@@ -30,8 +30,9 @@ configs are YAML recipes (configs/) plus dotted overrides: train.epochs=3 model.
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML recipe (see configs/); defaults if omitted")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="dotted overrides, e.g. train.epochs=3 train.num_workers=2")
+    # Overrides are the leftover key=value words (see main), so they may come before or after flags.
+    parser.set_defaults(accepts_overrides=True)
+    parser.epilog = "overrides: any number of key=value words, e.g. train.epochs=3 train.num_workers=2"
 
 
 def _load(args) -> "ExperimentConfig":  # noqa: F821
@@ -254,7 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    bad = [word for word in extra if "=" not in word or word.startswith("-")]
+    if bad or (extra and not getattr(args, "accepts_overrides", False)):
+        parser.error(f"unrecognized arguments: {' '.join(bad or extra)} "
+                     "(overrides are key=value words, e.g. train.epochs=3)")
+    args.overrides = extra
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from reactdiff.config import ConfigError

@@ -106,7 +106,7 @@ def video_fewer_frames(root):
 def clip_shorter_than_rest_of_split(root):
     # Emotion and 3DMM agree with each other (40 frames used) but not with the other clips (50).
     path = _file(root, layout.EMOTION_DIR)
-    path.write_text("\n".join(path.read_text().splitlines()[:41]) + "\n")
+    path.write_text("\n".join(path.read_text().splitlines()[:42]) + "\n")  # header + 41 rows
     face3d = np.load(_file(root, layout.FACE3D_DIR))
     np.save(_file(root, layout.FACE3D_DIR), face3d[:41])
     return path, "frames"
@@ -178,3 +178,12 @@ def test_split_csv_errors_name_the_line(tiny_corpus, tmp_path):
     with pytest.raises(ClipError) as err:
         read_split(root, "train")
     assert err.value.field == "header"
+
+
+def test_explicit_frame_count_keeps_clips_that_cover_it(tiny_corpus, tmp_path):
+    root = tmp_path / "corpus"
+    shutil.copytree(tiny_corpus, root)
+    clip_shorter_than_rest_of_split(root)  # 40 frames used instead of 50
+    samples, rejected = scan_split(root, "train", frames=40)
+    assert rejected == [] and len(samples) == 8
+    assert load_clip(root, "train", TARGET, frames=40).emotion.shape == (40, 25)

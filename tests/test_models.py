@@ -100,6 +100,9 @@ def test_mmt_rejects_unknown_and_missing_streams():
     mmt = MMT(LITE, tiny_config().mmt)
     with pytest.raises(KeyError, match="missing stream 'mfcc'"):
         mmt.encode({"3dmm": torch.zeros(1, 5, 58), "emotion": torch.zeros(1, 5, 25)})
+    with pytest.raises(ValueError, match="'emotion': expected a \\(batch, 5 frames, 25\\)"):
+        mmt.encode({"3dmm": torch.zeros(1, 5, 58), "emotion": torch.zeros(1, 6, 25),
+                    "mfcc": torch.zeros(1, 5, 26)})
 
 
 @pytest.mark.parametrize("streams", [LITE, PAPER_TINY], ids=["lite", "paper-tiny"])
@@ -199,10 +202,30 @@ def test_online_is_causal_and_offline_is_not():
     for key in ("3dmm", "emotion", "latent"):
         torch.testing.assert_close(online[key][:, :, : 3 * WS], online_changed[key][:, :, : 3 * WS],
                                    atol=1e-6, rtol=0.0)
-    assert not torch.allclose(online["emotion"][:, :, 3 * WS:], online_changed["emotion"][:, :, 3 * WS:])
+    # ... while the model does react to the speaker: the last online window and, offline, the
+    # first window (the encoder and the condition see the whole clip) move clearly.
+    last = (online["emotion"] - online_changed["emotion"])[:, :, 3 * WS:]
+    assert last.abs().max() > 1e-2
     offline = model.generate(speaker, alpha=2, mode="offline", seed=0)
     offline_changed = model.generate(changed, alpha=2, mode="offline", seed=0)
-    assert not torch.allclose(offline["emotion"][:, :, :WS], offline_changed["emotion"][:, :, :WS])
+    assert (offline["emotion"] - offline_changed["emotion"])[:, :, :WS].abs().max() > 1e-2
+
+
+def test_online_training_condition_never_sees_the_last_speaker_window():
+    speaker, listener = features(LITE, 2, 20, seed=1), features(LITE, 2, 20, seed=2)
+    changed = {name: x.clone() for name, x in speaker.items()}
+    for x in changed.values():
+        x[:, 3 * WS:] -= 2.0  # the last of 4 windows: online, no listener window is conditioned on it
+    losses = {}
+    for train_mode in ("online", "offline"):
+        diffusion = tiny_config().diffusion.model_copy(update={"train_mode": train_mode})
+        model = stage2(LITE, tiny_config(diffusion=diffusion))
+        losses[train_mode] = [
+            model.diffusion_loss(s, listener, generator=torch.Generator().manual_seed(0))[0]
+            for s in (speaker, changed)
+        ]
+    torch.testing.assert_close(losses["online"][0], losses["online"][1], atol=1e-6, rtol=0.0)
+    assert (losses["offline"][0] - losses["offline"][1]).abs() > 1e-4
 
 
 def test_streaming_online_matches_batched_online():
@@ -211,9 +234,11 @@ def test_streaming_online_matches_batched_online():
     batched = model.generate(speaker, alpha=2, mode="online", seed=5)
     windows = list(model.generate_online(speaker, alpha=2, seed=5))
     assert [w["3dmm"].shape[2] for w in windows] == [5, 5, 5, 5, 3]
-    for key in ("3dmm", "emotion"):
+    # Same noise and conditions (equal to ~1e-7); the batch shapes differ, and DDIM's first x0
+    # estimate divides by sqrt(alpha_bar_T) (tiny at T = 4), which magnifies float rounding.
+    for key in ("3dmm", "emotion", "latent"):
         streamed = torch.cat([w[key] for w in windows], dim=2)
-        torch.testing.assert_close(streamed, batched[key], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(streamed, batched[key], atol=2e-3, rtol=0.0)
 
 
 def test_window_padding_replicate_and_drop():

@@ -8,6 +8,8 @@ import torch
 from reactdiff.config import ModelConfig
 from reactdiff.models import MMT, LatentStatsAccumulator, ReactDiff
 
+torch.set_num_threads(1)  # 2 shared cores: OpenMP threads contending with other work crawl
+
 PAPER = {"au": 25088, "fe": 1408, "va": 64, "afr": 1536, "mfcc": 26}
 
 

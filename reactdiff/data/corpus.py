@@ -315,6 +315,15 @@ def _check_video(path: Path, frames: int) -> None:
         raise ClipError(path, "frames", f">= {frames} video frames like the clip's Emotion CSV", packets)
 
 
+def _check_person(root: str | Path, split: str, ref: ClipRef) -> None:
+    known = layout.PERSON_TO_EMOTION.get(ref.dataset, {})
+    if ref.person not in known:
+        raise ClipError(ref.person_dir(root, split, layout.AUDIO_DIR), "person folder",
+                        f"one of {', '.join(sorted(known))} for {ref.dataset}", repr(ref.person),
+                        hint="rename the person folder in Video_files/Audio_files/3D_FV_files, or "
+                        "drop the clip's row from the split CSV")
+
+
 def load_clip(root: str | Path, split: str, clip_path: str | ClipRef, frames: int | None = None) -> Clip:
     """Load and validate one person-clip; raise ClipError naming the first problem found.
 
@@ -322,12 +331,7 @@ def load_clip(root: str | Path, split: str, clip_path: str | ClipRef, frames: in
     every modality to cover them. Emotion and 3DMM must have the same number of rows.
     """
     ref = clip_path if isinstance(clip_path, ClipRef) else parse_clip_path(clip_path)
-    known = layout.PERSON_TO_EMOTION.get(ref.dataset, {})
-    if ref.person not in known:
-        raise ClipError(ref.person_dir(root, split, layout.AUDIO_DIR), "person folder",
-                        f"one of {', '.join(sorted(known))} for {ref.dataset}", repr(ref.person),
-                        hint="rename the person folder in Video_files/Audio_files/3D_FV_files, or "
-                        "drop the clip's row from the split CSV")
+    _check_person(root, split, ref)
     emotion_file = ref.file(root, split, layout.EMOTION_DIR)
     emotion = _read_emotion(emotion_file)
     if frames is None:
@@ -341,7 +345,9 @@ def load_clip(root: str | Path, split: str, clip_path: str | ClipRef, frames: in
     return Clip(ref, split, frames, emotion[:frames].astype(np.float32), face3d[:frames], audio_path, video_path)
 
 
-def validate_sample(root: str | Path, split: str, sample: Sample | Pair, frames: int | None = None) -> tuple[Clip, Clip]:
+def validate_sample(
+    root: str | Path, split: str, sample: Sample | Pair, frames: int | None = None
+) -> tuple[Clip, Clip]:
     """Load both clips of a sample (speaker, listener); their frame counts must agree."""
     speaker = load_clip(root, split, sample.speaker, frames)
     listener = load_clip(root, split, sample.listener, frames)
@@ -369,9 +375,8 @@ def scan_split(root: str | Path, split: str, frames: int | None = None) -> ScanR
     lengths: dict[ClipRef, int] = {}
     for ref in clips:
         try:
-            if ref.person in layout.PERSON_TO_EMOTION.get(ref.dataset, {}) and not any(
-                ref.file(root, split, tree).exists() for tree in TREES
-            ):
+            _check_person(root, split, ref)
+            if not any(ref.file(root, split, tree).exists() for tree in TREES):
                 raise ClipError(split_csv(root, split), ref.path,
                                 f"files of this clip under {Path(root) / split}/{{{','.join(TREES)}}}",
                                 "none on disk", hint="restore the clip's files or drop its row from the split CSV")

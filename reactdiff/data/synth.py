@@ -263,7 +263,7 @@ def _dyad_counts(dyads: int | Mapping[str, int]) -> dict[str, int]:
 
 
 def generate_corpus(dyads: int | Mapping[str, int], frames_on_disk: int = layout.FRAMES_ON_DISK, seed: int = 0,
-                    clips_per_session: int = 3) -> Iterator[tuple[SynthClip, SynthClip]]:
+                    clips_per_session: int = 4) -> Iterator[tuple[SynthClip, SynthClip]]:
     """Every row of every split, in split-CSV order, without writing anything."""
     for plan in plan_sessions(_dyad_counts(dyads), clips_per_session):
         yield from generate_session(plan, frames_on_disk, seed)
@@ -325,7 +325,7 @@ def _write_person_clip(root: Path, clip: SynthClip, video_size: int) -> None:
 
 def write_synthetic_corpus(root: str | Path, dyads: int | Mapping[str, int] = 4,
                            frames_on_disk: int = layout.FRAMES_ON_DISK, seed: int = 0, video_size: int = 64,
-                           clips_per_session: int = 3) -> SynthSummary:
+                           clips_per_session: int = 4) -> SynthSummary:
     """Write a synthetic REACT2024 corpus into the empty (or new) folder `root`.
 
     `dyads` is the number of split-CSV rows (clip pairs), one int for every split or

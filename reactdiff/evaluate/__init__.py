@@ -1,0 +1,1 @@
+"""Evaluation: REACT2024 metrics (`metrics`), naive baselines (`baselines`), tables and plots (`report`)."""

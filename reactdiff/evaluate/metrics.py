@@ -34,6 +34,9 @@ from reactdiff.data.layout import EMOTION_DIM
 
 # FRDist channel groups (start, stop, weight): AUs, valence/arousal, expressions.
 CHANNEL_GROUPS = ((0, 15, 1 / 15), (15, 17, 1.0), (17, 25, 1 / 8))
+# Order in which a candidate's group DTWs are computed: valence/arousal carries the most weight
+# and is the cheapest (2-d), so a losing candidate is abandoned before the 15-d AU DTW is paid.
+_GROUP_ORDER = (1, 2, 0)
 SYNC_MAX_LAG = 49  # FRSyn lags -49..49 (two seconds at 25 fps, minus one frame)
 CCC_EPS = 1e-8
 CHUNK = 64  # samples per vectorised chunk: bounds float64 temporaries to ~100 MB at T = 750
@@ -86,32 +89,35 @@ def _appropriate_sets(appropriate: np.ndarray, n: int) -> list[np.ndarray]:
 # --------------------------------------------------------------------------- FRCorr
 
 
-def _mean_ccc(preds: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """(a, T, C) x (m, T, C) -> (a, m): CCC averaged over channels, official formula.
-
-    2·r·sd_t·sd_p equals 2·cov, so no r is formed. A constant channel has cov = 0 up to
-    rounding, hence CCC 0 — the official value after its NaN → 0 of r.
-    """
-    preds = preds.astype(np.float64)
-    targets = targets.astype(np.float64)
-    mean_p, mean_t = preds.mean(axis=1), targets.mean(axis=1)  # (a, C), (m, C)
-    centred_p = preds - mean_p[:, None]
-    centred_t = targets - mean_t[:, None]
-    var_p, var_t = (centred_p**2).mean(axis=1), (centred_t**2).mean(axis=1)
-    # (C, a, T) @ (C, T, m) -> (C, a, m): one BLAS call per channel.
-    cov = np.matmul(centred_p.transpose(2, 0, 1), centred_t.transpose(2, 1, 0)) / preds.shape[1]
-    cov = cov.transpose(1, 2, 0)
-    denom = var_p[:, None] + var_t[None] + (mean_p[:, None] - mean_t[None]) ** 2 + CCC_EPS
-    return (2 * cov / denom).mean(axis=-1)
+def _channel_stats(series: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(n, T, C) -> mean (n, C), population variance (n, C), centred values as (C, n, T)."""
+    series = series.astype(np.float64)
+    mean = series.mean(axis=1)
+    centred = np.ascontiguousarray((series - mean[:, None]).transpose(2, 0, 1))
+    return mean, (centred**2).mean(axis=-1).T, centred
 
 
 def frcorr(preds: np.ndarray, listener: np.ndarray, appropriate: np.ndarray) -> float:
-    """FRCorr (↑): mean over samples k of Σ_i max_{j: M[k,j]=1} mean-channel CCC(pred_i, listener_j)."""
+    """FRCorr (↑): mean over samples k of Σ_i max_{j: M[k,j]=1} mean-channel CCC(pred_i, listener_j).
+
+    CCC = 2·r·sd_t·sd_p / (var_t + var_p + (mean_t − mean_p)² + 1e-8) with population statistics.
+    2·r·sd_t·sd_p equals 2·cov, so no r is formed: a constant channel has cov = 0 (up to rounding)
+    and so CCC 0 — the official value after its NaN → 0 of r.
+    """
     preds = _check("preds", preds, 4)
     listener = _check("listener", listener, 3)
     _check_pairing(preds, listener, "listener")
     sets = _appropriate_sets(appropriate, preds.shape[0])
-    per_sample = [_mean_ccc(preds[k], listener[sets[k]]).max(axis=1).sum() for k in range(len(sets))]
+    frames = preds.shape[2]
+    mean_t, var_t, centred_t = _channel_stats(listener)  # listeners once, not once per sample
+    per_sample = []
+    for k, candidates in enumerate(sets):
+        mean_p, var_p, centred_p = _channel_stats(preds[k])
+        # (C, a, T) @ (C, T, m) -> (C, a, m): one BLAS product per channel.
+        cov = np.matmul(centred_p, centred_t[:, candidates].transpose(0, 2, 1)).transpose(1, 2, 0) / frames
+        denom = var_p[:, None] + var_t[candidates][None] + (mean_p[:, None] - mean_t[candidates][None]) ** 2
+        ccc = (2 * cov / (denom + CCC_EPS)).mean(axis=-1)  # (a, m)
+        per_sample.append(ccc.max(axis=1).sum())
     return float(np.mean(per_sample))
 
 
@@ -182,12 +188,15 @@ def _bounded_distance(
     """
     spent = 0.0
     still_to_come = float(weighted_lower.sum())
-    for (_, _, weight), x, y, lower in zip(CHANNEL_GROUPS, pred_groups, target_groups, weighted_lower):
-        still_to_come -= lower
+    for g in _GROUP_ORDER:
+        weight = CHANNEL_GROUPS[g][2]
+        still_to_come -= weighted_lower[g]
         budget = (threshold - spent - still_to_come) / weight
         if budget < 0:
             return np.inf
-        distance = dtw_ndim.distance_fast(x, y, max_dist=budget * (1 + _BOUND_SLACK) + _ABS_SLACK)
+        distance = dtw_ndim.distance_fast(
+            pred_groups[g], target_groups[g], max_dist=budget * (1 + _BOUND_SLACK) + _ABS_SLACK
+        )
         if not np.isfinite(distance):
             return np.inf
         spent += weight * distance
@@ -209,12 +218,14 @@ def _sum_of_min_distances(preds: np.ndarray, targets: np.ndarray) -> float:
     lower = weighted_lower.sum(axis=-1)
     total = 0.0
     for i in range(len(preds)):
-        # Best-first: candidates by increasing lower bound; stop once a bound passes the best.
-        threshold = upper[i].min()
+        # Likely winners first (by the diagonal-path distance), so the threshold is tight early;
+        # a candidate whose lower bound exceeds the best so far cannot win.
+        order = np.argsort(upper[i], kind="stable")
+        threshold = upper[i, order[0]]
         best = np.inf
-        for j in np.argsort(lower[i], kind="stable"):
+        for j in order:
             if lower[i, j] > threshold:
-                break
+                continue
             distance = _bounded_distance(
                 [g[i] for g in pred_groups], [g[j] for g in target_groups], threshold, weighted_lower[i, j]
             )
@@ -262,8 +273,7 @@ def frdist(
     _check_pairing(preds, listener, "listener")
     sets = _appropriate_sets(appropriate, preds.shape[0])
     n = len(sets)
-    workers = workers or len(os.sched_getaffinity(0))
-    workers = min(workers, n)
+    workers = min(workers or _usable_cpus(), n)
     if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         return float(np.mean(_frdist_samples(list(range(n)), preds, listener, sets)))
     # Interleaved chunks, many more than workers, so both finish at about the same time.
@@ -276,7 +286,11 @@ def frdist(
         initargs=(preds, listener, sets),
     ) as pool:
         per_sample = [value for chunk in pool.map(_frdist_samples_in_worker, chunks) for value in chunk]
-    return float(np.mean(per_sample))
+    return float(np.mean(per_sample))  # chunks reorder the samples; the mean does not care
+
+
+def _usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 # --------------------------------------------------------------------------- diversity
@@ -336,43 +350,46 @@ def frvar(preds: np.ndarray) -> float:
 
 
 def _lagged_pearson(x: np.ndarray, y: np.ndarray, max_lag: int) -> np.ndarray:
-    """(B, T, C) x (B, T, C) -> (B, 2·max_lag+1, C): Pearson r of x[t + lag] with y[t].
+    """(..., C, T) x (..., C, T) (broadcastable) -> (..., C, 2·max_lag+1): Pearson r of x[t + lag]
+    with y[t] for lag = −max_lag..max_lag.
 
     Lag l pairs x[l:] with y[:T−l] (l ≥ 0) and x[:T+l] with y[−l:] (l < 0), as the official
-    `shift`. Window sums come from prefix sums, the cross term from one FFT cross-correlation,
-    so all lags cost about one pass. A window that is exactly constant gives NaN (its r is
-    undefined); constancy is decided exactly from where the series first and last changes.
+    `shift`. Window sums come from prefix sums and the cross term from one FFT cross-correlation,
+    so all lags cost about one pass over the data. A window that is exactly constant gives NaN
+    (its r is undefined); constancy is decided exactly from where the series first and last change.
     """
-    batch, frames, channels = x.shape
+    frames = x.shape[-1]
     lags = np.arange(-max_lag, max_lag + 1)
     x_start, x_stop = np.maximum(lags, 0), frames + np.minimum(lags, 0)
     y_start, y_stop = np.maximum(-lags, 0), frames - np.maximum(lags, 0)
 
     def constant_windows(values: np.ndarray, start: np.ndarray, stop: np.ndarray) -> np.ndarray:
-        changes = values[:, 1:] != values[:, :-1]  # changes[:, t-1]: values[t] != values[t-1]
-        any_change = changes.any(axis=1)
-        first = np.where(any_change, changes.argmax(axis=1) + 1, frames)  # (B, C)
-        last = np.where(any_change, frames - 1 - changes[:, ::-1].argmax(axis=1), 0)
+        changes = values[..., 1:] != values[..., :-1]  # changes[..., t-1]: values[t] != values[t-1]
+        any_change = changes.any(axis=-1, keepdims=True)
+        first = np.where(any_change, changes.argmax(axis=-1)[..., None] + 1, frames)
+        last = np.where(any_change, frames - 1 - changes[..., ::-1].argmax(axis=-1)[..., None], 0)
         # Every window is a prefix (start = 0) or a suffix (stop = T): a prefix is constant iff
         # the first change is at or after stop, a suffix iff the last change is at or before start.
-        return (first[:, None] >= stop[None, :, None]) | (last[:, None] <= start[None, :, None])
+        return (first >= stop) | (last <= start)
 
     constant = constant_windows(x, x_start, x_stop) | constant_windows(y, y_start, y_stop)
 
-    x = x - x.mean(axis=1, keepdims=True)  # centring keeps the window sums well conditioned
-    y = y - y.mean(axis=1, keepdims=True)
+    x = x - x.mean(axis=-1, keepdims=True)  # centring keeps the window sums well conditioned
+    y = y - y.mean(axis=-1, keepdims=True)
     n_fft = 1 << int(np.ceil(np.log2(frames + max_lag)))  # no circular wrap-around
-    cross = np.fft.irfft(
-        np.fft.rfft(x, n=n_fft, axis=1) * np.conj(np.fft.rfft(y, n=n_fft, axis=1)), n=n_fft, axis=1
-    )[:, lags % n_fft]  # cross[:, l] = Σ_t x[t + l] y[t]
+    spectrum = np.fft.rfft(x, n=n_fft) * np.conj(np.fft.rfft(y, n=n_fft))
+    cross = np.fft.irfft(spectrum, n=n_fft)[..., lags % n_fft]  # cross[..., l] = Σ_t x[t + l] y[t]
 
-    def prefix(values: np.ndarray) -> np.ndarray:
-        return np.concatenate([np.zeros((batch, 1, channels)), np.cumsum(values, axis=1)], axis=1)
+    def window_sums(values: np.ndarray, start: np.ndarray, stop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        prefix = np.zeros(values.shape[:-1] + (frames + 1,))
+        np.cumsum(values, axis=-1, out=prefix[..., 1:])
+        prefix_sq = np.zeros_like(prefix)
+        np.cumsum(values * values, axis=-1, out=prefix_sq[..., 1:])
+        return prefix[..., stop] - prefix[..., start], prefix_sq[..., stop] - prefix_sq[..., start]
 
-    length = (frames - np.abs(lags))[None, :, None].astype(np.float64)
-    px, pxx, py, pyy = prefix(x), prefix(x * x), prefix(y), prefix(y * y)
-    sum_x, sum_xx = px[:, x_stop] - px[:, x_start], pxx[:, x_stop] - pxx[:, x_start]
-    sum_y, sum_yy = py[:, y_stop] - py[:, y_start], pyy[:, y_stop] - pyy[:, y_start]
+    length = (frames - np.abs(lags)).astype(np.float64)
+    sum_x, sum_xx = window_sums(x, x_start, x_stop)
+    sum_y, sum_yy = window_sums(y, y_start, y_stop)
     cov = cross - sum_x * sum_y / length
     var_x = sum_xx - sum_x**2 / length
     var_y = sum_yy - sum_y**2 / length
@@ -410,15 +427,17 @@ def frsyn(
     if constant_channels not in ("zero", "official"):
         raise ValueError(f"constant_channels: expected 'zero' or 'official', got {constant_channels!r}")
     used = alpha if all_predictions else 1
+    chunk = max(1, CHUNK // used)  # about CHUNK series per step
     offsets = []
-    for start in range(0, n, CHUNK):
-        x = preds[start : start + CHUNK, :used].astype(np.float64).reshape(-1, frames, EMOTION_DIM)
-        y = np.repeat(speaker[start : start + CHUNK].astype(np.float64), used, axis=0)
-        r = _lagged_pearson(x, y, max_lag)
+    for start in range(0, n, chunk):
+        # Time last, so FFTs and prefix sums run over contiguous memory.
+        x = preds[start : start + chunk, :used].astype(np.float64).transpose(0, 1, 3, 2)
+        y = speaker[start : start + chunk, None].astype(np.float64).transpose(0, 1, 3, 2)
+        r = _lagged_pearson(x, y, max_lag)  # (chunk, used, C, lags)
         if constant_channels == "zero":
             r = np.nan_to_num(r, nan=0.0)
-        peak = np.argmax(r.mean(axis=-1), axis=1)
-        offsets.append(np.abs(max_lag - peak))
+        peak = np.argmax(r.mean(axis=-2), axis=-1)
+        offsets.append(np.abs(max_lag - peak).ravel())
     return float(np.concatenate(offsets).mean())
 
 

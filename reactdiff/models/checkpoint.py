@@ -28,7 +28,9 @@ FORMAT = "reactdiff-checkpoint"
 VERSION = 1
 
 
-def save_checkpoint(path: str | Path, model: MMT | ReactDiff, extra: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    path: str | Path, model: MMT | ReactDiff, extra: dict[str, Any] | None = None
+) -> Path:
     """Write `model` (a stage-1 MMT or a stage-2 ReactDiff) to `path` atomically. `extra` is
     free metadata of plain types/tensors (epoch, metrics, optimiser state...)."""
     path = Path(path)
@@ -37,7 +39,9 @@ def save_checkpoint(path: str | Path, model: MMT | ReactDiff, extra: dict[str, A
     elif isinstance(model, MMT):
         stage, mmt, config = 1, model, ModelConfig(mmt=model.config)
     else:
-        raise TypeError(f"save_checkpoint: expected an MMT or a ReactDiff, got {type(model).__name__}")
+        raise TypeError(
+            f"save_checkpoint: expected an MMT or a ReactDiff, got {type(model).__name__}"
+        )
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -79,7 +83,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def load_checkpoint(path: str | Path) -> MMT | ReactDiff:
-    """Rebuild the saved model on the CPU in eval mode: an MMT (stage 1) or a ReactDiff (stage 2)."""
+    """Rebuild the saved model on the CPU in eval mode: an MMT (stage 1) or a ReactDiff
+    (stage 2)."""
     payload = read_checkpoint(path)
     config = ModelConfig.model_validate(json.loads(payload["config"]))
     mmt = MMT(payload["streams"], config.mmt)

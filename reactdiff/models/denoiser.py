@@ -1,14 +1,13 @@
-"""The ε-network of stage 2: a 1-D UNet conditioned on the speaker window (paper §3.4, DESIGN §5).
+"""The ε-network of stage 2: a 1-D UNet conditioned on the speaker window (paper §3.4,
+DESIGN §5).
 
 A window of ws frames × latent_dim is read as ws channels over a length of latent_dim. The
 speaker's window becomes z_bc = SiLU(GroupNorm(Linear(flatten(window)))) of width cond_dim; the
-sinusoidal time embedding (through an MLP) is concatenated with z_bc and added, projected, inside
-every residual block (DiffAE-style conditioning).
+sinusoidal time embedding (through an MLP) is concatenated with z_bc and enters every residual
+block, projected to a per-channel scale and shift (DiffAE-style conditioning).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -18,29 +17,35 @@ from torch import Tensor, nn
 from reactdiff.config import DiffusionConfig
 
 
-def _groups(channels: int) -> int:
-    """GroupNorm groups: 32 where the width allows it (the usual choice), fewer for tiny widths."""
-    return math.gcd(32, channels)
+def _groups(channels: int, min_per_group: int = 1) -> int:
+    """GroupNorm groups: 32 where the width allows it (the usual choice), fewer for small widths.
+    `min_per_group` matters for a plain vector (no length): a group of one channel would
+    normalise that channel to a constant."""
+    return max(g for g in range(1, 33) if channels % g == 0 and channels // g >= min_per_group)
 
 
 class ResBlock(nn.Module):
+    """Residual conv block; the time+condition embedding enters as a per-channel scale and shift
+    after the second GroupNorm (DiffAE's AdaGN). Added before a GroupNorm instead, a per-channel
+    shift would be partly (with one channel per group, wholly) normalised away."""
+
     def __init__(self, in_channels: int, out_channels: int, emb_dim: int):
         super().__init__()
         self.in_layers = nn.Sequential(
             nn.GroupNorm(_groups(in_channels), in_channels), nn.SiLU(),
             nn.Conv1d(in_channels, out_channels, 3, padding=1),
         )
-        self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, out_channels))
-        self.out_layers = nn.Sequential(
-            nn.GroupNorm(_groups(out_channels), out_channels), nn.SiLU(),
-            nn.Conv1d(out_channels, out_channels, 3, padding=1),
-        )
+        self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 2 * out_channels))
+        self.out_norm = nn.GroupNorm(_groups(out_channels), out_channels)
+        self.out_layers = nn.Sequential(nn.SiLU(), nn.Conv1d(out_channels, out_channels, 3, padding=1))
         self.skip = (
-            nn.Identity() if in_channels == out_channels else nn.Conv1d(in_channels, out_channels, 1)
+            nn.Identity() if in_channels == out_channels
+            else nn.Conv1d(in_channels, out_channels, 1)
         )
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        h = self.in_layers(x) + self.emb(emb)[:, :, None]
+        scale, shift = self.emb(emb)[:, :, None].chunk(2, dim=1)
+        h = self.out_norm(self.in_layers(x)) * (1 + scale) + shift
         return self.skip(x) + self.out_layers(h)
 
 
@@ -57,7 +62,7 @@ class Denoiser(nn.Module):
         )
         self.condition = nn.Sequential(  # z_bc
             nn.Flatten(1), nn.Linear(ws * latent_dim, config.cond_dim),
-            nn.GroupNorm(_groups(config.cond_dim), config.cond_dim), nn.SiLU(),
+            nn.GroupNorm(_groups(config.cond_dim, min_per_group=16), config.cond_dim), nn.SiLU(),
         )
         emb_dim = config.time_embed_dim + config.cond_dim
 

@@ -67,7 +67,8 @@ class LRS:
 
     def fit(self, latents_by_listener: dict[str, list[Tensor]]) -> None:
         """Global statistics over every clip, then each listener's style from their clips.
-        Keys are listener identities (dataset/session/person); clips are (T, D) normalised latents."""
+        Keys are listener identities (dataset/session/person); clips are (T, D) normalised
+        latents."""
         clips = [z for latents in latents_by_listener.values() for z in latents]
         if not clips:
             raise ValueError("LRS.fit: no latents given (expected {listener: [(T, D) tensors]})")

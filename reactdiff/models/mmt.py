@@ -87,7 +87,8 @@ class MMT(nn.Module):
         if unknown:
             raise ValueError(
                 f"MMT streams {unknown} have no role; expected names among {list(known)} "
-                "(add the stream to FACIAL_QUERY_ORDER or AUDIO_QUERY_ORDER in reactdiff/models/mmt.py)"
+                "(add the stream to FACIAL_QUERY_ORDER or AUDIO_QUERY_ORDER in "
+                "reactdiff/models/mmt.py)"
             )
         self.streams = dict(streams)
         self.config = config
@@ -106,7 +107,8 @@ class MMT(nn.Module):
 
         # Linear then LayerNorm: the projected streams share one scale whatever the raw one.
         self.embed = nn.ModuleDict(
-            {name: nn.Sequential(nn.Linear(dim, d), nn.LayerNorm(d)) for name, dim in streams.items()}
+            {name: nn.Sequential(nn.Linear(dim, d), nn.LayerNorm(d))
+             for name, dim in streams.items()}
         )
         # One block per context stream, keyed by that stream (a lone query attends itself).
         self.intra = nn.ModuleDict(
@@ -147,17 +149,17 @@ class MMT(nn.Module):
     def normalise_3dmm(self, threedmm: Tensor) -> Tensor:
         return (threedmm - self.threedmm_mean) / self.threedmm_std
 
-    def _embed(self, name: str, feats: dict[str, Tensor]) -> Tensor:
+    def _embed(self, name: str, feats: dict[str, Tensor], frames: int) -> Tensor:
         if name not in feats:
             raise KeyError(
                 f"MMT input is missing stream '{name}'; it was built for streams "
                 f"{sorted(self.streams)} and got {sorted(feats)}"
             )
         x = feats[name].float()
-        if x.dim() != 3 or x.shape[-1] != self.streams[name]:
+        if x.dim() != 3 or x.shape[1] != frames or x.shape[2] != self.streams[name]:
             raise ValueError(
-                f"MMT stream '{name}': expected a (batch, frames, {self.streams[name]}) tensor, "
-                f"got shape {tuple(x.shape)}"
+                f"MMT stream '{name}': expected a (batch, {frames} frames, {self.streams[name]}) "
+                f"tensor like the other streams, got shape {tuple(x.shape)}"
             )
         if name == "3dmm":  # lite profile: the 3DMM input gets the same normalisation as targets
             x = self.normalise_3dmm(x)
@@ -166,26 +168,31 @@ class MMT(nn.Module):
 
     def encode(self, feats: dict[str, Tensor], causal_block: int | None = None) -> Tensor:
         """Features `{stream: (B, T, dim)}` → latent (B, T, latent_dim)."""
-        frames = next(iter(feats.values())).shape[1] if feats else 0
+        first = self.modalities[0][0]
+        frames = feats[first].shape[1] if first in feats else 0  # a missing stream raises below
         mask = None if causal_block is None else block_causal_mask(
             frames, causal_block, next(self.parameters()).device
         )
         outputs = []
         for names in self.modalities:
-            query = self._embed(names[0], feats)
+            query = self._embed(names[0], feats, frames)
             for name in names[1:] or names[:1]:
-                context = query if name == names[0] else self._embed(name, feats)
+                context = query if name == names[0] else self._embed(name, feats, frames)
                 query = self.intra[name](query, context, mask)
             outputs.append(query)
         if self.inter is not None:
             outputs[0] = self.inter(outputs[0], outputs[1], mask)
         return self.to_latent(torch.cat(outputs, dim=-1))
 
-    def decode_normalised(self, latent: Tensor, causal_block: int | None = None) -> tuple[Tensor, Tensor]:
+    def decode_normalised(
+        self, latent: Tensor, causal_block: int | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Latent → (normalised 3DMM (B, T, 58), activated emotion (B, T, 25))."""
         h = self.decoder_in(latent)
         h = h + positional_encoding(h.shape[1], h.shape[2], h.device)
-        mask = None if causal_block is None else block_causal_mask(h.shape[1], causal_block, h.device)
+        mask = None if causal_block is None else block_causal_mask(
+            h.shape[1], causal_block, h.device
+        )
         h = self.decoder(h, mask=mask)
         return self.head_3dmm(h), activate_emotion(self.head_emotion(h))
 
@@ -194,7 +201,9 @@ class MMT(nn.Module):
         threedmm, emotion = self.decode_normalised(latent, causal_block)
         return threedmm * self.threedmm_std + self.threedmm_mean, emotion
 
-    def loss(self, feats: dict[str, Tensor], threedmm: Tensor, emotion: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(
+        self, feats: dict[str, Tensor], threedmm: Tensor, emotion: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """`w_3dmm·MSE(normalised 3DMM) + w_emotion·L1(activated emotion)`, means over frames
         and channels (the paper's per-frame sums differ only by a constant factor)."""
         pred_3dmm, pred_emotion = self.decode_normalised(self.encode(feats))

@@ -2,9 +2,11 @@
 
 Data path (per clip of T frames, latent width D, window ws, n = ceil(T / ws) windows):
 
-    speaker feats ─MMT.encode─▶ (T, D) ─LatentStats─▶ [-1, 1] ─pad, window─▶ (n, ws, D) = conditions
-    listener feats ─ same ─▶ (n, ws, D) ─LRS.standardise─▶ x0 (the diffusion target, training)
-    noise (α, n, ws, D) ─DDIM(ε_θ, condition)─▶ x0 ─LRS.unstandardise─▶ denormalise ─MMT.decode─▶ trim T
+    speaker:  feats ─MMT.encode─▶ (T, D) ─LatentStats─▶ [-1, 1] ─pad, window─▶ (n, ws, D)
+              = the conditions
+    listener: the same ─LRS.standardise─▶ x0, the diffusion target (training)
+    sampling: noise (α, n, ws, D) ─DDIM(ε_θ, conditions)─▶ x0 ─LRS.unstandardise─▶
+              denormalise ─MMT.decode─▶ trim to T
 
 Online mode: listener window t is conditioned on speaker window t−1 (zeros for t = 0), and the
 MMT encoder and decoder run window-causally (`causal_block = ws`), so every listener frame of
@@ -55,6 +57,7 @@ class ReactDiff(nn.Module):
 
     @classmethod
     def from_stage1(cls, mmt: MMT, config: ModelConfig) -> "ReactDiff":
+        """Stage 2 over a trained MMT (e.g. `load_checkpoint(stage-1 file)`), frozen in place."""
         return cls(mmt, config)
 
     def train(self, mode: bool = True) -> "ReactDiff":
@@ -82,7 +85,8 @@ class ReactDiff(nn.Module):
         if not bool(self.latent_stats_set):
             raise RuntimeError(
                 "ReactDiff latent statistics are not set: accumulate MMT.encode outputs over the "
-                "training split with LatentStatsAccumulator and call set_latent_stats(acc.finalize())"
+                "training split with LatentStatsAccumulator and call "
+                "set_latent_stats(acc.finalize())"
             )
         return (self.mmt.encode(feats, causal_block) - self.latent_center) / self.latent_half_range
 
@@ -106,7 +110,8 @@ class ReactDiff(nn.Module):
         if mode not in ("offline", "online"):
             raise ValueError(f"mode must be 'offline' or 'online', got {mode!r}")
         online = mode == "online"
-        windows = self._windows(self.encode_latent(speaker_feats, self.window_size if online else None))
+        latent = self.encode_latent(speaker_feats, self.window_size if online else None)
+        windows = self._windows(latent)
         if online:  # window t sees speaker window t-1; the first sees zeros
             windows = torch.cat([torch.zeros_like(windows[:, :1]), windows[:, :-1]], dim=1)
         return windows
@@ -123,9 +128,10 @@ class ReactDiff(nn.Module):
 
     # ---------------------------------------------------------------- training
 
-    def diffusion_loss(self, speaker_feats: dict[str, Tensor], listener_feats: dict[str, Tensor],
-                       listener_style: ListenerStyle | None = None,
-                       generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def diffusion_loss(
+        self, speaker_feats: dict[str, Tensor], listener_feats: dict[str, Tensor],
+        listener_style: ListenerStyle | None = None, generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """ε-prediction L1 over all windows of the batch. `listener_style` is a batched style
         (e.g. `model.lrs.styles_for(listener_ids)`); None trains on the plain latent. A seeded
         CPU `generator` fixes timesteps and noise."""
@@ -143,7 +149,10 @@ class ReactDiff(nn.Module):
 
     # ---------------------------------------------------------------- generation
 
-    def _noise(self, shape: tuple[int, ...], windows: int, generator: torch.Generator | None) -> list[Tensor]:
+    @staticmethod
+    def _noise(
+        shape: tuple[int, ...], windows: int, generator: torch.Generator | None
+    ) -> list[Tensor]:
         # One draw per window, in window order: the streaming API draws the same numbers.
         return [torch.randn(shape, generator=generator) for _ in range(windows)]
 
@@ -152,8 +161,10 @@ class ReactDiff(nn.Module):
         return None if seed is None else torch.Generator().manual_seed(seed)
 
     @torch.no_grad()
-    def generate(self, speaker_feats: dict[str, Tensor], alpha: int = 10, mode: Mode = "offline",
-                 listener_style: ListenerStyle | None = None, seed: int | None = None) -> dict[str, Tensor]:
+    def generate(
+        self, speaker_feats: dict[str, Tensor], alpha: int = 10, mode: Mode = "offline",
+        listener_style: ListenerStyle | None = None, seed: int | None = None,
+    ) -> dict[str, Tensor]:
         """α reactions per speaker clip in one batched DDIM pass (EMA weights).
 
         Returns {"3dmm": (B, α, T, 58) raw, "emotion": (B, α, T, 25), "latent": (B, α, T, D)
@@ -162,10 +173,13 @@ class ReactDiff(nn.Module):
         frames = next(iter(speaker_feats.values())).shape[1]
         conditions = self._conditions(speaker_feats, mode)  # (B, n, ws, D)
         batch, windows, ws, dim = conditions.shape
-        noise = torch.stack(self._noise((batch, alpha, ws, dim), windows, self._generator(seed)), dim=2)
+        generator = self._generator(seed)
+        noise = torch.stack(self._noise((batch, alpha, ws, dim), windows, generator), dim=2)
         conditions = conditions.unsqueeze(1).expand(batch, alpha, windows, ws, dim)
         x0 = self.diffusion.sample(
-            self.ema.module, conditions.reshape(-1, ws, dim), noise.reshape(-1, ws, dim).to(conditions)
+            self.ema.module,
+            conditions.reshape(-1, ws, dim),
+            noise.reshape(-1, ws, dim).to(conditions),
         ).view(batch, alpha, windows * ws, dim)
         latent = self.lrs.unstandardise(x0, listener_style)
         return self._decode(latent, frames, self.window_size if mode == "online" else None)

@@ -25,12 +25,20 @@ class TrainResult:
     metrics: dict
 
 
-def _ray_init() -> None:
+def ray_init(extra_cpus: int = 2) -> None:
+    """Join the cluster in RAY_ADDRESS (ray job submit), or start a local runtime.
+
+    A local runtime advertises `extra_cpus` logical CPUs beyond the cores: training workers hold
+    their CPUs for the whole run, and Ray Data's read tasks (I/O-bound) would otherwise starve.
+    """
     import ray
 
-    if not ray.is_initialized():
-        # Joins a cluster when RAY_ADDRESS is set (ray job submit); else starts a local one.
-        ray.init(include_dashboard=False, log_to_driver=True)
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()
+    else:
+        ray.init(num_cpus=(os.cpu_count() or 1) + extra_cpus, include_dashboard=False)
 
 
 def _torch_extensions_env() -> dict[str, str]:
@@ -39,7 +47,14 @@ def _torch_extensions_env() -> dict[str, str]:
     return {"TORCH_EXTENSIONS_DIR": cache}
 
 
-def run_training(cfg: ExperimentConfig, trainer_hooks: dict | None = None) -> TrainResult:
+def build_trainer(cfg: ExperimentConfig, tags: dict[str, str] | None = None,
+                  callbacks: list | None = None):
+    """The TorchTrainer for `cfg`, its MLflow run (created or resumed) and its export folder.
+
+    `tags` are added to a new MLflow run (sweeps pass `mlflow.parentRunId`); `callbacks` go to the
+    Train RunConfig (sweeps pass Tune's TuneReportCallback).
+    """
+    import ray.data
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -53,10 +68,10 @@ def run_training(cfg: ExperimentConfig, trainer_hooks: dict | None = None) -> Tr
         tracking.mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
         stage1_checkpoint = str(tracking.resolve_checkpoint(cfg.train.stage1_model))
 
-    _ray_init()
+    ray_init()
+    ray.data.DataContext.get_current().enable_progress_bars = False  # per-epoch lines instead
     storage = Path(cfg.train.storage_path).resolve()
     run_name = f"{cfg.train.name}-stage{cfg.train.stage}"
-    params = flatten(cfg)
     run_id = tracking.start_or_resume_run(
         cfg.tracking.tracking_uri, cfg.tracking.experiment, run_name,
         tags={
@@ -64,8 +79,9 @@ def run_training(cfg: ExperimentConfig, trainer_hooks: dict | None = None) -> Tr
             "reactdiff.store_fingerprint": store.manifest.store_fingerprint,
             "reactdiff.git_commit": tracking.git_commit(),
             "reactdiff.stage1_model": cfg.train.stage1_model,
+            **(tags or {}),
         },
-        params=params,
+        params=flatten(cfg),
     )
     export_dir = storage / run_name / "export"
     loop_config = loop_config_for(cfg, store.manifest, run_id, export_dir, stage1_checkpoint)
@@ -85,18 +101,22 @@ def run_training(cfg: ExperimentConfig, trainer_hooks: dict | None = None) -> Tr
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.checkpoints_to_keep),
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
             worker_runtime_env={"env_vars": env},
-            **(trainer_hooks or {}),
+            callbacks=callbacks or None,
         ),
         datasets={
             "train": store.ray_dataset(cfg.data.train_split),
             "val": store.ray_dataset(cfg.data.val_split),
         },
     )
+    return trainer, run_id, export_dir
+
+
+def run_training(cfg: ExperimentConfig) -> TrainResult:
+    trainer, run_id, export_dir = build_trainer(cfg)
     try:
         result = trainer.fit()
     except Exception:
         tracking.finish_run(run_id, status="FAILED")
         raise
-    model_uri = f"runs:/{run_id}/{tracking.MODEL_ARTIFACT}"
-    return TrainResult(run_id=run_id, model_uri=model_uri, checkpoint=export_dir / EXPORT_FILE,
-                       metrics=dict(result.metrics or {}))
+    return TrainResult(run_id=run_id, model_uri=f"runs:/{run_id}/{tracking.MODEL_ARTIFACT}",
+                       checkpoint=export_dir / EXPORT_FILE, metrics=dict(result.metrics or {}))

@@ -1,0 +1,128 @@
+"""Evaluation report helpers: a results table and PNG figures (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; works without a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from reactdiff.data.layout import AU_SLICE, EMOTION_DIM, EXPR_SLICE, EXPRESSION_NAMES, VA_SLICE  # noqa: E402
+
+# Which direction is better for each metric (DESIGN.md §6); unknown metrics get no arrow.
+HIGHER_IS_BETTER = {
+    "FRCorr": True,
+    "FRDist": False,
+    "FRDiv": True,
+    "FRDvs": True,
+    "FRVar": True,
+    "FRSyn": False,
+    "FRSyn_all": False,
+    "FRRea": False,
+}
+
+
+def _arrowed(metric: str) -> str:
+    better = HIGHER_IS_BETTER.get(metric)
+    return metric if better is None else f"{metric} {'↑' if better else '↓'}"
+
+
+def _metric_names(rows: dict[str, dict[str, float]]) -> list[str]:
+    """Known metrics in their canonical order, then any others in first-seen order."""
+    seen = list(dict.fromkeys(name for values in rows.values() for name in values))
+    return [m for m in HIGHER_IS_BETTER if m in seen] + [m for m in seen if m not in HIGHER_IS_BETTER]
+
+
+def results_table(rows: dict[str, dict[str, float]]) -> tuple[str, str]:
+    """Model and baselines side by side: one row per entry of `rows` ({name: {metric: value}}),
+    one column per metric, headers arrowed with the better direction. Returns (markdown, csv);
+    a metric an entry lacks is left empty."""
+    metrics = _metric_names(rows)
+    header = ["method"] + [_arrowed(m) for m in metrics]
+    body = [[name] + [f"{values[m]:.4f}" if m in values else "" for m in metrics] for name, values in rows.items()]
+    markdown = "\n".join(
+        ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in body]
+    )
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["method"] + metrics)  # plain names in CSV: easier to parse
+    writer.writerows(body)
+    return markdown + "\n", buffer.getvalue()
+
+
+def plot_sample(
+    path: str | Path,
+    speaker_emotion: np.ndarray,
+    listener_emotion: np.ndarray,
+    generated_emotion: np.ndarray,
+    title: str,
+) -> Path:
+    """Three panels over time: mean AU activation, valence/arousal, and the expression probabilities
+    (listener's dominant expression). Speaker and real listener as lines, the alpha generated
+    reactions as their mean with a min–max band."""
+    speaker_emotion, listener_emotion = np.asarray(speaker_emotion), np.asarray(listener_emotion)
+    generated_emotion = np.asarray(generated_emotion)
+    if speaker_emotion.shape != listener_emotion.shape or speaker_emotion.shape[-1] != EMOTION_DIM:
+        raise ValueError(
+            f"plot_sample: expected speaker and listener emotion (T, {EMOTION_DIM}), "
+            f"got {speaker_emotion.shape} and {listener_emotion.shape}"
+        )
+    if generated_emotion.ndim != 3 or generated_emotion.shape[1:] != listener_emotion.shape:
+        raise ValueError(
+            f"plot_sample: expected generated emotion (alpha, {listener_emotion.shape[0]}, {EMOTION_DIM}), "
+            f"got {generated_emotion.shape}"
+        )
+    expression = int(listener_emotion[:, EXPR_SLICE].mean(axis=0).argmax())
+    panels = [
+        ("mean AU activation", lambda e: e[..., AU_SLICE].mean(axis=-1)),
+        ("valence", lambda e: e[..., VA_SLICE.start]),
+        ("arousal", lambda e: e[..., VA_SLICE.start + 1]),
+        (f"P({EXPRESSION_NAMES[expression]})", lambda e: e[..., EXPR_SLICE.start + expression]),
+    ]
+    frames = np.arange(len(listener_emotion))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.2 * len(panels)), sharex=True)
+    for ax, (label, pick) in zip(axes, panels):
+        generated = pick(generated_emotion)  # (alpha, T)
+        ax.fill_between(frames, generated.min(axis=0), generated.max(axis=0), color="C2", alpha=0.25,
+                        label=f"generated (min–max of {len(generated)})")
+        ax.plot(frames, generated.mean(axis=0), color="C2", label="generated (mean)")
+        ax.plot(frames, pick(listener_emotion), color="C0", label="real listener")
+        ax.plot(frames, pick(speaker_emotion), color="C1", alpha=0.7, label="speaker")
+        ax.set_ylabel(label)
+    axes[0].legend(loc="upper right", fontsize=7, ncol=4)
+    axes[-1].set_xlabel("frame (25 fps)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_metric_comparison(path: str | Path, rows: dict[str, dict[str, float]]) -> Path:
+    """One bar chart per metric, methods side by side, titled with the better direction."""
+    metrics = _metric_names(rows)
+    names = list(rows)
+    cols = min(4, len(metrics))
+    n_rows = -(-len(metrics) // cols)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(3.2 * cols, 2.8 * n_rows), squeeze=False)
+    colours = [f"C{i % 10}" for i in range(len(names))]
+    for ax, metric in zip(axes.flat, metrics):
+        values = [rows[name].get(metric, np.nan) for name in names]
+        ax.bar(range(len(names)), values, color=colours)
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+        ax.set_title(_arrowed(metric), fontsize=9)
+    for ax in list(axes.flat)[len(metrics) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, format="png")
+    plt.close(fig)
+    return path

@@ -1,0 +1,243 @@
+"""`reactdiff generate`: listener reactions in the REACT2024 formats from a model and speaker clips.
+
+Model (`model_uri`): a stage-2 checkpoint file, loaded with `load_checkpoint`, or an MLflow model
+URI (`models:/reactdiff@champion`, `runs:/<run id>/model`), loaded with `mlflow.pyfunc.load_model`
+so the registered pyfunc is what generates.
+
+Speaker (`speaker`), one of:
+    <store dir>:<split>   every speaker sample of a feature-store split (role-swapped, so every
+                          person-clip of the split speaks once); any profile
+    <clip file>           one clip of a REACT2024-layout corpus, given by any of its files outside
+                          the Emotion tree, e.g. <root>/val/Audio_files/NoXI/001/Expert_video/3.wav;
+                          its features are computed like `prepare --profile lite` does (Emotion 25
+                          + 3DMM 58 + MFCC 26 from the WAV), so it serves lite-profile models only
+
+Listener style (`listener_ref`, LRS): reference clip files of the target listener (lite
+profile, same form as a speaker clip), or one listener identity the model was fitted on
+(`<dataset>/<session>/<person>`, as in `model.lrs.styles`). Without it the global style is used.
+The served pyfunc has no style input, so with an MLflow URI and a style the ReactDiff inside the
+loaded pyfunc generates directly (same artifact, same weights).
+
+Output, per speaker clip `<dataset>/<session>/<person>/<clip>` and reaction k = 0..α-1:
+
+    <out>/reactions/<dataset>/<session>/<person>/<clip>/<k>.csv   Emotion: header + (T, 25)
+    <out>/reactions/<dataset>/<session>/<person>/<clip>/<k>.npy   3DMM: (T, 1, 58) float32
+    <out>/reactions/<dataset>/<session>/<person>/<clip>/emotion.png   valence/arousal vs speaker
+    <out>/generation.json                                         model, options, clips
+
+T is the model's frame count (no extra on-disk frame). AUs are written as occurrences (the
+generated value thresholded at 0.5), as the REACT2024 Emotion format stores them; the files parse
+with the corpus reader's Emotion/3DMM readers. Clip i is generated with seed `seed + i`, so the
+outputs do not depend on how many clips are generated together.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from reactdiff.data import corpus, features, layout
+from reactdiff.data.store import Store, to_samples
+from reactdiff.models.checkpoint import load_checkpoint
+from reactdiff.models.lrs import ListenerStyle
+from reactdiff.models.reactdiff import ReactDiff
+
+log = logging.getLogger(__name__)
+
+LITE_STREAMS = ("emotion", "3dmm", "mfcc")
+REACTIONS_DIR = "reactions"
+
+
+@dataclass
+class Speakers:
+    """Speaker clips and their features {stream: (N, T, D) float32}, clip i in row i."""
+
+    clips: list[str]
+    feats: dict[str, np.ndarray]
+
+
+# --------------------------------------------------------------------------------------------
+# Speakers and listener references
+# --------------------------------------------------------------------------------------------
+
+
+def locate_clip(path: str | Path) -> tuple[Path, str, corpus.ClipRef]:
+    """`<root>/<split>/<tree>/<dataset>/<session>/<person>/<clip>.<ext>` → (root, split, clip)."""
+    parts = Path(path).parts
+    for i in range(len(parts) - 5):
+        if parts[i] in layout.SPLITS and parts[i + 1] in corpus.TREES:
+            if parts[i + 1] == layout.EMOTION_DIR:
+                break  # P1/P2 folders do not name the person unambiguously (RECOLA)
+            return Path(*parts[:i]), parts[i], corpus.parse_clip_path("/".join(parts[i + 2:]), str(path))
+    raise ValueError(
+        f"speaker/listener clip '{path}': expected a file of a REACT2024-layout corpus outside the "
+        "Emotion tree, <root>/<split>/{Audio_files,Video_files,3D_FV_files}/<dataset>/<session>/"
+        "<person>/<clip>.<ext>, or a feature store split as <store dir>:<split>"
+    )
+
+
+def lite_features(path: str | Path) -> tuple[str, dict[str, np.ndarray]]:
+    """A corpus clip's lite-profile features {stream: (T, D)}, as `prepare --profile lite` computes them."""
+    root, split, ref = locate_clip(path)
+    clip = corpus.load_clip(root, split, ref)
+    audio, rate = clip.read_audio()
+    return ref.path, {"emotion": clip.emotion, "3dmm": clip.face3d,
+                      "mfcc": features.mfcc(audio, rate, clip.frames)}
+
+
+def load_speakers(speaker: str | Path, streams: Sequence[str]) -> Speakers:
+    """The speaker clips named by `speaker` (see the module doc) with the `streams` the model reads."""
+    text = str(speaker)
+    store_dir, _, split = text.rpartition(":")
+    if store_dir and (Path(store_dir) / "manifest.json").is_file():
+        store = Store(store_dir)
+        wanted = sorted(set(streams) | {"emotion"})  # emotion: the speaker trace in the plots
+        samples = to_samples(store.read_split(split, wanted), wanted)
+        # A person-clip speaks once per split; keep the first sample of any repeated clip.
+        first = {clip: i for i, clip in reversed(list(enumerate(samples["speaker_clip"])))}
+        rows = sorted(first.values())
+        return Speakers([samples["speaker_clip"][i] for i in rows],
+                        {s: np.asarray(a[rows], dtype=np.float32) for s, a in samples["speaker"].items()})
+    missing = sorted(set(streams) - set(LITE_STREAMS))
+    if missing:
+        raise ValueError(
+            f"speaker '{text}' is a corpus clip, from which only the lite streams {LITE_STREAMS} are "
+            f"computed, but the model also reads {missing}: prepare a feature store with that "
+            "profile and pass <store dir>:<split> instead"
+        )
+    clip, feats = lite_features(text)
+    return Speakers([clip], {name: values[None] for name, values in feats.items()})
+
+
+def listener_style(model: ReactDiff, listener_ref: Sequence[str | Path]) -> ListenerStyle:
+    """LRS style of the target listener: a fitted identity, or estimated from reference clips."""
+    if len(listener_ref) == 1 and str(listener_ref[0]) in model.lrs.styles:
+        return model.lrs.styles[str(listener_ref[0])]
+    latents = []
+    for path in listener_ref:
+        _, feats = lite_features(path)
+        tensors = {name: torch.from_numpy(values)[None] for name, values in feats.items()}
+        latents.append(model.encode_latent(tensors)[0])
+    return model.lrs.estimate_style(latents)
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------
+
+
+def _stage2(model: Any, source: str) -> ReactDiff:
+    if not isinstance(model, ReactDiff):
+        raise ValueError(f"model '{source}' is a {type(model).__name__} (stage 1); generate needs a "
+                         "stage-2 ReactDiff checkpoint or its registered model")
+    return model
+
+
+class Generator:
+    """Generates through the pyfunc for MLflow URIs and through the ReactDiff for checkpoints."""
+
+    def __init__(self, model_uri: str | Path, tracking_uri: str | None = None):
+        text = str(model_uri)
+        self.pyfunc = None
+        if Path(text).is_file():
+            self.model = _stage2(load_checkpoint(text), text)
+        elif ":/" in text:
+            import mlflow
+
+            if tracking_uri:
+                mlflow.set_tracking_uri(tracking_uri)
+            self.pyfunc = mlflow.pyfunc.load_model(text)
+            self.model = _stage2(self.pyfunc.unwrap_python_model().model, text)
+        else:
+            raise FileNotFoundError(f"model '{text}' is neither a checkpoint file nor an MLflow URI "
+                                    "(e.g. models:/reactdiff@champion or runs:/<run id>/model)")
+
+    def __call__(self, feats: dict[str, np.ndarray], alpha: int, mode: str, seed: int | None,
+                 style: ListenerStyle | None) -> dict[str, np.ndarray]:
+        """{stream: (1, T, D)} → {"3dmm": (1, α, T, 58), "emotion": (1, α, T, 25)} numpy."""
+        if self.pyfunc is not None and style is None:
+            params = {"alpha": alpha, "mode": mode, **({} if seed is None else {"seed": seed})}
+            schema = self.pyfunc.metadata.get_params_schema()
+            if schema is not None and {p.name for p in schema.params} >= set(params):
+                return self.pyfunc.predict(feats, params=params)
+            # MLflow drops params a model's signature does not declare; call the logged
+            # predict itself so alpha/mode/seed still apply to models logged without them.
+            log.warning("the registered model declares no params schema for %s; calling its "
+                        "predict directly", sorted(params))
+            return self.pyfunc.unwrap_python_model().predict(None, feats, params)
+        tensors = {name: torch.from_numpy(values) for name, values in feats.items()}
+        out = self.model.generate(tensors, alpha=alpha, mode=mode, listener_style=style, seed=seed)
+        return {"3dmm": out["3dmm"].numpy(), "emotion": out["emotion"].numpy()}
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+
+def write_emotion_csv(path: Path, emotion: np.ndarray) -> None:
+    """(T, 25) → REACT2024 Emotion CSV; AUs as 0/1 occurrences."""
+    values = emotion.astype(np.float64).copy()
+    values[:, layout.AU_SLICE] = values[:, layout.AU_SLICE] >= 0.5
+    np.savetxt(path, values, delimiter=",", comments="", header=",".join(layout.EMOTION_COLUMNS),
+               fmt=["%d"] * len(layout.AU_NAMES) + ["%.6f"] * (layout.EMOTION_DIM - len(layout.AU_NAMES)))
+
+
+def plot_emotion(path: Path, clip: str, speaker: np.ndarray, reactions: np.ndarray) -> None:
+    """Valence and arousal of the α reactions (thin) against the speaker's (black)."""
+    figure = Figure(figsize=(9, 4.5))
+    FigureCanvasAgg(figure)  # attaches the Agg canvas: no pyplot, no global state
+    seconds = np.arange(speaker.shape[0]) / layout.FPS
+    axes = figure.subplots(2, 1, sharex=True)
+    for axis, column, name in zip(axes, range(layout.VA_SLICE.start, layout.VA_SLICE.stop), ("valence", "arousal")):
+        for k, reaction in enumerate(reactions):
+            axis.plot(seconds, reaction[:, column], lw=0.8, alpha=0.6, label="reactions" if k == 0 else None)
+        axis.plot(seconds, speaker[:, column], color="black", lw=1.6, label="speaker")
+        axis.set_ylabel(name)
+        axis.set_ylim(-1.05, 1.05)
+    axes[0].set_title(f"{clip}: {len(reactions)} generated listener reactions")
+    axes[0].legend(loc="upper right", fontsize="small")
+    axes[1].set_xlabel("seconds")
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+
+
+def generate_to_dir(model_uri: str | Path, speaker: str | Path, out_dir: str | Path, alpha: int = 10,
+                    mode: str = "offline", listener_ref: Sequence[str | Path] | None = None,
+                    seed: int | None = None, tracking_uri: str | None = None) -> list[Path]:
+    """Generate α reactions per speaker clip and write them under `out_dir` (module doc);
+    returns the files written."""
+    if alpha < 1:
+        raise ValueError(f"alpha: expected the number of reactions per speaker clip (>= 1), got {alpha}")
+    generator = Generator(model_uri, tracking_uri)
+    speakers = load_speakers(speaker, list(generator.model.mmt.streams))
+    style = listener_style(generator.model, listener_ref) if listener_ref else None
+    out_dir = Path(out_dir)
+    written: list[Path] = []
+    for i, clip in enumerate(speakers.clips):
+        feats = {name: values[i: i + 1] for name, values in speakers.feats.items()
+                 if name in generator.model.mmt.streams}
+        out = generator(feats, alpha, mode, None if seed is None else seed + i, style)
+        folder = out_dir / REACTIONS_DIR / clip
+        folder.mkdir(parents=True, exist_ok=True)
+        for k in range(alpha):
+            write_emotion_csv(folder / f"{k}.csv", out["emotion"][0, k])
+            np.save(folder / f"{k}.npy", out["3dmm"][0, k][:, None, :].astype(np.float32))
+            written += [folder / f"{k}.csv", folder / f"{k}.npy"]
+        plot_emotion(folder / "emotion.png", clip, speakers.feats["emotion"][i], out["emotion"][0])
+        written.append(folder / "emotion.png")
+    summary = {"model": str(model_uri), "speaker": str(speaker), "alpha": alpha, "mode": mode,
+               "seed": seed, "listener_ref": [str(p) for p in listener_ref or []],
+               "frames": int(speakers.feats["emotion"].shape[1]), "clips": speakers.clips}
+    (out_dir / "generation.json").write_text(json.dumps(summary, indent=2))
+    written.append(out_dir / "generation.json")
+    return written

@@ -1,0 +1,471 @@
+"""Model registry: promote the best evaluated run to `champion`, and roll a promotion back.
+
+MLflow 3 deprecates registry stages, so promotion moves aliases (DESIGN §8):
+
+    best FINISHED run ──register──▶ version N ──alias──▶ challenger
+                                        └── better than champion (or force) ──alias──▶ champion
+
+Run tags the evaluation code sets (and `promote` reads):
+    reactdiff.eval_split          split the run's metrics were computed on ("val", "test")
+    reactdiff.store_fingerprint   `store_fingerprint` of the feature store's manifest.json
+    reactdiff.stage1_model        the frozen stage-1 model the run trained on (URI or path)
+    reactdiff.git_commit          the code version that trained the run
+
+Model-version tags written here: `reactdiff.metrics` (the run's metrics, JSON), `reactdiff.config`
+(the run's params, JSON), the four run tags above, `reactdiff.model_uri` (runs:/<id>/model), and
+the promotion record `reactdiff.promotion.decision` / `reactdiff.promotion.previous_champion`
+(the champion version this one replaced, "" if none) and, on a champion rolled back,
+`reactdiff.promotion.rolled_back`. Champion comparisons read the metric and
+the split from these version tags, so they do not depend on the run still existing.
+
+Registered-model existence: `promote` creates the registered model on the first promotion, unless
+`require_existing=True`; `rollback` refuses a name that does not exist.
+
+Concurrency. MLflow has no transactions and tag/alias writes are blind upserts, so a lock taken
+with "read tag, then write tag" would let two promoters both believe they hold it. The one atomic
+operation the registry offers is creating a registered model: the backend's unique name
+constraint lets exactly one of two concurrent `create_registered_model(name)` calls succeed, on
+any number of machines talking to the same server or database. Promotions and rollbacks of model
+`M` therefore hold the lock model `M.promotion-lock` (created to acquire, deleted to release)
+around "read champion → compare → write tags → move aliases", and re-read the champion alias
+afterwards. What this guarantees, and what it does not:
+
+- reactdiff promote/rollback calls on one registry are serialised: each compares against the
+  champion the previous one left, so racing promotions end with the better model as champion.
+- Clients that move the aliases without the lock (the UI, other scripts) are not kept out; the
+  re-read after moving `champion` detects such a write and raises instead of reporting success.
+- A promoter that dies while holding the lock leaves it behind; later promoters wait
+  `lock_timeout_s` and then fail naming the lock's owner and age. Remove it with `break_lock`
+  once that owner is known to be dead: it is not stolen automatically, because deleting a lock
+  that a third promoter has just re-created cannot be made safe without compare-and-delete.
+
+Command line (wired in cli.py):
+    reactdiff promote --experiment reactdiff --metric FRDist --mode min --model-name reactdiff
+    reactdiff promote --rollback --model-name reactdiff
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mlflow.entities import LoggedModelStatus, Run, RunStatus
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from reactdiff.tracking import MODEL_ARTIFACT
+
+EVAL_SPLIT_TAG = "reactdiff.eval_split"
+STORE_FINGERPRINT_TAG = "reactdiff.store_fingerprint"
+STAGE1_MODEL_TAG = "reactdiff.stage1_model"
+GIT_COMMIT_TAG = "reactdiff.git_commit"
+
+METRICS_TAG = "reactdiff.metrics"
+CONFIG_TAG = "reactdiff.config"
+MODEL_URI_TAG = "reactdiff.model_uri"
+DECISION_TAG = "reactdiff.promotion.decision"
+PREVIOUS_CHAMPION_TAG = "reactdiff.promotion.previous_champion"
+ROLLED_BACK_TAG = "reactdiff.promotion.rolled_back"
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+LOCK_SUFFIX = ".promotion-lock"
+LOCK_OWNER_TAG = "reactdiff.lock.owner"
+LOCK_ACQUIRED_TAG = "reactdiff.lock.acquired_at"
+
+Mode = Literal["min", "max"]
+
+
+class PromotionError(RuntimeError):
+    """A promotion or rollback was refused; the message says why and what to do."""
+
+
+@dataclass
+class PromotionResult:
+    model_name: str
+    version: str  # the version registered (or re-used) for the best run
+    run_id: str
+    metric: str
+    split: str
+    value: float
+    decision: str  # "promoted" | "forced" | "kept champion" | "already champion"
+    champion_version: str  # the champion after this promotion
+    previous_champion: str | None  # the champion before it (None: there was none)
+    previous_value: float | None
+    notes: list[str] = field(default_factory=list)  # runs skipped and why
+
+    @property
+    def promoted(self) -> bool:
+        return self.decision in ("promoted", "forced")
+
+    def summary(self) -> str:
+        before = ("no champion before" if self.previous_champion is None else
+                  f"previous champion v{self.previous_champion} ({self.metric}={_fmt(self.previous_value)})")
+        lines = [
+            f"{self.model_name} v{self.version} (run {self.run_id}, {self.split} {self.metric}="
+            f"{_fmt(self.value)}): {self.decision}; {before}; champion is now v{self.champion_version}",
+        ]
+        lines += [f"  note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.6g}"
+
+
+# --------------------------------------------------------------------------------------------
+# The registry lock
+# --------------------------------------------------------------------------------------------
+
+
+def lock_name(model_name: str) -> str:
+    return model_name + LOCK_SUFFIX
+
+
+def _already_exists(err: MlflowException) -> bool:
+    return err.error_code in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS")
+
+
+def _not_found(err: MlflowException) -> bool:
+    return err.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
+
+
+class RegistryLock:
+    """Mutual exclusion through the registry's unique registered-model names (see module doc)."""
+
+    def __init__(self, client: MlflowClient, model_name: str, timeout_s: float, poll_s: float = 0.25):
+        self.client, self.name, self.timeout_s, self.poll_s = client, lock_name(model_name), timeout_s, poll_s
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    def __enter__(self) -> "RegistryLock":
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                self.client.create_registered_model(
+                    self.name,
+                    tags={LOCK_OWNER_TAG: self.owner, LOCK_ACQUIRED_TAG: f"{time.time():.3f}"},
+                    description="reactdiff promotion lock: exists while a promotion or rollback runs",
+                )
+                return self
+            except MlflowException as err:
+                if not _already_exists(err):
+                    raise
+            if time.monotonic() >= deadline:
+                raise PromotionError(self._held_message())
+            time.sleep(self.poll_s)
+
+    def _held_message(self) -> str:
+        try:
+            tags = self.client.get_registered_model(self.name).tags
+        except MlflowException:
+            tags = {}
+        acquired = float(tags.get(LOCK_ACQUIRED_TAG, "nan"))
+        age = "unknown age" if math.isnan(acquired) else f"held for {time.time() - acquired:.0f} s"
+        return (
+            f"registry lock '{self.name}' is held by {tags.get(LOCK_OWNER_TAG, 'an unknown owner')} "
+            f"({age}); waited {self.timeout_s:.0f} s. Another promotion or rollback is running: retry "
+            "when it ends. If that process is dead, remove the lock with "
+            f"reactdiff.registry.break_lock(tracking_uri, '{self.name[: -len(LOCK_SUFFIX)]}')"
+        )
+
+    def __exit__(self, *exc) -> None:
+        # Delete only our own lock: a lock removed by break_lock may already be someone else's.
+        try:
+            if self.client.get_registered_model(self.name).tags.get(LOCK_OWNER_TAG) == self.owner:
+                self.client.delete_registered_model(self.name)
+        except MlflowException as err:
+            if not _not_found(err):
+                raise
+
+
+def break_lock(tracking_uri: str, model_name: str) -> bool:
+    """Remove a promotion lock left by a dead process; returns whether there was one."""
+    client = MlflowClient(tracking_uri)
+    try:
+        client.delete_registered_model(lock_name(model_name))
+        return True
+    except MlflowException as err:
+        if _not_found(err):
+            return False
+        raise
+
+
+# --------------------------------------------------------------------------------------------
+# Run selection
+# --------------------------------------------------------------------------------------------
+
+
+def _all_runs(client: MlflowClient, experiment_id: str) -> list[Run]:
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], max_results=1000, page_token=token)
+        runs += page
+        token = page.token
+        if not token:
+            return runs
+
+
+def _better(value: float, than: float, mode: Mode) -> bool:
+    return value < than if mode == "min" else value > than
+
+
+def _select(runs: list[Run], metric: str, mode: Mode, split: str,
+            store_fingerprint: str | None) -> tuple[Run, list[str]]:
+    """The best FINISHED run evaluated on `split` (and on `store_fingerprint` when given), plus
+    notes on what was skipped. Runs of several stores without a reference fingerprint refuse."""
+    notes: list[str] = []
+    comparable: list[Run] = []
+    skipped: dict[str, list[str]] = {}
+    for run in runs:
+        tags, run_id = run.data.tags, run.info.run_id
+        value = run.data.metrics.get(metric)
+        if value is None or not math.isfinite(value):
+            skipped.setdefault(f"no finite metric '{metric}'", []).append(run_id)
+        elif tags.get(EVAL_SPLIT_TAG) != split:
+            skipped.setdefault(f"{EVAL_SPLIT_TAG} is not '{split}'", []).append(
+                f"{run_id} ({tags.get(EVAL_SPLIT_TAG, 'no tag')})")
+        elif not tags.get(STORE_FINGERPRINT_TAG):
+            skipped.setdefault(f"no {STORE_FINGERPRINT_TAG} tag", []).append(run_id)
+        elif store_fingerprint is not None and tags[STORE_FINGERPRINT_TAG] != store_fingerprint:
+            skipped.setdefault(f"evaluated on another store than {store_fingerprint}", []).append(
+                f"{run_id} ({tags[STORE_FINGERPRINT_TAG]})")
+        else:
+            comparable.append(run)
+    notes += [f"skipped {len(ids)} run(s), {why}: {', '.join(ids)}" for why, ids in skipped.items()]
+
+    order = 1.0 if mode == "min" else -1.0
+    comparable.sort(key=lambda r: (order * r.data.metrics[metric], r.info.start_time or 0))
+    finished_status = RunStatus.to_string(RunStatus.FINISHED)
+    finished = [r for r in comparable if r.info.status == finished_status]
+    unfinished = [r for r in comparable if r.info.status != finished_status]
+    if unfinished:
+        notes.append(f"skipped {len(unfinished)} run(s) that did not finish: " + ", ".join(
+            f"{r.info.run_id} ({r.info.status})" for r in unfinished))
+    if comparable and comparable[0].info.status != finished_status:
+        best = comparable[0]
+        notes.append(
+            f"the best {split} {metric} overall ({_fmt(best.data.metrics[metric])}) is run "
+            f"{best.info.run_id}, which is {best.info.status}: promote again once it has FINISHED")
+    if not finished:
+        raise PromotionError(
+            f"no FINISHED run with metric '{metric}' evaluated on split '{split}'"
+            + (f" and store {store_fingerprint}" if store_fingerprint else "")
+            + (":\n  " + "\n  ".join(notes) if notes else " (the experiment has no runs)")
+            + "\nEvaluate a finished run (`reactdiff evaluate`) and promote again."
+        )
+    stores = sorted({r.data.tags[STORE_FINGERPRINT_TAG] for r in finished})
+    if store_fingerprint is None and len(stores) > 1:
+        raise PromotionError(
+            f"the candidate runs were evaluated on {len(stores)} different feature stores "
+            f"({', '.join(stores)}) and there is no champion to pick one: their metrics are not "
+            "comparable. Pass store_fingerprint (--store-fingerprint) to choose the store."
+        )
+    return finished[0], notes
+
+
+def _logged_model_id(client: MlflowClient, run: Run) -> str:
+    models = client.search_logged_models(
+        [run.info.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}' AND name = '{MODEL_ARTIFACT}'",
+    )
+    ready = [m for m in models if m.status == LoggedModelStatus.READY]
+    if not ready:
+        raise PromotionError(
+            f"run {run.info.run_id} is the best candidate but has no logged model named "
+            f"'{MODEL_ARTIFACT}' (runs:/{run.info.run_id}/{MODEL_ARTIFACT}): log its checkpoint with "
+            "reactdiff.tracking.log_model(run_id, checkpoint) and promote again"
+        )
+    return max(ready, key=lambda m: m.creation_timestamp).model_id
+
+
+# --------------------------------------------------------------------------------------------
+# Promotion and rollback
+# --------------------------------------------------------------------------------------------
+
+
+def _alias_version(client: MlflowClient, model_name: str, alias: str) -> ModelVersion | None:
+    # Read through the model's alias map: a missing alias is a plain None, not an error to parse.
+    version = client.get_registered_model(model_name).aliases.get(alias)
+    return None if version is None else client.get_model_version(model_name, version)
+
+
+def _version_metric(version: ModelVersion, metric: str) -> float | None:
+    value = json.loads(version.tags.get(METRICS_TAG, "{}")).get(metric)
+    return None if value is None else float(value)
+
+
+def _ensure_model(client: MlflowClient, model_name: str, create: bool) -> None:
+    try:
+        client.get_registered_model(model_name)
+    except MlflowException as err:
+        if not _not_found(err):
+            raise
+        if not create:
+            raise PromotionError(
+                f"registered model '{model_name}' does not exist in the registry; check the name "
+                "(--model-name) or promote without requiring an existing model to create it"
+            ) from None
+        try:
+            client.create_registered_model(model_name, description="ReactDiff listener-reaction models")
+        except MlflowException as create_err:
+            if not _already_exists(create_err):
+                raise
+
+
+def _version_tags(run: Run, split: str) -> dict[str, str]:
+    tags = run.data.tags
+    return {
+        METRICS_TAG: json.dumps(run.data.metrics, sort_keys=True),
+        CONFIG_TAG: json.dumps(run.data.params, sort_keys=True),
+        EVAL_SPLIT_TAG: split,
+        STORE_FINGERPRINT_TAG: tags[STORE_FINGERPRINT_TAG],
+        STAGE1_MODEL_TAG: tags.get(STAGE1_MODEL_TAG, ""),
+        GIT_COMMIT_TAG: tags.get(GIT_COMMIT_TAG, ""),
+        MODEL_URI_TAG: f"runs:/{run.info.run_id}/{MODEL_ARTIFACT}",
+    }
+
+
+def _register(client: MlflowClient, model_name: str, run: Run, split: str) -> ModelVersion:
+    """The run's version: an existing one (tags refreshed) or a new one from its logged model."""
+    model_id = _logged_model_id(client, run)
+    tags = _version_tags(run, split)
+    existing = client.search_model_versions(f"name = '{model_name}' AND run_id = '{run.info.run_id}'")
+    if existing:
+        version = max(existing, key=lambda v: int(v.version))
+        for key, value in tags.items():
+            client.set_model_version_tag(model_name, version.version, key, value)
+        return client.get_model_version(model_name, version.version)
+    return client.create_model_version(
+        model_name, source=f"models:/{model_id}", run_id=run.info.run_id, tags=tags, model_id=model_id,
+    )
+
+
+def _move_champion(client: MlflowClient, model_name: str, version: str) -> None:
+    client.set_registered_model_alias(model_name, CHAMPION, version)
+    now = _alias_version(client, model_name, CHAMPION)
+    if now is None or now.version != version:
+        raise PromotionError(
+            f"'{CHAMPION}' of {model_name} was moved to v{now.version if now else '(none)'} by another "
+            f"client while reactdiff held the registry lock (expected v{version}): something edits "
+            "aliases without `reactdiff promote`. Check the registry and promote again."
+        )
+
+
+def promote(tracking_uri: str, experiment: str, metric: str, mode: Mode, model_name: str,
+            split: str = "val", force: bool = False, store_fingerprint: str | None = None,
+            require_existing: bool = False, lock_timeout_s: float = 120.0) -> PromotionResult:
+    """Register the best FINISHED run of `experiment` on `metric` (`mode` min|max, evaluated on
+    `split`) as `challenger`, and make it `champion` if it beats the current champion (or `force`).
+
+    Candidates are compared only on the current champion's feature store, or on
+    `store_fingerprint` when given; a champion from another store or split, or without the
+    metric, is replaced only with `force`.
+    """
+    if mode not in ("min", "max"):
+        raise PromotionError(f"mode must be 'min' or 'max' (how '{metric}' improves), got {mode!r}")
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise PromotionError(f"experiment '{experiment}' does not exist at {tracking_uri}; "
+                             "check --experiment (the tracking.experiment of the runs)")
+    with RegistryLock(client, model_name, lock_timeout_s):
+        _ensure_model(client, model_name, create=not require_existing)
+        champion = _alias_version(client, model_name, CHAMPION)
+        reference = store_fingerprint
+        if reference is None and champion is not None:
+            reference = champion.tags.get(STORE_FINGERPRINT_TAG) or None
+        best, notes = _select(_all_runs(client, found.experiment_id), metric, mode, split, reference)
+        value = best.data.metrics[metric]
+
+        if champion is not None and champion.run_id == best.info.run_id:
+            return PromotionResult(model_name, champion.version, best.info.run_id, metric, split, value,
+                                   "already champion", champion.version, champion.version,
+                                   _version_metric(champion, metric), notes)
+
+        version = _register(client, model_name, best, split).version
+        client.set_registered_model_alias(model_name, CHALLENGER, version)
+
+        champion_value = None if champion is None else _version_metric(champion, metric)
+        if champion is None:
+            decision = "promoted"
+        else:
+            comparable_why = _incomparable(champion, metric, split, best.data.tags[STORE_FINGERPRINT_TAG])
+            if comparable_why and not force:
+                raise PromotionError(
+                    f"cannot compare run {best.info.run_id} (v{version}, now '{CHALLENGER}') with "
+                    f"champion v{champion.version}: {comparable_why}. Pass force=True (--force) to "
+                    "replace the champion anyway."
+                )
+            if force:
+                decision = "forced"
+            elif _better(value, champion_value, mode):
+                decision = "promoted"
+            else:
+                decision = "kept champion"
+                notes.append(f"v{version} {split} {metric}={_fmt(value)} does not beat champion "
+                             f"v{champion.version} ({_fmt(champion_value)}, mode {mode})")
+
+        previous = None if champion is None else champion.version
+        if decision == "kept champion":
+            client.set_model_version_tag(model_name, version, DECISION_TAG,
+                                         f"kept champion v{previous}")
+            return PromotionResult(model_name, version, best.info.run_id, metric, split, value, decision,
+                                   previous, previous, champion_value, notes)
+        # The rollback record goes first: a crash after it leaves a champion that can be rolled back.
+        client.set_model_version_tag(model_name, version, PREVIOUS_CHAMPION_TAG, previous or "")
+        _move_champion(client, model_name, version)
+        client.set_model_version_tag(model_name, version, DECISION_TAG,
+                                     f"{decision} ({split} {metric}={_fmt(value)}, mode {mode})")
+    return PromotionResult(model_name, version, best.info.run_id, metric, split, value, decision,
+                           version, previous, champion_value, notes)
+
+
+def _incomparable(champion: ModelVersion, metric: str, split: str, store: str) -> str:
+    """Why the candidate cannot be compared with the champion ("" when it can)."""
+    if champion.tags.get(EVAL_SPLIT_TAG) != split:
+        return f"the champion was evaluated on split '{champion.tags.get(EVAL_SPLIT_TAG)}', not '{split}'"
+    if champion.tags.get(STORE_FINGERPRINT_TAG) != store:
+        return (f"the champion was evaluated on store {champion.tags.get(STORE_FINGERPRINT_TAG)}, "
+                f"the candidate on {store}")
+    if _version_metric(champion, metric) is None:
+        return f"the champion has no '{metric}' in its {METRICS_TAG} tag"
+    return ""
+
+
+def rollback(tracking_uri: str, model_name: str, lock_timeout_s: float = 120.0) -> str:
+    """Move `champion` back to the version the current champion replaced; returns that version.
+
+    Rolling back again goes one further step back (each version records its predecessor).
+    """
+    client = MlflowClient(tracking_uri)
+    with RegistryLock(client, model_name, lock_timeout_s):
+        _ensure_model(client, model_name, create=False)
+        champion = _alias_version(client, model_name, CHAMPION)
+        if champion is None:
+            raise PromotionError(f"registered model '{model_name}' has no '{CHAMPION}' alias to roll back")
+        previous = champion.tags.get(PREVIOUS_CHAMPION_TAG, "")
+        if not previous:
+            raise PromotionError(
+                f"{model_name} v{champion.version} is '{CHAMPION}' but records no previous champion "
+                f"({PREVIOUS_CHAMPION_TAG} tag empty or missing): it was the first champion, or was "
+                "set outside `reactdiff promote`. Set the alias by hand if you need another version."
+            )
+        try:
+            client.get_model_version(model_name, previous)
+        except MlflowException as err:
+            if _not_found(err):
+                raise PromotionError(
+                    f"{model_name} v{champion.version} records v{previous} as the previous champion, "
+                    "but that version was deleted; set the alias by hand") from None
+            raise
+        _move_champion(client, model_name, previous)
+        client.set_model_version_tag(model_name, champion.version, ROLLED_BACK_TAG,
+                                     f"champion moved back to v{previous} at {time.time():.0f}")
+    return previous

@@ -1,0 +1,53 @@
+"""Report helpers: table content and real PNG files."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+import pytest
+
+from reactdiff.evaluate.report import plot_metric_comparison, plot_sample, results_table
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+ROWS = {
+    "ReactDiff": {"FRCorr": 0.2613, "FRDist": 86.7, "FRDiv": 0.0914, "FRDvs": 0.138, "FRVar": 0.0412,
+                  "FRSyn": 39.4, "FRSyn_all": 40.1, "FRRea": 0.52},
+    "B_Random": {"FRCorr": 0.0012, "FRDist": 226.4, "FRDiv": 0.1667, "FRDvs": 0.1666, "FRVar": 0.0833,
+                 "FRSyn": 44.2, "FRSyn_all": 44.0, "FRRea": 3.1},
+    "B_MeanFr": {"FRCorr": 0.0, "FRDist": 96.1, "FRDiv": 0.0, "FRDvs": 0.0, "FRVar": 0.0},
+}
+
+
+def test_results_table_has_every_name_value_and_direction():
+    markdown, csv_text = results_table(ROWS)
+    for name in ROWS:
+        assert f"| {name} |" in markdown
+    for header in ("FRCorr ↑", "FRDist ↓", "FRDiv ↑", "FRDvs ↑", "FRVar ↑", "FRSyn ↓", "FRRea ↓"):
+        assert header in markdown
+    assert "86.7000" in markdown and "0.1667" in markdown
+    parsed = list(csv.DictReader(io.StringIO(csv_text)))
+    assert [row["method"] for row in parsed] == list(ROWS)
+    assert float(parsed[0]["FRDist"]) == pytest.approx(86.7)
+    assert parsed[2]["FRSyn"] == ""  # B_MeanFr has no FRSyn: left empty, not invented
+    assert len(markdown.strip().splitlines()) == 2 + len(ROWS)
+
+
+def test_plots_are_png_files(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = 40
+    speaker, listener = rng.random((frames, 25)), rng.random((frames, 25))
+    generated = rng.random((3, frames, 25))
+    sample = plot_sample(tmp_path / "plots" / "sample.png", speaker, listener, generated, "sample 0")
+    comparison = plot_metric_comparison(tmp_path / "metrics.png", ROWS)
+    for path in (sample, comparison):
+        data = path.read_bytes()
+        assert data.startswith(PNG_SIGNATURE) and len(data) > 5_000
+
+
+def test_plot_sample_rejects_mismatched_shapes(tmp_path):
+    rng = np.random.default_rng(1)
+    with pytest.raises(ValueError, match=r"generated emotion \(alpha, 40, 25\)"):
+        plot_sample(tmp_path / "x.png", rng.random((40, 25)), rng.random((40, 25)), rng.random((40, 25)), "x")
