@@ -2,7 +2,8 @@
 
 Model (`model_uri`): a stage-2 checkpoint file, loaded with `load_checkpoint`, or an MLflow model
 URI (`models:/reactdiff@champion`, `runs:/<run id>/model`), loaded with `mlflow.pyfunc.load_model`
-so the registered pyfunc is what generates.
+so the registered pyfunc is what generates. A model logged without a params schema would have
+MLflow drop alpha/mode/seed, so its logged `predict` is then called directly (with a warning).
 
 Speaker (`speaker`), one of:
     <store dir>:<split>   every speaker sample of a feature-store split (role-swapped, so every
@@ -157,6 +158,11 @@ class Generator:
                 mlflow.set_tracking_uri(tracking_uri)
             self.pyfunc = mlflow.pyfunc.load_model(text)
             self.model = _stage2(self.pyfunc.unwrap_python_model().model, text)
+            schema = self.pyfunc.metadata.get_params_schema()
+            self.declared_params = set() if schema is None else {p.name for p in schema.params}
+            if not self.declared_params >= {"alpha", "mode", "seed"}:
+                log.warning("%s declares no params schema for alpha/mode/seed (MLflow would drop "
+                            "them); calling its logged predict directly", text)
         else:
             raise FileNotFoundError(f"model '{text}' is neither a checkpoint file nor an MLflow URI "
                                     "(e.g. models:/reactdiff@champion or runs:/<run id>/model)")
@@ -166,13 +172,10 @@ class Generator:
         """{stream: (1, T, D)} → {"3dmm": (1, α, T, 58), "emotion": (1, α, T, 25)} numpy."""
         if self.pyfunc is not None and style is None:
             params = {"alpha": alpha, "mode": mode, **({} if seed is None else {"seed": seed})}
-            schema = self.pyfunc.metadata.get_params_schema()
-            if schema is not None and {p.name for p in schema.params} >= set(params):
+            if self.declared_params >= set(params):
                 return self.pyfunc.predict(feats, params=params)
             # MLflow drops params a model's signature does not declare; call the logged
             # predict itself so alpha/mode/seed still apply to models logged without them.
-            log.warning("the registered model declares no params schema for %s; calling its "
-                        "predict directly", sorted(params))
             return self.pyfunc.unwrap_python_model().predict(None, feats, params)
         tensors = {name: torch.from_numpy(values) for name, values in feats.items()}
         out = self.model.generate(tensors, alpha=alpha, mode=mode, listener_style=style, seed=seed)
@@ -198,7 +201,8 @@ def plot_emotion(path: Path, clip: str, speaker: np.ndarray, reactions: np.ndarr
     FigureCanvasAgg(figure)  # attaches the Agg canvas: no pyplot, no global state
     seconds = np.arange(speaker.shape[0]) / layout.FPS
     axes = figure.subplots(2, 1, sharex=True)
-    for axis, column, name in zip(axes, range(layout.VA_SLICE.start, layout.VA_SLICE.stop), ("valence", "arousal")):
+    columns = range(layout.VA_SLICE.start, layout.VA_SLICE.stop)
+    for axis, column, name in zip(axes, columns, ("valence", "arousal")):
         for k, reaction in enumerate(reactions):
             axis.plot(seconds, reaction[:, column], lw=0.8, alpha=0.6, label="reactions" if k == 0 else None)
         axis.plot(seconds, speaker[:, column], color="black", lw=1.6, label="speaker")

@@ -102,6 +102,16 @@ class ReactDiffPyfunc(mlflow.pyfunc.PythonModel):
 _MODEL_REQUIREMENTS = ["torch==2.11.0", "diffusers==0.42.1", "numpy", "pydantic", "pyyaml"]
 
 
+def _signature():
+    """Declares the inference params: without them MLflow silently drops alpha/mode/seed."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ParamSchema, ParamSpec
+
+    return ModelSignature(params=ParamSchema([
+        ParamSpec("alpha", "long", 10), ParamSpec("mode", "string", "offline"), ParamSpec("seed", "long", None),
+    ]))
+
+
 def log_model(run_id: str, checkpoint_path: Path, metadata: dict[str, Any] | None = None) -> str:
     """Log a checkpoint as the run's pyfunc model; returns the model URI (runs:/<id>/model)."""
     with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
@@ -110,6 +120,7 @@ def log_model(run_id: str, checkpoint_path: Path, metadata: dict[str, Any] | Non
             python_model=ReactDiffPyfunc(),
             artifacts={CHECKPOINT_ARTIFACT: str(checkpoint_path)},
             pip_requirements=_MODEL_REQUIREMENTS,
+            signature=_signature(),
             metadata=metadata or {},
         )
     return info.model_uri

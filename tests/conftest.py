@@ -25,3 +25,37 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_rows() -> list[tuple[SynthClip, SynthClip]]:
     """The arrays `tiny_corpus` was written from: (CSV speaker, CSV listener) per row, CSV order."""
     return list(generate_corpus(**TINY))
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A lite-profile feature store of `tiny_corpus`, written by the real Ray Data `prepare`."""
+    from reactdiff.data.prepare import PrepareOptions, prepare
+
+    out = tmp_path_factory.mktemp("store") / "store"
+    prepare(PrepareOptions(corpus=tiny_corpus, out=out, rows_per_part=1, workers=2))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tracking_uri(tmp_path_factory: pytest.TempPathFactory):
+    """A real `mlflow server` on 127.0.0.1 (SQLite), shared by the session, stopped by pid."""
+    from reactdiff.mlflow_server import mlflow_server
+
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-session")) as uri:
+        yield uri
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _loopback_ray():
+    """Ray binds 127.0.0.1 only (DESIGN §8); a Ray runtime a test started is shut down at the end."""
+    import os
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    yield
+    import sys
+
+    if "ray" in sys.modules:
+        import ray
+
+        ray.shutdown()

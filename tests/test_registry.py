@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mlflow_server import mlflow_server
 from reactdiff import registry, tracking
 from reactdiff.data import corpus, layout
 from reactdiff.generate import generate_to_dir
@@ -24,11 +23,12 @@ STORE = "store-1"
 
 
 @pytest.fixture(scope="module")
-def tracking_uri(tmp_path_factory) -> str:
+def uri(tracking_uri: str) -> str:
+    """conftest's session `mlflow server`, also set as the fluent API's URI for this module
+    (tracking.log_model logs through it)."""
     previous = mlflow.get_tracking_uri()
-    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
-        mlflow.set_tracking_uri(uri)  # tracking.log_model logs through the fluent API
-        yield uri
+    mlflow.set_tracking_uri(tracking_uri)
+    yield tracking_uri
     mlflow.set_tracking_uri(previous)
 
 
@@ -38,9 +38,9 @@ def checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def racing_runs(tracking_uri, checkpoint) -> tuple[str, str]:
-    """The best runs of two experiments: race-a (worse) and race-b (better)."""
-    return make_run(tracking_uri, "race-a", 0.4, checkpoint), make_run(tracking_uri, "race-b", 0.2, checkpoint)
+def racing_runs(uri, checkpoint) -> tuple[str, str]:
+    """The best runs of two experiments: registry-race-a (worse) and registry-race-b (better)."""
+    return make_run(uri, "registry-race-a", 0.4, checkpoint), make_run(uri, "registry-race-b", 0.2, checkpoint)
 
 
 def make_run(uri: str, experiment: str, value: float | None, checkpoint: Path | None, *,
@@ -73,15 +73,15 @@ def version_tags(uri: str, name: str, version: str) -> dict[str, str]:
     return MlflowClient(uri).get_model_version(name, version).tags
 
 
-def test_promotion_rules_refusals_and_rollback(tracking_uri, checkpoint):
-    uri, name = tracking_uri, "rd-rules"
+def test_promotion_rules_refusals_and_rollback(uri, checkpoint):
+    name = "registry-rules"
     # 1. Only the FINISHED run on the right split with the metric qualifies; the rest are explained.
-    best = make_run(uri, "rules-1", 0.5, checkpoint)
-    running = make_run(uri, "rules-1", 0.1, None, status="RUNNING")
-    failed = make_run(uri, "rules-1", 0.2, None, status="FAILED")
-    on_test = make_run(uri, "rules-1", 0.05, None, split="test")
-    no_metric = make_run(uri, "rules-1", None, None)
-    first = registry.promote(uri, "rules-1", METRIC, "min", name)
+    best = make_run(uri, "registry-rules-1", 0.5, checkpoint)
+    running = make_run(uri, "registry-rules-1", 0.1, None, status="RUNNING")
+    failed = make_run(uri, "registry-rules-1", 0.2, None, status="FAILED")
+    on_test = make_run(uri, "registry-rules-1", 0.05, None, split="test")
+    no_metric = make_run(uri, "registry-rules-1", None, None)
+    first = registry.promote(uri, "registry-rules-1", METRIC, "min", name)
     assert (first.run_id, first.decision, first.version, first.previous_champion) == (best, "promoted", "1", None)
     notes = "\n".join(first.notes)
     for run_id in (running, failed, on_test, no_metric):
@@ -99,19 +99,19 @@ def test_promotion_rules_refusals_and_rollback(tracking_uri, checkpoint):
     assert "v1" in first.summary() and "promoted" in first.summary()
 
     # 2. Promoting the same best run again changes nothing.
-    again = registry.promote(uri, "rules-1", METRIC, "min", name)
+    again = registry.promote(uri, "registry-rules-1", METRIC, "min", name)
     assert (again.decision, again.version) == ("already champion", "1")
 
     # 3. A worse model becomes challenger only.
-    make_run(uri, "rules-2", 0.7, checkpoint)
-    worse = registry.promote(uri, "rules-2", METRIC, "min", name)
+    make_run(uri, "registry-rules-2", 0.7, checkpoint)
+    worse = registry.promote(uri, "registry-rules-2", METRIC, "min", name)
     assert (worse.decision, worse.version, worse.champion_version) == ("kept champion", "2", "1")
     assert aliases(uri, name) == {"champion": "1", "challenger": "2"}
     assert version_tags(uri, name, "2")[registry.DECISION_TAG] == "kept champion v1"
 
     # 4. A better one replaces the champion and records it; rollback restores it, then refuses.
-    make_run(uri, "rules-3", 0.3, checkpoint)
-    better = registry.promote(uri, "rules-3", METRIC, "min", name)
+    make_run(uri, "registry-rules-3", 0.3, checkpoint)
+    better = registry.promote(uri, "registry-rules-3", METRIC, "min", name)
     assert (better.decision, better.version, better.previous_champion) == ("promoted", "3", "1")
     assert version_tags(uri, name, "3")[registry.PREVIOUS_CHAMPION_TAG] == "1"
     assert registry.rollback(uri, name) == "1"
@@ -121,45 +121,45 @@ def test_promotion_rules_refusals_and_rollback(tracking_uri, checkpoint):
         registry.rollback(uri, name)
 
     # 5. Runs of another store are not compared with the champion's store; forcing is explicit.
-    other_store = make_run(uri, "rules-4", 0.01, checkpoint, store="store-2")
+    other_store = make_run(uri, "registry-rules-4", 0.01, checkpoint, store="store-2")
     with pytest.raises(PromotionError, match=f"another store than {STORE}(.|\n)*{other_store}"):
-        registry.promote(uri, "rules-4", METRIC, "min", name)
+        registry.promote(uri, "registry-rules-4", METRIC, "min", name)
     with pytest.raises(PromotionError, match="evaluated on store store-1, the candidate on store-2"):
-        registry.promote(uri, "rules-4", METRIC, "min", name, store_fingerprint="store-2")
+        registry.promote(uri, "registry-rules-4", METRIC, "min", name, store_fingerprint="store-2")
     assert aliases(uri, name) == {"champion": "1", "challenger": "4"}
-    forced = registry.promote(uri, "rules-4", METRIC, "min", name, store_fingerprint="store-2", force=True)
+    forced = registry.promote(uri, "registry-rules-4", METRIC, "min", name, store_fingerprint="store-2",
+                              force=True)
     assert (forced.decision, forced.version, forced.previous_champion) == ("forced", "4", "1")  # v4 re-used
 
     # 6. The best run must have a logged model.
-    no_model = make_run(uri, "rules-5", 0.001, None, store="store-2")
+    no_model = make_run(uri, "registry-rules-5", 0.001, None, store="store-2")
     with pytest.raises(PromotionError, match=f"run {no_model} is the best candidate but has no logged model"):
-        registry.promote(uri, "rules-5", METRIC, "min", name)
+        registry.promote(uri, "registry-rules-5", METRIC, "min", name)
     assert aliases(uri, name)["champion"] == "4"
 
 
-def test_refusals_of_names_experiments_and_runs(tracking_uri, checkpoint):
-    uri = tracking_uri
-    with pytest.raises(PromotionError, match="'rd-missing' does not exist"):
-        registry.rollback(uri, "rd-missing")
-    make_run(uri, "names-1", 0.5, checkpoint)
-    with pytest.raises(PromotionError, match="'rd-missing' does not exist"):
-        registry.promote(uri, "names-1", METRIC, "min", "rd-missing", require_existing=True)
+def test_refusals_of_names_experiments_and_runs(uri, checkpoint):
+    with pytest.raises(PromotionError, match="'registry-missing' does not exist"):
+        registry.rollback(uri, "registry-missing")
+    make_run(uri, "registry-names-1", 0.5, checkpoint)
+    with pytest.raises(PromotionError, match="'registry-missing' does not exist"):
+        registry.promote(uri, "registry-names-1", METRIC, "min", "registry-missing", require_existing=True)
     with pytest.raises(PromotionError, match="experiment 'no-such-experiment' does not exist"):
-        registry.promote(uri, "no-such-experiment", METRIC, "min", "rd-missing")
+        registry.promote(uri, "no-such-experiment", METRIC, "min", "registry-missing")
     with pytest.raises(PromotionError, match="no FINISHED run with metric 'FRCorr'"):
-        registry.promote(uri, "names-1", "FRCorr", "max", "rd-missing")
-    make_run(uri, "names-2", 0.5, checkpoint, store="store-a")
-    make_run(uri, "names-2", 0.4, checkpoint, store="store-b")
+        registry.promote(uri, "registry-names-1", "FRCorr", "max", "registry-missing")
+    make_run(uri, "registry-names-2", 0.5, checkpoint, store="store-a")
+    make_run(uri, "registry-names-2", 0.4, checkpoint, store="store-b")
     with pytest.raises(PromotionError, match="2 different feature stores"):
-        registry.promote(uri, "names-2", METRIC, "min", "rd-names")
+        registry.promote(uri, "registry-names-2", METRIC, "min", "registry-names")
     # The refusals left no lock behind.
     names = {m.name for m in MlflowClient(uri).search_registered_models()}
     assert not any(n.endswith(registry.LOCK_SUFFIX) for n in names)
 
 
 @pytest.mark.parametrize("round_", range(3))  # each round races afresh on a new registered model
-def test_racing_promotions_leave_the_better_champion(tracking_uri, racing_runs, round_):
-    uri, name = tracking_uri, f"rd-race-{round_}"
+def test_racing_promotions_leave_the_better_champion(uri, racing_runs, round_):
+    name = f"registry-race-{round_}"
     worse_run, better_run = racing_runs
     start = threading.Barrier(2)
     results, errors = {}, []
@@ -171,13 +171,13 @@ def test_racing_promotions_leave_the_better_champion(tracking_uri, racing_runs, 
         except Exception as err:  # surfaced by the assertion below
             errors.append(err)
 
-    threads = [threading.Thread(target=promote, args=(e,)) for e in ("race-a", "race-b")]
+    threads = [threading.Thread(target=promote, args=(e,)) for e in ("registry-race-a", "registry-race-b")]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
     assert not errors, errors
-    worse, better = results["race-a"], results["race-b"]
+    worse, better = results["registry-race-a"], results["registry-race-b"]
     assert (worse.run_id, better.run_id) == (worse_run, better_run)
     champion = MlflowClient(uri).get_model_version_by_alias(name, "champion")
     assert champion.run_id == better_run and champion.version == better.version
@@ -191,20 +191,20 @@ def test_racing_promotions_leave_the_better_champion(tracking_uri, racing_runs, 
     assert aliases(uri, name)["challenger"] in (worse.version, better.version)
 
 
-def test_a_held_lock_blocks_promotion_until_timeout(tracking_uri, checkpoint):
-    uri, name = tracking_uri, "rd-locked"
-    make_run(uri, "locked-1", 0.5, checkpoint)
+def test_a_held_lock_blocks_promotion_until_timeout(uri, checkpoint):
+    name = "registry-locked"
+    make_run(uri, "registry-locked-1", 0.5, checkpoint)
     with registry.RegistryLock(MlflowClient(uri), name, timeout_s=5):
         with pytest.raises(PromotionError, match=f"'{name}{registry.LOCK_SUFFIX}' is held by .*break_lock"):
-            registry.promote(uri, "locked-1", METRIC, "min", name, lock_timeout_s=1)
-    assert registry.promote(uri, "locked-1", METRIC, "min", name).decision == "promoted"
+            registry.promote(uri, "registry-locked-1", METRIC, "min", name, lock_timeout_s=1)
+    assert registry.promote(uri, "registry-locked-1", METRIC, "min", name).decision == "promoted"
     assert registry.break_lock(uri, name) is False  # released on exit
 
 
-def test_generate_from_the_champion_uses_the_registered_pyfunc(tracking_uri, checkpoint, tiny_corpus, tmp_path):
-    uri, name = tracking_uri, "rd-serve"
-    make_run(uri, "serve-1", 0.5, checkpoint)
-    registry.promote(uri, "serve-1", METRIC, "min", name)
+def test_generate_from_the_champion_uses_the_registered_pyfunc(uri, checkpoint, tiny_corpus, tmp_path):
+    name = "registry-serve"
+    make_run(uri, "registry-serve-1", 0.5, checkpoint)
+    registry.promote(uri, "registry-serve-1", METRIC, "min", name)
     pair = corpus.read_split(tiny_corpus, "val")[0]
     speaker = pair.speaker.file(tiny_corpus, "val", layout.AUDIO_DIR)
     for source, out in [(f"models:/{name}@champion", tmp_path / "served"), (checkpoint, tmp_path / "local")]:

@@ -21,6 +21,7 @@ import numpy as np
 from reactdiff.data import corpus as corpus_reader
 from reactdiff.data.appropriateness import DEFAULT_THRESHOLD, compute_matrix, load_matrix
 from reactdiff.data.layout import FPS
+from reactdiff.ray_runtime import ray_init
 from reactdiff.data.store import (
     Manifest,
     StreamSpec,
@@ -189,7 +190,7 @@ def prepare(options: PrepareOptions) -> Manifest:
             chunk = [[p.row, p.speaker.path, p.listener.path] for p in rows[start : start + options.rows_per_part]]
             parts.append({"split": split, "part": start // options.rows_per_part, "rows": json.dumps(chunk)})
 
-    ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
+    ray_init()
     dataset = ray.data.from_items(parts, override_num_blocks=max(1, len(parts)))
     results = dataset.map_batches(
         PartWriter,

@@ -14,7 +14,8 @@ from pathlib import Path
 from reactdiff.config import ExperimentConfig, flatten
 from reactdiff.data.store import Store
 from reactdiff import tracking
-from reactdiff.train.loop import EXPORT_FILE, loop_config_for, train_loop_per_worker
+from reactdiff.ray_runtime import ray_init
+from reactdiff.train.loop import CRASH_ENV, EXPORT_FILE, loop_config_for, train_loop_per_worker
 
 
 @dataclass
@@ -23,22 +24,6 @@ class TrainResult:
     model_uri: str
     checkpoint: Path
     metrics: dict
-
-
-def ray_init(extra_cpus: int = 2) -> None:
-    """Join the cluster in RAY_ADDRESS (ray job submit), or start a local runtime.
-
-    A local runtime advertises `extra_cpus` logical CPUs beyond the cores: training workers hold
-    their CPUs for the whole run, and Ray Data's read tasks (I/O-bound) would otherwise starve.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init()
-    else:
-        ray.init(num_cpus=(os.cpu_count() or 1) + extra_cpus, include_dashboard=False)
 
 
 def _torch_extensions_env() -> dict[str, str]:
@@ -87,6 +72,8 @@ def build_trainer(cfg: ExperimentConfig, tags: dict[str, str] | None = None,
     loop_config = loop_config_for(cfg, store.manifest, run_id, export_dir, stage1_checkpoint)
 
     env = {"OMP_NUM_THREADS": str(max(1, int(cfg.train.cpus_per_worker))), **_torch_extensions_env()}
+    if CRASH_ENV in os.environ:  # fault-injection hook of the tests, passed on to the workers
+        env[CRASH_ENV] = os.environ[CRASH_ENV]
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,

@@ -1,11 +1,9 @@
-"""A real `mlflow server` on loopback for tests: SQLite backend, local artifact root.
+"""A real `mlflow server` on loopback with a SQLite store, started and stopped by process id.
 
-Usage (module-scoped, so one server serves a whole test module):
+Used by `reactdiff demo` (several processes log at once: Ray workers, Tune trials) and by the tests:
 
-    @pytest.fixture(scope="module")
-    def tracking_uri(tmp_path_factory):
-        with mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
-            yield uri
+    with mlflow_server(Path("demo_out/mlflow")) as uri:   # http://127.0.0.1:<free port>
+        ...
 """
 
 from __future__ import annotations

@@ -1,0 +1,156 @@
+"""`reactdiff evaluate`: REACT2024 metrics for a model and the four naive baselines, side by side.
+
+Runs before a trained model exists (baselines only) and after. Writes a results table
+(stdout, `results.md`, `results.csv`), sample plots and a metric chart to `out_dir`, and logs all
+of it to MLflow: into the model's own training run when the model is a `runs:/` or `models:/`
+URI (so `reactdiff promote` can rank runs by these metrics), else into a new evaluation run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from reactdiff import tracking
+from reactdiff.config import ExperimentConfig
+from reactdiff.data.store import Store, column, to_samples
+from reactdiff.evaluate import baselines, metrics, report
+
+log = logging.getLogger(__name__)
+
+EVAL_SPLIT_TAG = "reactdiff.eval_split"
+EVAL_MODE_TAG = "reactdiff.eval_mode"
+STORE_FINGERPRINT_TAG = "reactdiff.store_fingerprint"
+GENERATION_BATCH = 8  # speakers per batched generate() call (α samples each)
+PLOTTED_SAMPLES = 3
+
+
+@dataclass
+class Evaluation:
+    rows: dict[str, dict[str, float]]
+    table_markdown: str
+    out_dir: Path
+    run_id: str
+    files: list[Path] = field(default_factory=list)
+
+
+def _run_for_model(client: mlflow.MlflowClient, model: str) -> str | None:
+    """The MLflow run that produced a `runs:/` or `models:/name@alias|version` model."""
+    if model.startswith("runs:/"):
+        return model[len("runs:/"):].split("/", 1)[0]
+    if model.startswith("models:/"):
+        name, _, ref = model[len("models:/"):].partition("@")
+        if ref:
+            return client.get_model_version_by_alias(name, ref).run_id
+        name, _, version = model[len("models:/"):].partition("/")
+        return client.get_model_version(name, version).run_id
+    return None
+
+
+def _generate_all(model, speaker: dict[str, np.ndarray], alpha: int, mode: str, seed: int, label: str) -> np.ndarray:
+    """Emotion reactions (N, α, T, 25) of a ReactDiff or a baseline, in speaker batches."""
+    n = next(iter(speaker.values())).shape[0]
+    chunks = []
+    for start in tqdm(range(0, n, GENERATION_BATCH), desc=f"generate {label}", unit="batch", leave=False):
+        batch = {k: v[start : start + GENERATION_BATCH] for k, v in speaker.items()}
+        if isinstance(model, torch.nn.Module):
+            batch = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in batch.items()}
+        out = model.generate(batch, alpha=alpha, mode=mode, seed=seed + start)
+        emotion = out["emotion"]
+        chunks.append(emotion.numpy() if isinstance(emotion, torch.Tensor) else np.asarray(emotion))
+    return np.concatenate(chunks).astype(np.float32)
+
+
+def evaluate(cfg: ExperimentConfig, model: str | None = None, split: str = "test", mode: str = "offline",
+             alpha: int = 10, out_dir: Path = Path("runs/eval"), max_samples: int = 0, seed: int = 0) -> Evaluation:
+    from reactdiff.models.checkpoint import load_checkpoint
+    from reactdiff.models.reactdiff import ReactDiff
+
+    torch.manual_seed(seed)
+    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
+    client = mlflow.MlflowClient()
+    store = Store(cfg.data.store)
+    manifest = store.manifest
+
+    generators: dict[str, object] = {}
+    if model:
+        network = load_checkpoint(tracking.resolve_checkpoint(model))
+        if not isinstance(network, ReactDiff):
+            raise ValueError(f"{model} is a stage-1 (MMT) model; evaluate a stage-2 ReactDiff model")
+        generators["ReactDiff"] = network
+    streams = sorted(set(network.mmt.streams) | {"emotion", "3dmm"}) if model else ["emotion", "3dmm"]
+
+    train = store.read_split(cfg.data.train_split, streams=["emotion", "3dmm"])
+    train_listeners = to_samples(train, ["emotion", "3dmm"])["listener"]
+    mean_face = np.asarray(manifest.normalisation.get("3dmm_mean", train_listeners["3dmm"].mean((0, 1))))
+    generators[baselines.RandomBaseline.name] = baselines.RandomBaseline(mean_face)
+    generators[baselines.MimeBaseline.name] = baselines.MimeBaseline()
+    generators[baselines.MeanSeqBaseline.name] = baselines.MeanSeqBaseline.fit(
+        train_listeners["emotion"], train_listeners["3dmm"])
+    generators[baselines.MeanFrameBaseline.name] = baselines.MeanFrameBaseline.fit(
+        train_listeners["emotion"], train_listeners["3dmm"])
+
+    samples = to_samples(store.read_split(split, streams=streams), streams)
+    appropriate = store.appropriate(split)
+    n = len(samples["speaker_clip"])
+    if max_samples and max_samples < n:
+        n = max_samples
+        appropriate = appropriate[:n, :n]
+    speaker = {k: v[:n] for k, v in samples["speaker"].items()}
+    listener_emotion = samples["listener"]["emotion"][:n]
+    speaker_emotion = speaker["emotion"]
+
+    rows: dict[str, dict[str, float]] = {}
+    predictions: dict[str, np.ndarray] = {}
+    for label, generator in generators.items():
+        start = time.perf_counter()
+        predictions[label] = _generate_all(generator, speaker, alpha, mode, seed, label)
+        generated = time.perf_counter() - start
+        rows[label] = metrics.compute_all(predictions[label], listener_emotion, speaker_emotion, appropriate)
+        log.info("%s: generated in %.1fs, metrics in %.1fs", label, generated, time.perf_counter() - start - generated)
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    markdown, csv_text = report.results_table(rows)
+    files = [out_dir / "results.md", out_dir / "results.csv", out_dir / "results.json"]
+    files[0].write_text(markdown)
+    files[1].write_text(csv_text)
+    files[2].write_text(json.dumps(rows, indent=2))
+    files.append(report.plot_metric_comparison(out_dir / "metrics.png", rows))
+    shown = "ReactDiff" if model else baselines.MimeBaseline.name
+    for k in range(min(PLOTTED_SAMPLES, n)):
+        files.append(report.plot_sample(
+            out_dir / f"sample_{k}.png", speaker_emotion[k], listener_emotion[k], predictions[shown][k],
+            title=f"{shown} | {split} sample {k}: speaker {samples['speaker_clip'][k]}",
+        ))
+
+    run_id = _run_for_model(client, model) if model else None
+    if run_id is None:
+        experiment_id = mlflow.set_experiment(cfg.tracking.experiment).experiment_id
+        name = f"evaluate-{Path(model).stem}" if model else f"baselines-{split}"
+        run_id = client.create_run(experiment_id, run_name=name).info.run_id
+        client.set_terminated(run_id)
+    tags = {EVAL_SPLIT_TAG: split, EVAL_MODE_TAG: mode, STORE_FINGERPRINT_TAG: manifest.store_fingerprint}
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+    model_row = rows.get("ReactDiff", {})
+    flat = {name: value for name, value in model_row.items()}
+    flat.update({f"{label}.{name}": value for label, row in rows.items() if label != "ReactDiff"
+                 for name, value in row.items()})
+    for key, value in flat.items():
+        if np.isfinite(value):
+            client.log_metric(run_id, key, float(value))
+    for path in files:
+        client.log_artifact(run_id, str(path), artifact_path=f"evaluation/{split}-{mode}")
+
+    print(f"\nREACT2024 metrics on '{split}' ({n} samples, α={alpha}, {mode}):\n")
+    print(markdown)
+    return Evaluation(rows=rows, table_markdown=markdown, out_dir=out_dir, run_id=run_id, files=files)
