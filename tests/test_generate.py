@@ -71,8 +71,8 @@ def val_store(tiny_corpus: Path, tmp_path_factory) -> Path:
 
 def read_reactions(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     """(α, T, 25) emotion and (α, T, 58) 3DMM, parsed with the corpus reader's file readers."""
-    emotion = np.stack([corpus._read_emotion(folder / f"{k}.csv") for k in range(ALPHA)])
-    face3d = np.stack([corpus._read_face3d(folder / f"{k}.npy", FRAMES) for k in range(ALPHA)])
+    emotion = np.stack([corpus.read_emotion(folder / f"{k}.csv") for k in range(ALPHA)])
+    face3d = np.stack([corpus.read_face3d(folder / f"{k}.npy", FRAMES) for k in range(ALPHA)])
     return emotion, face3d
 
 

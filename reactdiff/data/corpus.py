@@ -215,7 +215,7 @@ class Clip:
         return np.stack(frames)
 
 
-def _read_emotion(path: Path) -> np.ndarray:
+def read_emotion(path: Path) -> np.ndarray:
     """Emotion CSV → (rows, 25) float64, with the offending line/column named on any error."""
     expected_cols = f"{layout.EMOTION_DIM} comma-separated columns ({', '.join(layout.EMOTION_COLUMNS)})"
     if not path.is_file():
@@ -255,7 +255,7 @@ def _read_emotion(path: Path) -> np.ndarray:
     return values
 
 
-def _read_face3d(path: Path, rows: int) -> np.ndarray:
+def read_face3d(path: Path, rows: int) -> np.ndarray:
     """3DMM .npy → (rows, 58) float32; the singleton axis of (rows, 1, 58) is squeezed."""
     if not path.is_file():
         raise ClipError(path, "file", "a 3DMM .npy", "no such file")
@@ -333,12 +333,12 @@ def load_clip(root: str | Path, split: str, clip_path: str | ClipRef, frames: in
     ref = clip_path if isinstance(clip_path, ClipRef) else parse_clip_path(clip_path)
     _check_person(root, split, ref)
     emotion_file = ref.file(root, split, layout.EMOTION_DIR)
-    emotion = _read_emotion(emotion_file)
+    emotion = read_emotion(emotion_file)
     if frames is None:
         frames = len(emotion) - 1
     elif len(emotion) < frames:
         raise ClipError(emotion_file, "frames", f">= {frames} frame rows", len(emotion))
-    face3d = _read_face3d(ref.file(root, split, layout.FACE3D_DIR), len(emotion))
+    face3d = read_face3d(ref.file(root, split, layout.FACE3D_DIR), len(emotion))
     audio_path, video_path = ref.file(root, split, layout.AUDIO_DIR), ref.file(root, split, layout.VIDEO_DIR)
     _check_audio(audio_path, frames)
     _check_video(video_path, frames)
