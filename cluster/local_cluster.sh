@@ -14,8 +14,8 @@
 #                          is fine for I/O-bound Ray Data reads next to CPU-bound train workers.
 #   RAY_PORT, DASHBOARD_PORT  head GCS and dashboard ports (default: free ports)
 #
-# Every node runs a blocking process (`ray start --block` for the head) in its own session; the PID of that process is recorded and
-# `stop` ends exactly those process trees. It never runs `ray stop`, which cannot be scoped and
+# Every node runs a blocking process (`ray start --block` for the head) in its own session; its
+# PID is recorded and `stop` ends exactly those process trees. It never runs `ray stop`, which cannot be scoped and
 # would kill every Ray process of the machine (other users' clusters and local runtimes too).
 set -euo pipefail
 

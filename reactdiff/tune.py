@@ -370,7 +370,7 @@ def run_sweep(cfg: ExperimentConfig, space: Path, stage: int, num_samples: int =
     """Run (or resume) the sweep named `cfg.train.name`; prints and logs the ranked trials."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search import BasicVariantGenerator
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
     from reactdiff.data.store import Store
@@ -415,10 +415,13 @@ def run_sweep(cfg: ExperimentConfig, space: Path, stage: int, num_samples: int =
         print(f"resuming sweep {sweep_name} from {path}")
         tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
     else:
+        # Concurrency is set on the search algorithm: Tune ignores TuneConfig.max_concurrent_trials
+        # (with only a warning) when given a BasicVariantGenerator instance.
+        concurrency = max_concurrent_trials(base)
         if search == "optuna":
-            searcher = OptunaSearch(seed=base.train.seed)
+            searcher = ConcurrencyLimiter(OptunaSearch(seed=base.train.seed), max_concurrent=concurrency)
         else:
-            searcher = BasicVariantGenerator(random_state=base.train.seed)
+            searcher = BasicVariantGenerator(max_concurrent=concurrency, random_state=base.train.seed)
         asha = ASHAScheduler(time_attr="training_iteration", max_t=base.train.epochs, grace_period=1,
                              reduction_factor=2)
         tuner = tune.Tuner(
@@ -427,7 +430,7 @@ def run_sweep(cfg: ExperimentConfig, space: Path, stage: int, num_samples: int =
             tune_config=tune.TuneConfig(
                 metric=metric, mode="min", num_samples=num_samples, search_alg=searcher,
                 scheduler=asha if scheduler == "asha" else None,
-                max_concurrent_trials=max_concurrent_trials(base), trial_dirname_creator=_trial_dirname,
+                trial_dirname_creator=_trial_dirname,
             ),
             run_config=tune.RunConfig(name=sweep_name, storage_path=str(storage), verbose=1),
         )

@@ -83,6 +83,8 @@ def test_stage2_sweep_with_asha_and_mlflow_parent(store: Path, tracking_uri: str
     ])
     result = run_sweep(cfg, space=SPACE, stage=2, num_samples=2, search="random", scheduler="asha",
                        metric="val_loss")
+    import ray.util  # DEBUG
+    print("DEBUG PGS", [(v["state"], v["bundles"]) for v in ray.util.placement_group_table().values()], ray.available_resources())  # DEBUG
 
     # The ranked table: all four trials, each with its own MLflow run; ASHA stopped at least one.
     assert len(result.table) == 4
