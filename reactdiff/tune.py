@@ -46,6 +46,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -292,6 +293,52 @@ def _run_trial(params: dict[str, Any], base_config: dict[str, Any], sweep_name: 
         raise
 
 
+def release_orphaned_placement_groups() -> int:
+    """Remove this job's placement groups whose creating actor has died; returns how many.
+
+    ASHA stops a trial by ending its driver actor, and the Train controller it owns dies with
+    it; but a placement group made by a non-detached actor lives as long as the job (Ray's
+    rule), so the controller's worker group keeps its CPUs. Train V2 frees them from a cleaner
+    that asks the Ray State API, which needs the dashboard the local runtime does not start
+    (`ray_init`): without this, each stopped trial would hold its CPUs until the sweep ends and
+    later trials' Ray Data tasks would never be scheduled. Only the GCS record of a group names
+    its creator, hence the private accessor.
+    """
+    import ray
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    job_id = ray.get_runtime_context().get_job_id()
+    freed = 0
+    for raw in state._connect_and_get_accessor().get_placement_group_table():
+        record = gcs_pb2.PlacementGroupTableData.FromString(raw)
+        # A group made by the driver itself (Tune's trial groups) has no creator actor and counts
+        # as "creator dead" from the start.
+        made_by_dead_actor = record.creator_actor_dead and not ray.ActorID(record.creator_actor_id).is_nil()
+        if (made_by_dead_actor and not record.is_detached and record.creator_job_id.hex() == job_id
+                and record.state != gcs_pb2.PlacementGroupTableData.REMOVED):
+            remove_placement_group(PlacementGroup(ray.PlacementGroupID(record.placement_group_id)))
+            freed += 1
+    return freed
+
+
+def _orphan_release_callback(interval_s: float = 5.0):
+    """A Tune callback that runs `release_orphaned_placement_groups` every `interval_s`."""
+    from ray import tune
+
+    class ReleaseOrphanedPlacementGroups(tune.Callback):
+        def __init__(self):
+            self.last = 0.0
+
+        def on_step_begin(self, iteration, trials, **info):
+            if time.monotonic() - self.last >= interval_s:
+                self.last = time.monotonic()
+                release_orphaned_placement_groups()
+
+    return ReleaseOrphanedPlacementGroups()
+
+
 def max_concurrent_trials(cfg: ExperimentConfig) -> int:
     """Trials that fit the cluster at once: its CPUs (less the Ray Data reserve), and GPUs if used."""
     import ray
@@ -324,7 +371,7 @@ def _ranked_rows(results, sweep_name: str, stage: int, metric: str, max_epochs: 
         rows.append(TrialRow(
             rank=0, trial=name, status=status,
             metric=float(value) if isinstance(value, (int, float)) else math.nan,
-            epochs=epochs, params={k: result.config.get(k) for k in sampled},
+            epochs=epochs, params={k: (result.config or {}).get(k) for k in sampled},
             run_id=tracking.find_run(client, experiment_id, f"{name}-stage{stage}") or "",
         ))
     order = {"completed": 0, "early-stopped": 1, "errored": 2}
@@ -432,7 +479,8 @@ def run_sweep(cfg: ExperimentConfig, space: Path, stage: int, num_samples: int =
                 scheduler=asha if scheduler == "asha" else None,
                 trial_dirname_creator=_trial_dirname,
             ),
-            run_config=tune.RunConfig(name=sweep_name, storage_path=str(storage), verbose=1),
+            run_config=tune.RunConfig(name=sweep_name, storage_path=str(storage), verbose=1,
+                                      callbacks=[_orphan_release_callback()]),
         )
     try:
         results = tuner.fit()
@@ -440,6 +488,7 @@ def run_sweep(cfg: ExperimentConfig, space: Path, stage: int, num_samples: int =
         tracking.finish_run(parent_run_id, status="FAILED")
         raise
 
+    release_orphaned_placement_groups()
     experiment_id = client.get_run(parent_run_id).info.experiment_id
     rows = _ranked_rows(results, sweep_name, stage, metric, base.train.epochs, sampled, experiment_id)
     _close_child_runs(rows)

@@ -59,3 +59,12 @@ def _loopback_ray():
         import ray
 
         ray.shutdown()
+
+
+@pytest.fixture
+def no_inprocess_ray():
+    """End-to-end tests start Ray in other processes. Two Ray runtimes on one machine break Ray's
+    state API (Train's placement-group cleaner then leaks CPUs), so this process's runtime goes first."""
+    import ray
+
+    ray.shutdown()

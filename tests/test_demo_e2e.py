@@ -15,7 +15,7 @@ import pytest
 from reactdiff.data import corpus
 from reactdiff.data.layout import EMOTION_DIM
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_inprocess_ray")]
 
 
 def test_demo_small_runs_every_stage(tmp_path):

@@ -78,6 +78,7 @@ def submit(cluster: Cluster, module: str, *args: str) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("no_inprocess_ray")
 def test_jobs_prepare_train_stage1_stage2(cluster, tiny_corpus, tracking_uri, tmp_path):
     store, runs = tmp_path / "store", tmp_path / "runs"
     submit(cluster, "jobs.prepare", "--corpus", str(tiny_corpus), "--out", str(store),

@@ -8,11 +8,13 @@ the later trial of the worse config is always stopped after one epoch.
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import ray
 import torch
 from mlflow import MlflowClient
 
@@ -21,7 +23,7 @@ from reactdiff.config import load_config
 from reactdiff.data.prepare import PrepareOptions, prepare
 from reactdiff.data.store import Store, table_to_arrays, to_samples
 from reactdiff.models import MMT, LatentStatsAccumulator, save_checkpoint
-from reactdiff.tune import EARLY_STOPPED_TAG, run_sweep
+from reactdiff.tune import EARLY_STOPPED_TAG, release_orphaned_placement_groups, run_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -32,8 +34,6 @@ TINY_CONFIG = Path(__file__).parent.parent / "configs" / "tiny.yaml"
 
 @pytest.fixture(scope="module")
 def ray_runtime():
-    import ray
-
     from reactdiff.train.trainer import ray_init
 
     ray_init()  # cores + 2 logical CPUs: two 1-CPU trials at a time, two CPUs for Ray Data
@@ -83,8 +83,6 @@ def test_stage2_sweep_with_asha_and_mlflow_parent(store: Path, tracking_uri: str
     ])
     result = run_sweep(cfg, space=SPACE, stage=2, num_samples=2, search="random", scheduler="asha",
                        metric="val_loss")
-    import ray.util  # DEBUG
-    print("DEBUG PGS", [(v["state"], v["bundles"]) for v in ray.util.placement_group_table().values()], ray.available_resources())  # DEBUG
 
     # The ranked table: all four trials, each with its own MLflow run; ASHA stopped at least one.
     assert len(result.table) == 4
@@ -123,6 +121,13 @@ def test_stage2_sweep_with_asha_and_mlflow_parent(store: Path, tracking_uri: str
         else:
             assert run.info.status == "FINISHED"
             assert len(client.get_metric_history(row.run_id, "val_loss")) == EPOCHS
+
+    # Stopped trials' worker placement groups are released: every CPU is free again.
+    deadline = time.monotonic() + 60
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"] and time.monotonic() < deadline:
+        release_orphaned_placement_groups()
+        time.sleep(2)
+    assert ray.available_resources().get("CPU", 0) == ray.cluster_resources()["CPU"]
 
     # Re-running the same sweep restores it: nothing left to train, the same trials and parent run.
     again = run_sweep(cfg, space=SPACE, stage=2, num_samples=2, search="random", scheduler="asha",

@@ -8,8 +8,9 @@ Inputs are numpy float arrays (float32 or float64; computed in float64):
 - appropriate  (N, N) 0/1         M[k, j] = 1: listener j's real reaction is appropriate for speaker k
 
 Each function reproduces the official challenge definition to float64 precision (the official code
-runs parts in float32, so agreement is ~1e-6 relative) and is fast: the official code takes minutes
-to hours, these take seconds, FRDist excepted (see `frdist`).
+runs parts in float32, so agreement is ~1e-6 relative). At test size (N = 1614, alpha = 10, T = 750)
+every metric but FRDist takes seconds; FRDist is exact and pruned but still costs CPU-minutes
+(see `frdist` and bench/bench_metrics.py).
 
 Degenerate inputs, decided once here:
 - a sample whose row of `appropriate` is all zero raises ValueError (the official code fails with
@@ -267,6 +268,12 @@ def frdist(
 
     `workers` processes (default: the CPUs this process may use) share the samples; they are
     forked, so on platforms without fork, or with workers = 1, everything runs in this process.
+
+    Cost: at least the three group DTWs of each prediction's best match, ~9–12 ms per pair at
+    T = 750 in dtaidistance, so ≥ ~3 CPU-minutes at test size whatever the pruning. On
+    emotion-like data whose ~20 appropriate reactions are all about equally close, the lower
+    bounds rarely skip a candidate and abandoning saves about half of the brute-force work:
+    ~60 ms CPU per prediction, ~16 CPU-minutes at test size (bench/bench_metrics.py).
     """
     preds = _check("preds", preds, 4)
     listener = _check("listener", listener, 3)
