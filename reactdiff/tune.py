@@ -26,8 +26,9 @@ trial applies its sampled values to the base config, names its training run `<sw
 (stable across restarts, so a resumed trial continues from its own Train checkpoint and MLflow
 run), and fits a `TorchTrainer` whose `TuneReportCallback` forwards every epoch's metrics to Tune.
 The driver holds no CPU (`{"cpu": 0, "memory": 1}`: Tune needs a non-empty bundle); the training
-workers hold the CPUs. ASHA (rungs at 1, 2, 4, ... epochs below `train.epochs`) stops trials whose
-validation metric is below the median of their rung.
+workers hold the CPUs, and as many trials run at once as the cluster's CPUs (less 2 for Ray
+Data) or GPUs allow. ASHA (rungs at 1, 2, 4, ... epochs, all below `train.epochs`; none when
+`train.epochs` is 1) stops a trial whose validation metric is worse than the median of its rung.
 
 Resuming: the sweep lives at `<train.storage_path>/<train.name>`. Running the same command again
 (same `train.name`) restores it with `Tuner.restore(..., resume_errored=True)`: finished trials
@@ -406,10 +407,12 @@ def _close_child_runs(rows: list[TrialRow]) -> None:
     """ASHA ends a trial by stopping its driver, so its training run never finishes itself."""
     client = MlflowClient()
     for row in rows:
-        if row.status == "early-stopped" and row.run_id:
+        if row.status == "completed" or not row.run_id:
+            continue
+        if row.status == "early-stopped":
             client.set_tag(row.run_id, EARLY_STOPPED_TAG, "true")
-            if client.get_run(row.run_id).info.status == "RUNNING":
-                client.set_terminated(row.run_id, status="KILLED")
+        if client.get_run(row.run_id).info.status == "RUNNING":
+            client.set_terminated(row.run_id, status="KILLED" if row.status == "early-stopped" else "FAILED")
 
 
 def run_sweep(cfg: ExperimentConfig, space: Path, stage: int, num_samples: int = 4, search: str = "random",
@@ -469,14 +472,19 @@ def run_sweep(cfg: ExperimentConfig, space: Path, stage: int, num_samples: int =
             searcher = ConcurrencyLimiter(OptunaSearch(seed=base.train.seed), max_concurrent=concurrency)
         else:
             searcher = BasicVariantGenerator(max_concurrent=concurrency, random_state=base.train.seed)
-        asha = ASHAScheduler(time_attr="training_iteration", max_t=base.train.epochs, grace_period=1,
-                             reduction_factor=2)
+        # Rungs at 1, 2, 4, ... epochs, all below train.epochs: a stop at a trial's last report
+        # would kill its training run while it exports the model and closes its MLflow run, and
+        # stop_last_trials=False leaves trials that reach max_t to finish on their own.
+        asha = None
+        if scheduler == "asha" and base.train.epochs >= 2:
+            asha = ASHAScheduler(time_attr="training_iteration", max_t=base.train.epochs - 1, grace_period=1,
+                                 reduction_factor=2, stop_last_trials=False)
         tuner = tune.Tuner(
             trainable,
             param_space=parsed.param_space(),
             tune_config=tune.TuneConfig(
                 metric=metric, mode="min", num_samples=num_samples, search_alg=searcher,
-                scheduler=asha if scheduler == "asha" else None,
+                scheduler=asha,
                 trial_dirname_creator=_trial_dirname,
             ),
             run_config=tune.RunConfig(name=sweep_name, storage_path=str(storage), verbose=1,
