@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import time
 
 import numpy as np
@@ -84,7 +83,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=750)
     parser.add_argument("--appropriate", type=int, default=20, help="mean appropriate reactions per sample")
     parser.add_argument("--style", type=float, default=0.5, help="scale of personal style offsets")
-    parser.add_argument("--workers", type=int, default=None, help="FRDist processes (default: all CPUs)")
+    parser.add_argument("--workers", type=int, default=None, help="FRDist threads (default: all CPUs)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -108,10 +107,10 @@ def main() -> None:
         "FRSyn_all": lambda: metrics.frsyn(preds, speaker, all_predictions=True),
         "FRRea": lambda: metrics.frrea(preds, listener),
     }
-    # CPU seconds (this process and its FRDist workers) beside wall seconds: on a shared machine
-    # wall time includes waiting for the CPU, CPU time does not.
+    # CPU seconds (all threads of this process) beside wall seconds: on a shared machine wall time
+    # includes waiting for the CPU, CPU time does not.
     def cpu_seconds() -> float:
-        return time.process_time() + resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
+        return time.process_time()
 
     print(f"{'metric':10s} {'value':>12s}   {'wall':>8s}   {'cpu':>8s}")
     total_wall = total_cpu = 0.0

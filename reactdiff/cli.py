@@ -238,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="generate listener reactions in REACT2024 formats")
     p.add_argument("--model", required=True, help="checkpoint or MLflow URI, e.g. models:/reactdiff@champion")
-    p.add_argument("--speaker", required=True, help="<store>:<split> or a corpus clip, see `reactdiff generate --help`")
+    p.add_argument("--speaker", required=True, help="<store dir>:<split> for every speaker of a split, or a corpus clip file "
+                   "(e.g. <root>/test/Audio_files/NoXI/<session>/Expert_video/3.wav; lite-profile models)")
     p.add_argument("--alpha", type=int, default=10)
     p.add_argument("--mode", choices=["offline", "online"], default="offline")
     p.add_argument("--listener-ref", nargs="*", help="reference clips of the target listener (LRS)")

@@ -376,7 +376,7 @@ def _ranked_rows(results, sweep_name: str, stage: int, metric: str, max_epochs: 
             run_id=tracking.find_run(client, experiment_id, f"{name}-stage{stage}") or "",
         ))
     order = {"completed": 0, "early-stopped": 1, "errored": 2}
-    rows.sort(key=lambda r: (order[r.status], math.isnan(r.metric), r.metric))
+    rows.sort(key=lambda r: (order[r.status], math.isnan(r.metric), r.metric, r.trial))  # ties: by name
     for rank, row in enumerate(rows, start=1):
         row.rank = rank
     return rows

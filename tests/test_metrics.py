@@ -161,6 +161,58 @@ def test_dtaidistance_is_the_sqrt_of_summed_squared_distances_dtw():
         assert dtw_ndim.distance_fast(x, y) == pytest.approx(ref_dtw(x, y), rel=1e-12)
 
 
+def kernel_dtw_sq(x: np.ndarray, y: np.ndarray, limit_sq: float = np.inf) -> float:
+    """The compiled kernel on (T, d) series, in its channel-major, y-reversed layout."""
+    return metrics._dtw_sq(
+        np.ascontiguousarray(x.T), np.ascontiguousarray(y[::-1].T), limit_sq,
+        np.empty((3, len(x) + 2)), np.empty(len(x)),
+    )
+
+
+@pytest.mark.parametrize("d", [1, 2, 8, 15])
+def test_dtw_kernel_matches_plain_loop_reference(d):
+    rng = np.random.default_rng(12 + d)
+    for n, m in ((17, 17), (9, 23), (23, 9), (1, 6), (6, 1), (1, 1)):
+        x, y = rng.random((n, d)), rng.random((m, d))
+        assert np.sqrt(kernel_dtw_sq(x, y)) == pytest.approx(ref_dtw(x, y), rel=1e-12)
+    x = rng.random((30, d))
+    assert kernel_dtw_sq(x, x) == 0.0  # identical series: exactly 0, no rounding residue
+
+
+def test_dtw_kernel_abandons_only_above_the_limit():
+    """At, just below and well below the exact value: a finite result is always the exact DTW², and
+    inf only ever means the DTW² exceeds the limit (near-ties must never turn into a wrong value)."""
+    rng = np.random.default_rng(13)
+    for _ in range(20):
+        x, y = rng.random((25, 8)), rng.random((31, 8))
+        exact = kernel_dtw_sq(x, y)
+        assert exact == pytest.approx(ref_dtw(x, y) ** 2, rel=1e-12)
+        assert kernel_dtw_sq(x, y, exact) == exact  # the limit itself is allowed
+        assert kernel_dtw_sq(x, y, np.nextafter(exact, np.inf)) == exact
+        assert kernel_dtw_sq(x, y, np.nextafter(exact, 0.0)) in (exact, np.inf)
+        assert kernel_dtw_sq(x, y, 0.25 * exact) == np.inf  # abandoned long before the end
+
+
+def test_frdist_is_exact_with_exact_ties_and_warped_copies():
+    """Duplicate candidates (exactly tied distances), a prediction that is a warped copy of two
+    candidates (distance 0 to both) and one a hair away from a candidate: the search must return
+    the plain-loop minimum every time, whatever order ties are met in."""
+    rng = np.random.default_rng(14)
+    n, alpha, frames = 6, 3, 12
+    listener = emotion_like(rng, (n, frames, 25), binary_aus=True)
+    listener[4] = listener[1]  # exact tie between candidates 1 and 4
+    listener[5] = np.concatenate([listener[2][:1], listener[2][:-1]])  # 2 with its first frame held
+    preds = emotion_like(rng, (n, alpha, frames, 25))
+    preds[0, 0] = np.concatenate([listener[2][:4], listener[2][3:-1]])  # 2 with frame 3 held, last dropped
+    preds[1, 2] = listener[1] + 1e-9
+    preds[2, 1] = 0.5 * (listener[1] + listener[3])  # equidistant-ish from two candidates
+    appropriate = (rng.random((n, n)) < 0.7).astype(np.uint8)
+    appropriate[:, [1, 2, 4, 5]] = 1
+    expected = ref_frdist(preds, listener, appropriate)
+    assert metrics.frdist(preds, listener, appropriate, workers=1) == pytest.approx(expected, rel=1e-12)
+    assert metrics.frdist(preds, listener, appropriate, workers=2) == pytest.approx(expected, rel=1e-12)
+
+
 def test_frdist_pruning_is_exact_with_many_close_candidates():
     """Many candidates, some identical or near-identical to a prediction: the bounds must skip and
     abandon without ever losing the true minimum. Compared with an unpruned dtaidistance search."""
@@ -178,7 +230,7 @@ def test_frdist_pruning_is_exact_with_many_close_candidates():
 
     expected = np.mean([sum(min(unpruned(p, listener[j]) for j in range(n)) for p in preds[k]) for k in range(n)])
     assert metrics.frdist(preds, listener, appropriate, workers=1) == pytest.approx(expected, rel=1e-12)
-    # The forked worker pool gives the same number.
+    # Two threads give the same number.
     assert metrics.frdist(preds, listener, appropriate, workers=2) == pytest.approx(expected, rel=1e-12)
 
 

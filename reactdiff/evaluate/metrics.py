@@ -9,8 +9,8 @@ Inputs are numpy float arrays (float32 or float64; computed in float64):
 
 Each function reproduces the official challenge definition to float64 precision (the official code
 runs parts in float32, so agreement is ~1e-6 relative). At test size (N = 1614, alpha = 10, T = 750)
-every metric but FRDist takes seconds; FRDist is exact and pruned but still costs CPU-minutes
-(see `frdist` and bench/bench_metrics.py).
+every metric but FRDist takes seconds; FRDist is exact, compiled (numba) and pruned but still costs
+CPU-minutes (see `frdist` and bench/bench_metrics.py).
 
 Degenerate inputs, decided once here:
 - a sample whose row of `appropriate` is all zero raises ValueError (the official code fails with
@@ -23,13 +23,12 @@ Degenerate inputs, decided once here:
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
+import numba
 import numpy as np
-from dtaidistance import dtw_ndim
 
 from reactdiff.data.layout import EMOTION_DIM
 
@@ -175,33 +174,125 @@ def _cover_lower_bound_sq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.maximum(x_covered, y_covered).sum(axis=-1) * (1 - _BOUND_SLACK)
 
 
-def _bounded_distance(
-    pred_groups: list[np.ndarray],
-    target_groups: list[np.ndarray],
-    threshold: float,
-    weighted_lower: np.ndarray,
-) -> float:
-    """Σ_g w_g·DTW_g if it is ≤ threshold, else inf, abandoning as early as possible.
+# --- the DTW kernel (numba). Hand-rolled because no maintained library computes tslearn's DTW
+# with early abandoning in compiled code that releases the GIL and vectorises: dtaidistance holds
+# the GIL and runs one cell at a time (~3-5 ms per 750x750 group DTW, 3-10x slower than this).
+#
+# fastmath is limited to "no NaNs" and "no signed zeros": LLVM needs them to turn the `a if a < b
+# else b` minimum into SIMD min instructions. Costs are finite or +inf and never negative, so both
+# hold and every value is bit-for-bit what the plain float64 recurrence gives.
+_DTW_FASTMATH = {"nnan", "nsz"}
 
-    Each group's DTW gets the budget left once the groups already computed and the lower bounds
-    of the groups still to come are paid; dtaidistance's PrunedDTW skips cells whose cost exceeds
-    it and returns inf when the whole row does.
+
+@numba.njit(nogil=True, fastmath=_DTW_FASTMATH, cache=True)
+def _add_squared_difference(cost: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
+    for t in range(cost.shape[0]):
+        diff = x[t] - y[t]
+        cost[t] += diff * diff
+
+
+@numba.njit(nogil=True, fastmath=_DTW_FASTMATH, cache=True)
+def _diagonal_step(
+    out: np.ndarray, cost: np.ndarray, from_diagonal: np.ndarray, from_above: np.ndarray,
+    from_left: np.ndarray, limit_sq: float,
+) -> int:
+    """out = cost + min of the three predecessors, cell by cell; returns how many are ≤ limit_sq."""
+    within = 0
+    for t in range(out.shape[0]):
+        best = from_diagonal[t]
+        above = from_above[t]
+        best = above if above < best else best
+        left = from_left[t]
+        best = left if left < best else best
+        value = cost[t] + best
+        out[t] = value
+        within += value <= limit_sq
+    return within
+
+
+@numba.njit(nogil=True, fastmath=_DTW_FASTMATH, cache=True)
+def _dtw_sq(x: np.ndarray, y_reversed: np.ndarray, limit_sq: float, diagonals: np.ndarray, cost: np.ndarray) -> float:
+    """DTW² (summed squared Euclidean cost of the best warping path) of x (d, n) and y (d, m),
+    both channel-major, y reversed in time; inf as soon as it provably exceeds limit_sq.
+
+    The cumulative-cost matrix D(i, j) = c(i, j) + min(D(i-1, j-1), D(i-1, j), D(i, j-1)) is filled
+    one anti-diagonal k = i + j at a time: cells of one anti-diagonal do not depend on each other,
+    so each loop below runs over contiguous memory and compiles to SIMD (y is reversed so that
+    y[k - i] walks forwards with i). Only the last three anti-diagonals are kept, indexed by i + 1.
+    Early abandoning: every warping path has a cell on one of any two consecutive anti-diagonals,
+    and partial costs only grow, so once no cell of either is ≤ limit_sq the DTW² exceeds it.
+    `diagonals` (3, n + 2) and `cost` (n,) are scratch buffers, overwritten.
     """
-    spent = 0.0
-    still_to_come = float(weighted_lower.sum())
-    for g in _GROUP_ORDER:
-        weight = CHANNEL_GROUPS[g][2]
-        still_to_come -= weighted_lower[g]
-        budget = (threshold - spent - still_to_come) / weight
-        if budget < 0:
-            return np.inf
-        distance = dtw_ndim.distance_fast(
-            pred_groups[g], target_groups[g], max_dist=budget * (1 + _BOUND_SLACK) + _ABS_SLACK
+    d, n = x.shape
+    m = y_reversed.shape[1]
+    diagonals[:] = np.inf
+    diagonals[0, 0] = 0.0  # D(-1, -1) = 0: the path starts at (0, 0)
+    within_before = 1
+    for k in range(n + m - 1):
+        lo = max(0, k - m + 1)
+        hi = min(k, n - 1)
+        shift = m - 1 - k  # y[k - i] = y_reversed[i + shift]
+        two_back, one_back, current = diagonals[k % 3], diagonals[(k + 1) % 3], diagonals[(k + 2) % 3]
+        cells = cost[: hi - lo + 1]
+        cells[:] = 0.0
+        for c in range(d):
+            _add_squared_difference(cells, x[c, lo : hi + 1], y_reversed[c, lo + shift : hi + 1 + shift])
+        within = _diagonal_step(
+            current[lo + 1 : hi + 2], cells, two_back[lo : hi + 1], one_back[lo : hi + 1],
+            one_back[lo + 1 : hi + 2], limit_sq,
         )
-        if not np.isfinite(distance):
+        current[lo] = np.inf  # cells outside the matrix, read by the next two anti-diagonals
+        current[hi + 2] = np.inf
+        if within == 0 and within_before == 0:
             return np.inf
-        spent += weight * distance
-    return spent
+        within_before = within
+    return diagonals[(n + m) % 3, n]
+
+
+@numba.njit(nogil=True, cache=True)
+def _search_sum_of_min(
+    pred_groups: tuple, target_groups: tuple, weights: np.ndarray, upper: np.ndarray, weighted_lower: np.ndarray
+) -> float:
+    """Σ over predictions i of min over targets j of Σ_g w_g·DTW_g(pred_i, target_j).
+
+    pred_groups[g] (a, d_g, T) and target_groups[g] (m, d_g, T, reversed in time) are the channel
+    groups, channel-major. upper (a, m) bounds the weighted distance from above, weighted_lower
+    (a, m, groups) each group's weighted DTW from below. Candidates are tried in order of their
+    upper bound (likely winners first, so the best-so-far is tight early); one whose lower bound
+    exceeds the best so far is skipped, and each group DTW gets only the budget left once the
+    groups already computed and the lower bounds of those still to come are paid.
+    """
+    n_preds, n_targets = upper.shape
+    frames = pred_groups[0].shape[2]
+    diagonals = np.empty((3, frames + 2))
+    cost = np.empty(frames)
+    lower = weighted_lower.sum(axis=2)
+    total = 0.0
+    for i in range(n_preds):
+        order = np.argsort(upper[i], kind="mergesort")
+        threshold = upper[i, order[0]]
+        best = np.inf
+        for j in order:
+            if lower[i, j] > threshold:
+                continue
+            spent = 0.0
+            still_to_come = lower[i, j]
+            for g in _GROUP_ORDER:
+                still_to_come -= weighted_lower[i, j, g]
+                budget = (threshold - spent - still_to_come) / weights[g]
+                if budget < 0:
+                    spent = np.inf
+                    break
+                limit = budget * (1 + _BOUND_SLACK) + _ABS_SLACK
+                distance_sq = _dtw_sq(pred_groups[g][i], target_groups[g][j], limit * limit, diagonals, cost)
+                if distance_sq == np.inf:
+                    spent = np.inf
+                    break
+                spent += weights[g] * np.sqrt(distance_sq)
+            if spent < best:
+                best = threshold = spent
+        total += best
+    return total
 
 
 def _sum_of_min_distances(preds: np.ndarray, targets: np.ndarray) -> float:
@@ -216,42 +307,11 @@ def _sum_of_min_distances(preds: np.ndarray, targets: np.ndarray) -> float:
         [w * np.sqrt(_cover_lower_bound_sq(x, y)) for w, x, y in zip(weights, pred_groups, target_groups)],
         axis=-1,
     )  # (a, m, groups)
-    lower = weighted_lower.sum(axis=-1)
-    total = 0.0
-    for i in range(len(preds)):
-        # Likely winners first (by the diagonal-path distance), so the threshold is tight early;
-        # a candidate whose lower bound exceeds the best so far cannot win.
-        order = np.argsort(upper[i], kind="stable")
-        threshold = upper[i, order[0]]
-        best = np.inf
-        for j in order:
-            if lower[i, j] > threshold:
-                continue
-            distance = _bounded_distance(
-                [g[i] for g in pred_groups], [g[j] for g in target_groups], threshold, weighted_lower[i, j]
-            )
-            if distance < best:
-                best = threshold = distance
-        total += best
-    return total
-
-
-def _frdist_samples(ks: list[int], preds: np.ndarray, listener: np.ndarray, sets: list[np.ndarray]) -> list[float]:
-    return [_sum_of_min_distances(preds[k], listener[sets[k]]) for k in ks]
-
-
-# Worker processes are forked with the arrays already in memory (copy-on-write, nothing pickled).
-# Processes, not threads: dtaidistance's single-pair DTW holds the GIL.
-_WORKER_ARRAYS: tuple = ()
-
-
-def _set_worker_arrays(*arrays: object) -> None:
-    global _WORKER_ARRAYS
-    _WORKER_ARRAYS = arrays
-
-
-def _frdist_samples_in_worker(ks: list[int]) -> list[float]:
-    return _frdist_samples(ks, *_WORKER_ARRAYS)
+    return _search_sum_of_min(
+        tuple(np.ascontiguousarray(x.transpose(0, 2, 1)) for x in pred_groups),
+        tuple(np.ascontiguousarray(y[:, ::-1].transpose(0, 2, 1)) for y in target_groups),
+        weights, upper, weighted_lower,
+    )
 
 
 def frdist(
@@ -261,39 +321,33 @@ def frdist(
 
     Groups g = AUs 0–15 (w 1/15), valence/arousal 15–17 (w 1), expressions 17–25 (w 1/8); DTW is
     tslearn's: sqrt of the summed squared Euclidean distances along the optimal warping path,
-    unconstrained. Exact: every returned value is a full DTW; the speed comes from skipping
-    candidates that provably cannot be the minimum (histogram lower bounds against the best
-    so far, seeded by the diagonal-path upper bound) and from abandoning a DTW as soon as its
-    partial cost passes the best so far (dtaidistance PrunedDTW with `max_dist`).
+    unconstrained. Exact: every returned value is a full DTW; the speed comes from a compiled,
+    vectorised DTW (`_dtw_sq`), from skipping candidates that provably cannot be the minimum
+    (histogram lower bounds against the best so far, seeded by the diagonal-path upper bound) and
+    from abandoning a DTW as soon as its partial cost passes the best so far.
 
-    `workers` processes (default: the CPUs this process may use) share the samples; they are
-    forked, so on platforms without fork, or with workers = 1, everything runs in this process.
+    `workers` threads (default: the CPUs this process may use) share the samples; the DTW search
+    releases the GIL. The first call in a fresh environment compiles the kernel (a few seconds,
+    then cached on disk by numba).
 
-    Cost: at least the three group DTWs of each prediction's best match, ~9–12 ms per pair at
-    T = 750 in dtaidistance, so ≥ ~3 CPU-minutes at test size whatever the pruning. On
-    emotion-like data whose ~20 appropriate reactions are all about equally close, the lower
-    bounds rarely skip a candidate and abandoning saves about half of the brute-force work:
-    ~60 ms CPU per prediction, ~16 CPU-minutes at test size (bench/bench_metrics.py).
+    Cost: a full three-group DTW is ~3-4 ms at T = 750 (the squared-distance arithmetic runs near
+    the CPU's SIMD throughput), and on emotion-like data whose ~20 appropriate reactions are all
+    about equally close the bounds and abandoning still leave ~5 full-DTW equivalents per
+    prediction: ~20 ms CPU per prediction, ~6 CPU-minutes at test size (bench/bench_metrics.py).
     """
     preds = _check("preds", preds, 4)
     listener = _check("listener", listener, 3)
     _check_pairing(preds, listener, "listener")
     sets = _appropriate_sets(appropriate, preds.shape[0])
-    n = len(sets)
-    workers = min(workers or _usable_cpus(), n)
-    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-        return float(np.mean(_frdist_samples(list(range(n)), preds, listener, sets)))
-    # Interleaved chunks, many more than workers, so both finish at about the same time.
-    n_chunks = min(n, 16 * workers)
-    chunks = [list(range(start, n, n_chunks)) for start in range(n_chunks)]
-    with ProcessPoolExecutor(
-        workers,
-        mp_context=multiprocessing.get_context("fork"),
-        initializer=_set_worker_arrays,
-        initargs=(preds, listener, sets),
-    ) as pool:
-        per_sample = [value for chunk in pool.map(_frdist_samples_in_worker, chunks) for value in chunk]
-    return float(np.mean(per_sample))  # chunks reorder the samples; the mean does not care
+    workers = min(workers or _usable_cpus(), len(sets))
+
+    def sample_distance(k: int) -> float:
+        return _sum_of_min_distances(preds[k], listener[sets[k]])
+
+    if workers <= 1:
+        return float(np.mean([sample_distance(k) for k in range(len(sets))]))
+    with ThreadPoolExecutor(workers) as pool:
+        return float(np.mean(list(pool.map(sample_distance, range(len(sets))))))
 
 
 def _usable_cpus() -> int:
