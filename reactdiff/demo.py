@@ -35,8 +35,8 @@ class DemoSize:
 
 
 SIZES = {
-    "full": DemoSize(dyads=48, eval_dyads=12, frames=750, stage1_epochs=20, stage2_epochs=30, sweep_trials=4, sweep_epochs=4,
-                     sweep_space="demo_stage2.yaml", online_samples=8),
+    "full": DemoSize(dyads=32, eval_dyads=8, frames=750, stage1_epochs=15, stage2_epochs=30, sweep_trials=2,
+                     sweep_epochs=3, sweep_space="demo_stage2.yaml", online_samples=4),
     "small": DemoSize(dyads=4, eval_dyads=2, frames=100, stage1_epochs=2, stage2_epochs=2, sweep_trials=1, sweep_epochs=2,
                       sweep_space="tiny_stage2.yaml", online_samples=2),
 }

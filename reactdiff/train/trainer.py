@@ -32,6 +32,18 @@ def _torch_extensions_env() -> dict[str, str]:
     return {"TORCH_EXTENSIONS_DIR": cache}
 
 
+# Splits smaller than this are read once and kept in Ray's object store: otherwise every epoch
+# re-reads the Parquet files, which dominates epochs of small (demo, test) stores.
+CACHE_SPLIT_BYTES = 512 * 2**20
+
+
+def _dataset(store: Store, split: str):
+    dataset = store.ray_dataset(split)
+    if sum(f.stat().st_size for f in store.files(split)) <= CACHE_SPLIT_BYTES:
+        dataset = dataset.materialize()
+    return dataset
+
+
 def build_trainer(cfg: ExperimentConfig, tags: dict[str, str] | None = None,
                   callbacks: list | None = None):
     """The TorchTrainer for `cfg`, its MLflow run (created or resumed) and its export folder.
@@ -90,10 +102,7 @@ def build_trainer(cfg: ExperimentConfig, tags: dict[str, str] | None = None,
             worker_runtime_env={"env_vars": env},
             callbacks=callbacks or None,
         ),
-        datasets={
-            "train": store.ray_dataset(cfg.data.train_split),
-            "val": store.ray_dataset(cfg.data.val_split),
-        },
+        datasets={"train": _dataset(store, cfg.data.train_split), "val": _dataset(store, cfg.data.val_split)},
     )
     return trainer, run_id, export_dir
 
