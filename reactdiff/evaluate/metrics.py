@@ -550,13 +550,16 @@ def compute_all(
 ) -> dict[str, float]:
     """Every metric: FRCorr, FRDist, FRDiv, FRDvs, FRVar, FRSyn (first prediction, official),
     FRSyn_all (all α predictions) and FRRea (our feature-space Fréchet distance)."""
+    # Clips shorter than the official ±49-frame lag window (tests, short demos) use the widest
+    # window they allow; REACT2024's 750-frame clips always get the official 49.
+    max_lag = min(SYNC_MAX_LAG, preds.shape[2] - 2)
     return {
         "FRCorr": frcorr(preds, listener, appropriate),
         "FRDist": frdist(preds, listener, appropriate, workers=workers),
         "FRDiv": frdiv(preds),
         "FRDvs": frdvs(preds),
         "FRVar": frvar(preds),
-        "FRSyn": frsyn(preds, speaker),
-        "FRSyn_all": frsyn(preds, speaker, all_predictions=True),
+        "FRSyn": frsyn(preds, speaker, max_lag=max_lag),
+        "FRSyn_all": frsyn(preds, speaker, all_predictions=True, max_lag=max_lag),
         "FRRea": frrea(preds, listener),
     }
