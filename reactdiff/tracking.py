@@ -114,6 +114,8 @@ def _signature():
 
 def log_model(run_id: str, checkpoint_path: Path, metadata: dict[str, Any] | None = None) -> str:
     """Log a checkpoint as the run's pyfunc model; returns the model URI (runs:/<id>/model)."""
+    # start_run refuses a run of another experiment than the process's active one.
+    mlflow.set_experiment(experiment_id=MlflowClient().get_run(run_id).info.experiment_id)
     with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,

@@ -30,7 +30,8 @@ from reactdiff.train.engine import Engine
 
 META_FILE = "meta.json"
 EXPORT_FILE = "model.pt"
-# Test hook for fault tolerance: "<marker file>:<epoch>:<rank>" kills that worker once, mid-epoch.
+# Test hook for fault tolerance: "<marker file>:<epoch>:<rank>" kills that worker once, after the
+# epoch's training steps (Ray registers the previous epoch's checkpoint in the meantime).
 CRASH_ENV = "REACTDIFF_CRASH_ONCE"
 
 
@@ -242,7 +243,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         task.model.train()
         train_batches = batches("train", cfg.data.crop_frames, cfg.train.seed * 1000 + epoch * 10 + rank)
         loss_sum, count, epoch_start = 0.0, 0, time.perf_counter()
-        for step, batch in enumerate(train_batches):
+        for batch in train_batches:
             with engine.autocast():
                 loss, _ = task.loss(engine, batch)
             engine.step(loss)
@@ -250,8 +251,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 task.after_step()
             n = len(batch["listener_id"])
             loss_sum, count = loss_sum + float(loss.detach()) * n, count + n
-            if step == 0:
-                _maybe_crash(epoch, rank)
+        _maybe_crash(epoch, rank)
         elapsed = time.perf_counter() - epoch_start
         wait = train_batches.wait_seconds
 
