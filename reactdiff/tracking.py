@@ -62,6 +62,13 @@ def log_epoch(run_id: str, metrics: dict[str, float], epoch: int) -> None:
     mlflow.log_metrics(clean, step=epoch, run_id=run_id)
 
 
+def last_logged_epoch(run_id: str, key: str = "train_loss") -> int:
+    """Highest epoch already in the run's history (-1 if none): a restart from an older checkpoint
+    re-runs epochs that a crashed attempt logged, and those must not appear twice."""
+    history = MlflowClient().get_metric_history(run_id, key)
+    return max((m.step for m in history), default=-1)
+
+
 def finish_run(run_id: str, status: str = "FINISHED") -> None:
     MlflowClient().set_terminated(run_id, status=status)
 

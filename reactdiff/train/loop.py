@@ -232,11 +232,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 task.model.lrs.load_state_dict(torch.load(Path(directory) / "lrs.pt", weights_only=True))
         start_epoch, run_id = meta["epoch"] + 1, meta["mlflow_run_id"]
 
+    logged_epoch = -1
     if rank == 0:
         import mlflow
 
         mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
         mlflow.MlflowClient().update_run(run_id, status="RUNNING")
+        logged_epoch = tracking.last_logged_epoch(run_id)
 
     val_generator_seed = 1234  # fixed noise/timesteps: stage-2 val losses comparable across epochs
     for epoch in range(start_epoch, cfg.train.epochs):
@@ -281,7 +283,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 (directory / META_FILE).write_text(json.dumps({"epoch": epoch, "mlflow_run_id": run_id}))
                 if cfg.train.stage == 2:
                     torch.save(task.model.lrs.state_dict(), directory / "lrs.pt")
-                tracking.log_epoch(run_id, metrics, epoch)
+                if epoch > logged_epoch:
+                    tracking.log_epoch(run_id, metrics, epoch)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(directory)))
 
     task.finish(batches("train", 0, 0))
