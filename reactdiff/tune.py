@@ -424,7 +424,7 @@ def run_sweep(cfg: ExperimentConfig, space: Path, stage: int, num_samples: int =
     from ray.tune.search.optuna import OptunaSearch
 
     from reactdiff.data.store import Store
-    from reactdiff.train.trainer import ray_init
+    from reactdiff.ray_runtime import ray_init
 
     if search not in ("random", "optuna"):
         raise ConfigError(f"search '{search}' is not one of random, optuna")

@@ -34,7 +34,7 @@ TINY_CONFIG = Path(__file__).parent.parent / "configs" / "tiny.yaml"
 
 @pytest.fixture(scope="module")
 def ray_runtime():
-    from reactdiff.train.trainer import ray_init
+    from reactdiff.ray_runtime import ray_init
 
     ray_init()  # cores + 2 logical CPUs: two 1-CPU trials at a time, two CPUs for Ray Data
     yield
