@@ -411,7 +411,8 @@ def _close_child_runs(rows: list[TrialRow]) -> None:
             continue
         if row.status == "early-stopped":
             client.set_tag(row.run_id, EARLY_STOPPED_TAG, "true")
-        if client.get_run(row.run_id).info.status == "RUNNING":
+        # A stopped trial's fit() may already have marked its run FAILED: ASHA's stop wins.
+        if client.get_run(row.run_id).info.status != "FINISHED":
             client.set_terminated(row.run_id, status="KILLED" if row.status == "early-stopped" else "FAILED")
 
 
