@@ -60,12 +60,13 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from reactdiff.tracking import MODEL_ARTIFACT
-
-EVAL_SPLIT_TAG = "reactdiff.eval_split"
-STORE_FINGERPRINT_TAG = "reactdiff.store_fingerprint"
-STAGE1_MODEL_TAG = "reactdiff.stage1_model"
-GIT_COMMIT_TAG = "reactdiff.git_commit"
+from reactdiff.tracking import (
+    EVAL_SPLIT_TAG,
+    GIT_COMMIT_TAG,
+    MODEL_ARTIFACT,
+    STAGE1_MODEL_TAG,
+    STORE_FINGERPRINT_TAG,
+)
 
 METRICS_TAG = "reactdiff.metrics"
 CONFIG_TAG = "reactdiff.config"

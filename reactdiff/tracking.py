@@ -19,6 +19,12 @@ from mlflow.tracking import MlflowClient
 
 RUN_NAME_TAG = "reactdiff.run_name"
 STAGE_TAG = "reactdiff.stage"
+# Written by training and evaluation, read by promotion (reactdiff.registry).
+STORE_FINGERPRINT_TAG = "reactdiff.store_fingerprint"
+GIT_COMMIT_TAG = "reactdiff.git_commit"
+STAGE1_MODEL_TAG = "reactdiff.stage1_model"
+EVAL_SPLIT_TAG = "reactdiff.eval_split"
+EVAL_MODE_TAG = "reactdiff.eval_mode"
 MODEL_ARTIFACT = "model"
 CHECKPOINT_ARTIFACT = "checkpoint"
 

@@ -449,7 +449,7 @@ def run_sweep(cfg: ExperimentConfig, space: Path, stage: int, num_samples: int =
     storage = Path(base.train.storage_path).resolve()
     parent_run_id = tracking.start_or_resume_run(
         base.tracking.tracking_uri, base.tracking.experiment, f"{sweep_name}-sweep-stage{stage}",
-        tags={SWEEP_TAG: sweep_name, tracking.STAGE_TAG: str(stage), "reactdiff.git_commit": tracking.git_commit()},
+        tags={SWEEP_TAG: sweep_name, tracking.STAGE_TAG: str(stage), tracking.GIT_COMMIT_TAG: tracking.git_commit()},
         params={**flatten(base), "sweep.space": str(parsed.source), "sweep.search": search,
                 "sweep.scheduler": scheduler, "sweep.metric": metric, "sweep.num_samples": num_samples},
     )

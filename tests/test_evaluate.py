@@ -8,7 +8,8 @@ from pathlib import Path
 import mlflow
 
 from reactdiff.config import load_config
-from reactdiff.evaluate.run import EVAL_SPLIT_TAG, evaluate
+from reactdiff.evaluate.run import evaluate
+from reactdiff.tracking import EVAL_SPLIT_TAG
 
 REPO = Path(__file__).resolve().parents[1]
 

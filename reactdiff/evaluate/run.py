@@ -26,9 +26,6 @@ from reactdiff.evaluate import baselines, metrics, report
 
 log = logging.getLogger(__name__)
 
-EVAL_SPLIT_TAG = "reactdiff.eval_split"
-EVAL_MODE_TAG = "reactdiff.eval_mode"
-STORE_FINGERPRINT_TAG = "reactdiff.store_fingerprint"
 GENERATION_BATCH = 8  # speakers per batched generate() call (α samples each)
 PLOTTED_SAMPLES = 3
 
@@ -138,7 +135,8 @@ def evaluate(cfg: ExperimentConfig, model: str | None = None, split: str = "test
         name = f"evaluate-{Path(model).stem}" if model else f"baselines-{split}"
         run_id = client.create_run(experiment_id, run_name=name).info.run_id
         client.set_terminated(run_id)
-    tags = {EVAL_SPLIT_TAG: split, EVAL_MODE_TAG: mode, STORE_FINGERPRINT_TAG: manifest.store_fingerprint}
+    tags = {tracking.EVAL_SPLIT_TAG: split, tracking.EVAL_MODE_TAG: mode,
+            tracking.STORE_FINGERPRINT_TAG: manifest.store_fingerprint}
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
     model_row = rows.get("ReactDiff", {})
