@@ -8,9 +8,11 @@ Inputs are numpy float arrays (float32 or float64; computed in float64):
 - appropriate  (N, N) 0/1         M[k, j] = 1: listener j's real reaction is appropriate for speaker k
 
 Each function reproduces the official challenge definition to float64 precision (the official code
-runs parts in float32, so agreement is ~1e-6 relative). At test size (N = 1614, alpha = 10, T = 750)
-every metric but FRDist takes seconds; FRDist is exact, compiled (numba) and pruned but still costs
-CPU-minutes (see `frdist` and bench/bench_metrics.py).
+runs parts in float32, so agreement is ~1e-6 relative), except FRDist, which sums each DTW cell's
+squared differences in float32: within ~1e-6 relative of the float64 value (see `_BOUND_SLACK`).
+At test size (N = 1614, alpha = 10, T = 750) every metric but FRDist takes seconds; FRDist is
+compiled (numba) and pruned but still costs minutes of CPU time (see `frdist` and
+bench/bench_metrics.py).
 
 Degenerate inputs, decided once here:
 - a sample whose row of `appropriate` is all zero raises ValueError (the official code fails with
@@ -23,6 +25,7 @@ Degenerate inputs, decided once here:
 
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
@@ -41,10 +44,15 @@ SYNC_MAX_LAG = 49  # FRSyn lags -49..49 (two seconds at 25 fps, minus one frame)
 CCC_EPS = 1e-8
 CHUNK = 64  # samples per vectorised chunk: bounds float64 temporaries to ~100 MB at T = 750
 
-# Pruning safety margins for FRDist: bounds are computed in floating point, so lower bounds are
-# shrunk and abandon thresholds widened by far more than rounding can move them. They only make
-# the search do a little more work; the returned distances are always exact DTW values.
-_BOUND_SLACK = 1e-9
+# FRDist precision and pruning margins. The DTW kernel sums each cell's squared differences in
+# float32 (inputs are rounded to float32 once, see `frdist`) and the path costs in float64. Every
+# cell cost is a sum of non-negative terms, each computed with a relative error of at most a few
+# float32 roundings, so a cell is off by at most (d + 2)·2⁻²⁴ relative (≤ 1.1e-6 for the 15 AUs),
+# and so is every path cost and the DTW² minimum (the float64 additions add ~1e-13); a DTW
+# (its square root) by half that. Bounds are computed in float64 from the same float32 inputs, so
+# lower bounds are shrunk and upper bounds and abandon thresholds widened by _BOUND_SLACK, ten
+# times that error: the search then returns exactly the minimum of the kernel's values.
+_BOUND_SLACK = 1e-5
 _ABS_SLACK = 1e-12
 _LB_BINS = 64  # value bins per channel for the cover lower bound
 
@@ -176,77 +184,89 @@ def _cover_lower_bound_sq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 # --- the DTW kernel (numba). Hand-rolled because no maintained library computes tslearn's DTW
 # with early abandoning in compiled code that releases the GIL and vectorises: dtaidistance holds
-# the GIL and runs one cell at a time (~3-5 ms per 750x750 group DTW, 3-10x slower than this).
+# the GIL and runs one cell at a time (~3-5 ms per 750x750 group DTW, 5-20x slower than this).
 #
 # fastmath is limited to "no NaNs" and "no signed zeros": LLVM needs them to turn the `a if a < b
 # else b` minimum into SIMD min instructions. Costs are finite or +inf and never negative, so both
-# hold and every value is bit-for-bit what the plain float64 recurrence gives.
+# hold and change no value.
 _DTW_FASTMATH = {"nnan", "nsz"}
 
 
-@numba.njit(nogil=True, fastmath=_DTW_FASTMATH, cache=True)
-def _add_squared_difference(cost: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
-    for t in range(cost.shape[0]):
-        diff = x[t] - y[t]
-        cost[t] += diff * diff
+@functools.cache
+def _make_dtw_sq(channels: int):
+    """The DTW² kernel for series of `channels` channels.
 
-
-@numba.njit(nogil=True, fastmath=_DTW_FASTMATH, cache=True)
-def _diagonal_step(
-    out: np.ndarray, cost: np.ndarray, from_diagonal: np.ndarray, from_above: np.ndarray,
-    from_left: np.ndarray, limit_sq: float,
-) -> int:
-    """out = cost + min of the three predecessors, cell by cell; returns how many are ≤ limit_sq."""
-    within = 0
-    for t in range(out.shape[0]):
-        best = from_diagonal[t]
-        above = from_above[t]
-        best = above if above < best else best
-        left = from_left[t]
-        best = left if left < best else best
-        value = cost[t] + best
-        out[t] = value
-        within += value <= limit_sq
-    return within
-
-
-@numba.njit(nogil=True, fastmath=_DTW_FASTMATH, cache=True)
-def _dtw_sq(x: np.ndarray, y_reversed: np.ndarray, limit_sq: float, diagonals: np.ndarray, cost: np.ndarray) -> float:
-    """DTW² (summed squared Euclidean cost of the best warping path) of x (d, n) and y (d, m),
-    both channel-major, y reversed in time; inf as soon as it provably exceeds limit_sq.
-
-    The cumulative-cost matrix D(i, j) = c(i, j) + min(D(i-1, j-1), D(i-1, j), D(i, j-1)) is filled
-    one anti-diagonal k = i + j at a time: cells of one anti-diagonal do not depend on each other,
-    so each loop below runs over contiguous memory and compiles to SIMD (y is reversed so that
-    y[k - i] walks forwards with i). Only the last three anti-diagonals are kept, indexed by i + 1.
-    Early abandoning: every warping path has a cell on one of any two consecutive anti-diagonals,
-    and partial costs only grow, so once no cell of either is ≤ limit_sq the DTW² exceeds it.
-    `diagonals` (3, n + 2) and `cost` (n,) are scratch buffers, overwritten.
+    One compiled kernel per channel count: with the count a compile-time constant the channel loop
+    unrolls, each cell's squared distance is summed in registers and the loop over the cells of an
+    anti-diagonal vectorises, so x and y are read once per cell and no cost buffer is written.
     """
-    d, n = x.shape
-    m = y_reversed.shape[1]
-    diagonals[:] = np.inf
-    diagonals[0, 0] = 0.0  # D(-1, -1) = 0: the path starts at (0, 0)
-    within_before = 1
-    for k in range(n + m - 1):
-        lo = max(0, k - m + 1)
-        hi = min(k, n - 1)
-        shift = m - 1 - k  # y[k - i] = y_reversed[i + shift]
-        two_back, one_back, current = diagonals[k % 3], diagonals[(k + 1) % 3], diagonals[(k + 2) % 3]
-        cells = cost[: hi - lo + 1]
-        cells[:] = 0.0
-        for c in range(d):
-            _add_squared_difference(cells, x[c, lo : hi + 1], y_reversed[c, lo + shift : hi + 1 + shift])
-        within = _diagonal_step(
-            current[lo + 1 : hi + 2], cells, two_back[lo : hi + 1], one_back[lo : hi + 1],
-            one_back[lo + 1 : hi + 2], limit_sq,
-        )
-        current[lo] = np.inf  # cells outside the matrix, read by the next two anti-diagonals
-        current[hi + 2] = np.inf
-        if within == 0 and within_before == 0:
-            return np.inf
-        within_before = within
-    return diagonals[(n + m) % 3, n]
+
+    @numba.njit(nogil=True, fastmath=_DTW_FASTMATH, cache=True)
+    def dtw_sq(x: np.ndarray, y_reversed: np.ndarray, limit_sq: float, diagonals: np.ndarray) -> float:
+        """DTW² (summed squared Euclidean cost of the best warping path) of x (d, n) and y (d, m),
+        float32, channel-major, y reversed in time; inf as soon as it provably exceeds limit_sq.
+
+        The cumulative-cost matrix D(i, j) = c(i, j) + min(D(i-1, j-1), D(i-1, j), D(i, j-1)) is
+        filled one anti-diagonal k = i + j at a time: cells of one anti-diagonal do not depend on
+        each other, so the loop over them runs over contiguous memory and compiles to SIMD (y is
+        reversed so that y[k - i] walks forwards with i). c(i, j) is summed in float32, D in
+        float64 (see _BOUND_SLACK for the error). Only the last three anti-diagonals are kept,
+        indexed by i + 1. Early abandoning: every warping path has a cell on one of any two
+        consecutive anti-diagonals, and partial costs only grow, so once no cell of either is
+        ≤ limit_sq the DTW² exceeds it. `diagonals` (3, n + 2) float64 is scratch, overwritten.
+        """
+        n = x.shape[1]
+        m = y_reversed.shape[1]
+        diagonals[:] = np.inf
+        diagonals[0, 0] = 0.0  # D(-1, -1) = 0: the path starts at (0, 0)
+        within_before = 1
+        for k in range(n + m - 1):
+            lo = max(0, k - m + 1)
+            hi = min(k, n - 1)
+            two_back, one_back, current = diagonals[k % 3], diagonals[(k + 1) % 3], diagonals[(k + 2) % 3]
+            # Unsigned indices: numba wraps negative signed indices around, and that per-access
+            # check keeps LLVM from vectorising the loop. All indices here are ≥ 0.
+            first_i = np.uint64(lo)
+            first_j = np.uint64(lo + m - 1 - k)  # y[k - i] = y_reversed[i + m - 1 - k]
+            within = 0
+            for t in range(np.uint64(hi - lo + 1)):
+                i = first_i + t
+                j = first_j + t
+                cell = np.float32(0.0)
+                for c in range(channels):
+                    diff = x[c, i] - y_reversed[c, j]
+                    cell += diff * diff
+                best = two_back[i]
+                above = one_back[i]
+                best = above if above < best else best
+                left = one_back[i + np.uint64(1)]
+                best = left if left < best else best
+                value = np.float64(cell) + best
+                current[i + np.uint64(1)] = value
+                within += value <= limit_sq
+            current[lo] = np.inf  # cells outside the matrix, read by the next two anti-diagonals
+            current[hi + 2] = np.inf
+            if within == 0 and within_before == 0:
+                return np.inf
+            within_before = within
+        return diagonals[(n + m) % 3, n]
+
+    return dtw_sq
+
+
+_dtw_sq_aus, _dtw_sq_valence_arousal, _dtw_sq_expressions = (
+    _make_dtw_sq(stop - start) for start, stop, _ in CHANNEL_GROUPS
+)
+
+
+@numba.njit(nogil=True, cache=True)
+def _group_dtw_sq(group: int, x: np.ndarray, y_reversed: np.ndarray, limit_sq: float, diagonals: np.ndarray) -> float:
+    """The kernel compiled for CHANNEL_GROUPS[group]'s channel count."""
+    if group == 0:
+        return _dtw_sq_aus(x, y_reversed, limit_sq, diagonals)
+    if group == 1:
+        return _dtw_sq_valence_arousal(x, y_reversed, limit_sq, diagonals)
+    return _dtw_sq_expressions(x, y_reversed, limit_sq, diagonals)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -265,7 +285,6 @@ def _search_sum_of_min(
     n_preds, n_targets = upper.shape
     frames = pred_groups[0].shape[2]
     diagonals = np.empty((3, frames + 2))
-    cost = np.empty(frames)
     lower = weighted_lower.sum(axis=2)
     total = 0.0
     for i in range(n_preds):
@@ -284,7 +303,7 @@ def _search_sum_of_min(
                     spent = np.inf
                     break
                 limit = budget * (1 + _BOUND_SLACK) + _ABS_SLACK
-                distance_sq = _dtw_sq(pred_groups[g][i], target_groups[g][j], limit * limit, diagonals, cost)
+                distance_sq = _group_dtw_sq(g, pred_groups[g][i], target_groups[g][j], limit * limit, diagonals)
                 if distance_sq == np.inf:
                     spent = np.inf
                     break
@@ -296,11 +315,15 @@ def _search_sum_of_min(
 
 
 def _sum_of_min_distances(preds: np.ndarray, targets: np.ndarray) -> float:
-    """Σ over the a predictions of min over the m targets of the weighted group DTW."""
-    preds = preds.astype(np.float64)
-    targets = targets.astype(np.float64)
-    pred_groups = [np.ascontiguousarray(preds[..., a:b]) for a, b, _ in CHANNEL_GROUPS]
-    target_groups = [np.ascontiguousarray(targets[..., a:b]) for a, b, _ in CHANNEL_GROUPS]
+    """Σ over the a predictions of min over the m targets of the weighted group DTW.
+
+    The kernel reads float32 series; the bounds are computed in float64 from the same float32
+    values, so bounds and DTWs describe the same inputs.
+    """
+    preds = preds.astype(np.float32)
+    targets = targets.astype(np.float32)
+    pred_groups = [preds[..., a:b].astype(np.float64) for a, b, _ in CHANNEL_GROUPS]
+    target_groups = [targets[..., a:b].astype(np.float64) for a, b, _ in CHANNEL_GROUPS]
     weights = np.array([w for _, _, w in CHANNEL_GROUPS])
     upper = sum(w * np.sqrt(_lockstep_sq(x, y)) for w, x, y in zip(weights, pred_groups, target_groups))
     weighted_lower = np.stack(
@@ -308,8 +331,8 @@ def _sum_of_min_distances(preds: np.ndarray, targets: np.ndarray) -> float:
         axis=-1,
     )  # (a, m, groups)
     return _search_sum_of_min(
-        tuple(np.ascontiguousarray(x.transpose(0, 2, 1)) for x in pred_groups),
-        tuple(np.ascontiguousarray(y[:, ::-1].transpose(0, 2, 1)) for y in target_groups),
+        tuple(np.ascontiguousarray(preds[..., a:b].transpose(0, 2, 1)) for a, b, _ in CHANNEL_GROUPS),
+        tuple(np.ascontiguousarray(targets[:, ::-1, a:b].transpose(0, 2, 1)) for a, b, _ in CHANNEL_GROUPS),
         weights, upper, weighted_lower,
     )
 
@@ -321,19 +344,27 @@ def frdist(
 
     Groups g = AUs 0–15 (w 1/15), valence/arousal 15–17 (w 1), expressions 17–25 (w 1/8); DTW is
     tslearn's: sqrt of the summed squared Euclidean distances along the optimal warping path,
-    unconstrained. Exact: every returned value is a full DTW; the speed comes from a compiled,
-    vectorised DTW (`_dtw_sq`), from skipping candidates that provably cannot be the minimum
-    (histogram lower bounds against the best so far, seeded by the diagonal-path upper bound) and
-    from abandoning a DTW as soon as its partial cost passes the best so far.
+    unconstrained. Inputs are rounded to float32 once (REACT2024's emotion data are float32; for
+    float64 inputs this moves a DTW by at most 2⁻²⁴·(‖x‖ + ‖y‖) along its path) and each cell's
+    squared distance is summed in float32, the path costs in float64: every DTW is within ~1e-6
+    relative of the float64 DTW of those float32 values (see `_BOUND_SLACK`; the challenge asks
+    for 1e-5). Pruning never changes the result: it is the minimum of full DTWs. The speed comes
+    from a compiled, vectorised DTW (`_make_dtw_sq`), from skipping candidates that provably
+    cannot be the minimum (histogram lower bounds against the best so far, seeded by the
+    diagonal-path upper bound) and from abandoning a DTW as soon as its partial cost passes the
+    best so far.
 
     `workers` threads (default: the CPUs this process may use) share the samples; the DTW search
     releases the GIL. The first call in a fresh environment compiles the kernel (a few seconds,
     then cached on disk by numba).
 
-    Cost: a full three-group DTW is ~3-4 ms at T = 750 (the squared-distance arithmetic runs near
-    the CPU's SIMD throughput), and on emotion-like data whose ~20 appropriate reactions are all
-    about equally close the bounds and abandoning still leave ~5 full-DTW equivalents per
-    prediction: ~20 ms CPU per prediction, ~6 CPU-minutes at test size (bench/bench_metrics.py).
+    Cost: a full three-group DTW is ~1.5-2 ms CPU at T = 750 (one kernel per group width, so
+    each cell's channels are summed in float32 registers), and on emotion-like data whose ~20
+    appropriate reactions are all about equally close the bounds and abandoning still leave ~5
+    full-DTW equivalents per prediction — the 2-d valence/arousal DTW, which decides the winner,
+    runs to ~80 % for nearly every candidate because the other groups' lower bounds are loose:
+    ~10 ms CPU per prediction, 169 CPU-s at test size (bench/bench_metrics.py, shared 2-core
+    AMD EPYC; the float64 kernel before took 341).
     """
     preds = _check("preds", preds, 4)
     listener = _check("listener", listener, 3)
