@@ -202,6 +202,66 @@ def test_dtw_kernel_abandons_only_above_the_limit():
         assert kernel_dtw_sq(x, y, 0.25 * exact) == np.inf  # abandoned long before the end
 
 
+def far_warped_copy(x: np.ndarray, hold: int) -> np.ndarray:
+    """x with its first frame held `hold` extra frames and its end squeezed to keep the length:
+    the optimal path against x runs `hold` cells off the diagonal."""
+    stretched = np.concatenate([np.repeat(x[:1], hold, axis=0), x])
+    return stretched[np.linspace(0, len(stretched) - 1, len(x)).round().astype(int)]
+
+
+@pytest.mark.parametrize("d", [2, 8, 15])
+def test_dtw_kernel_pruning_keeps_paths_far_from_the_diagonal(d):
+    """x = z then its last frame held, y = z's first frame held then z: the optimal path runs
+    `hold` cells off the diagonal. A limit at or just above the DTW² prunes every cell away from
+    that path's neighbourhood, so the alive rows must drift with it and never lose it."""
+    rng = np.random.default_rng(16 + d)
+    for hold, frames in ((15, 45), (40, 20), (3, 57)):
+        z = emotion_like(rng, (frames, 25))[:, :d]
+        x = np.concatenate([z, np.repeat(z[-1:], hold, axis=0)])
+        y = np.concatenate([np.repeat(z[:1], hold, axis=0), z])
+        assert kernel_dtw_sq(x, y, 0.0) == 0.0  # a limit of 0: only the zero-cost path survives
+        assert kernel_dtw_sq(x, y[::-1], 0.0) == np.inf
+        x, y = as_float32(x, y + 0.01 * rng.standard_normal(y.shape))
+        exact = kernel_dtw_sq(x, y)
+        assert exact == pytest.approx(ref_dtw(x, y) ** 2, rel=1e-6)
+        # Only cells > limit are skipped, so the alive cells' values are bit-identical.
+        assert kernel_dtw_sq(x, y, exact) == exact
+        assert kernel_dtw_sq(x, y, exact * (1 + 1e-9)) == exact
+        assert kernel_dtw_sq(x, y, np.nextafter(exact, 0.0)) in (exact, np.inf)
+        assert kernel_dtw_sq(x[:-5], y, exact) in (kernel_dtw_sq(x[:-5], y), np.inf)  # n ≠ m
+
+
+def test_dtw_kernel_pruning_at_random_limits():
+    """Many small random pairs (smooth 1-d series make the alive band's edges jump), each at limits
+    around its DTW²: a finite result is always the unpruned DTW², inf only below it. Catches cells
+    next to the pruned range reading values left over from earlier anti-diagonals."""
+    rng = np.random.default_rng(18)
+    for _ in range(300):
+        d = int(rng.choice([1, 2, 8]))
+        n, m = rng.integers(2, 40, size=2)
+        x, y = as_float32(emotion_like(rng, (n, 25))[:, :d], emotion_like(rng, (m, 25))[:, :d])
+        exact = kernel_dtw_sq(x, y)
+        for factor in (0.7, 0.95, 1.0, 1.05, 1.5):
+            assert kernel_dtw_sq(x, y, exact * factor) in ((exact, np.inf) if factor < 1 else (exact,))
+
+
+def test_frdist_is_exact_under_heavy_pruning():
+    """A prediction identical to one candidate makes the best-so-far ~0, so the far candidates are
+    pruned down to a few cells; warped copies make the winning path leave the diagonal far."""
+    rng = np.random.default_rng(17)
+    n, alpha, frames = 6, 3, 50
+    listener = emotion_like(rng, (n, frames, 25), binary_aus=True)
+    listener[5] = far_warped_copy(listener[0], 20)
+    preds = emotion_like(rng, (n, alpha, frames, 25))
+    preds[0, 0] = listener[3]  # identical candidate: the limit for all others is ~0
+    preds[1, 0] = far_warped_copy(listener[2], 25)  # distance 0 only along a path far off the diagonal
+    preds[2, 0] = far_warped_copy(listener[4], 18) + 0.01 * rng.standard_normal((frames, 25))
+    preds[3, 1] = listener[0]  # 5 is a warped copy of 0: two near candidates, met in either order
+    appropriate = np.ones((n, n), dtype=np.uint8)
+    expected = ref_frdist(preds, listener, appropriate)
+    assert metrics.frdist(preds, listener, appropriate, workers=1) == pytest.approx(expected, rel=FRDIST_REL)
+
+
 def test_frdist_is_exact_with_exact_ties_and_warped_copies():
     """Duplicate candidates (exactly tied distances), a prediction that is a warped copy of two
     candidates (distance 0 to both) and one a hair away from a candidate: the search must return
