@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 SCHEMA_VERSION = 1
 PERSONS = ("a", "b")
 TARGET_STREAMS = {"emotion": 25, "3dmm": 58}
+READ_TASK_BYTES = 64 * 2**20  # Parquet bytes per Ray Data read task (Store.ray_dataset)
 
 
 class StoreError(ValueError):
@@ -214,12 +215,31 @@ class Store:
         return table_to_arrays(table, self.manifest)
 
     def ray_dataset(self, split: str, streams: Iterable[str] | None = None):
-        """A Ray Data dataset over a split's part files (imported lazily: model code stays Ray-free)."""
+        """A Ray Data dataset over a split's part files (imported lazily: model code stays Ray-free).
+
+        Only the wanted columns are read. Two read-path choices, measured by bench/bench_prepare.py:
+        - one read task per ~READ_TASK_BYTES of Parquet, not one per file: each task costs tens of
+          ms of scheduling, which for a lite store of 5 MB parts was most of the read time;
+        - Ray Data's file-based Parquet datasource, not the V2 one Ray >= 2.5x defaults to: V2
+          lists files through a footer-reader actor pool started anew on every execution (every
+          epoch), which cost 5-15 s per pass on a 2-core machine, whatever the store size.
+        """
         import ray.data
 
         wanted = list(streams) if streams is not None else list(self.manifest.streams)
         columns = ["pair_id", "clip_a", "clip_b"] + [column(p, s) for p in PERSONS for s in wanted]
-        return ray.data.read_parquet([str(f) for f in self.files(split)], columns=columns)
+        files = self.files(split)
+        size = sum(f.stat().st_size for f in files)
+        blocks = max(1, min(len(files), -(-size // READ_TASK_BYTES)))
+        context = ray.data.DataContext.get_current()
+        v2 = getattr(context, "use_datasource_v2", None)
+        if v2:
+            context.use_datasource_v2 = False  # read_parquet picks the datasource at call time
+        try:
+            return ray.data.read_parquet([str(f) for f in files], columns=columns, override_num_blocks=blocks)
+        finally:
+            if v2:
+                context.use_datasource_v2 = v2
 
 
 def table_to_arrays(table: pa.Table | dict, manifest: Manifest) -> dict[str, np.ndarray]:
