@@ -40,6 +40,12 @@ class MMTConfig(_Strict):
     decoder_layers: int = Field(4, gt=0, description="Transformer layers of the decoder")
     ff_mult: int = Field(2, gt=0, description="feed-forward width as a multiple of the decoder width")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    latent_noise: float = Field(
+        0.0, ge=0.0,
+        description="training only: Gaussian noise added to the latent before decoding, as a fraction "
+        "of each dimension's batch std, so the decoder tolerates the imperfect latents stage 2 "
+        "samples (0 = the paper's plain autoencoder)",
+    )
     w_3dmm: float = Field(10.0, ge=0.0, description="weight of MSE on 3DMM")
     w_emotion: float = Field(10.0, ge=0.0, description="weight of L1 on emotion")
 
@@ -68,7 +74,20 @@ class DiffusionConfig(_Strict):
     cond_dim: int = Field(1024, gt=0, description="width of the speaker condition z_bc")
     unet_channels: list[int] = Field(default_factory=lambda: [128, 256], min_length=1)
     time_embed_dim: int = Field(128, gt=0)
-    ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
+    ema_decay: float = Field(
+        0.999, ge=0.0, lt=1.0,
+        description="EMA decay of the denoiser used for sampling, warmed up as min(decay, (1+n)/(10+n))",
+    )
+    condition_dropout: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="classifier-free guidance training: probability of zeroing the speaker "
+        "condition (0 = the paper's plain conditional model)",
+    )
+    guidance_scale: float = Field(
+        1.0, ge=0.0,
+        description="classifier-free guidance weight at sampling; 1 = plain conditional sampling "
+        "(values != 1 need condition_dropout > 0 in training)",
+    )
     pad_mode: Literal["replicate", "drop"] = Field(
         "replicate",
         description="a clip length that ws does not divide: 'replicate' pads the last window by "
@@ -192,22 +211,28 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def read_yaml_mapping(path: str | Path, what: str, where: str, expected: str) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping (an empty file is an empty one), or a ConfigError
+    naming the file and saying what was expected."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist ({where})")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: the top level must be {expected}")
+    return tree
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Load a YAML recipe (or the defaults when `path` is None) and apply dotted overrides."""
     tree: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
-        path = Path(path)
         source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist (recipes live in configs/)")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
-        tree = loaded
+        tree = read_yaml_mapping(path, "config file", "recipes live in configs/", "a mapping of sections")
     for key, value in parse_overrides(overrides or []):
         _set_dotted(tree, key, value, f"override {key}")
     if overrides:

@@ -50,6 +50,7 @@ def run_demo(workdir: Path, size: str = "full") -> int:
     from reactdiff import registry
     from reactdiff.data.prepare import PrepareOptions, prepare
     from reactdiff.data.synth import write_synthetic_corpus
+    from reactdiff.evaluate.report import baseline_verdict
     from reactdiff.evaluate.run import evaluate
     from reactdiff.generate import generate_to_dir
     from reactdiff.mlflow_server import mlflow_server
@@ -116,6 +117,11 @@ def run_demo(workdir: Path, size: str = "full") -> int:
     print(f"\n{'=' * 100}\nreactdiff demo finished in {minutes:.1f} min\n")
     print("REACT2024 metrics on the synthetic test split (offline, α = 10):\n")
     print(evaluation.table_markdown)
+    for label in ("ReactDiff", "ReactDiff-LRS"):
+        if label in evaluation.rows:
+            print(baseline_verdict(evaluation.rows, label))
+    print("(ReactDiff-LRS: each reaction in its listener's style, estimated from that listener's other "
+          "test clips; ReactDiff: the global style)\n")
     print("online mode (first samples):\n")
     print(online.table_markdown)
     print(f"plots:            {workdir / 'eval'}/*.png (also in MLflow under evaluation/)")

@@ -52,11 +52,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from mlflow import MlflowClient
 
 from reactdiff import tracking
-from reactdiff.config import ConfigError, ExperimentConfig, apply_flat, flatten
+from reactdiff.config import ConfigError, ExperimentConfig, apply_flat, flatten, read_yaml_mapping
 
 RANGE_KINDS = ("uniform", "loguniform", "randint")
 LIST_KINDS = ("choice", "grid")
@@ -201,14 +200,10 @@ def _candidates(param: Param | None, fallback: Any) -> list[Any]:
 def load_space(path: str | Path, base: ExperimentConfig, stage: int, frames: int | None = None) -> SearchSpace:
     """Parse and validate a search-space file against `base`; `frames` is the store's clip length."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"search space {path} does not exist (spaces live in tune_spaces/)")
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    if not isinstance(tree, dict) or not tree:
-        raise ConfigError(f"{path}: expected a mapping of dotted config keys to values or distributions")
+    expected = "a mapping of dotted config keys to values or distributions"
+    tree = read_yaml_mapping(path, "search space", "spaces live in tune_spaces/", expected)
+    if not tree:
+        raise ConfigError(f"{path}: expected {expected}")
 
     defaults = flatten(ExperimentConfig())
     params: dict[str, Param] = {}

@@ -175,6 +175,70 @@ def test_stage2_overfits_one_batch_with_fixed_noise():
     torch.testing.assert_close(ema, trained, atol=0.05, rtol=0.0)
 
 
+def test_classifier_free_guidance_scale():
+    diffusion = tiny_config().diffusion
+    speakers = [features(LITE, 1, 20, seed=s) for s in (1, 2)]
+
+    def sample(scale: float, speaker) -> torch.Tensor:
+        config = tiny_config(diffusion=diffusion.model_copy(update={"guidance_scale": scale}))
+        return stage2(LITE, config).generate(speaker, alpha=2, seed=0)["latent"]
+
+    # w = 0 is the unconditional model: the speaker no longer matters
+    torch.testing.assert_close(sample(0.0, speakers[0]), sample(0.0, speakers[1]))
+    assert not torch.allclose(sample(1.0, speakers[0]), sample(1.0, speakers[1]))
+    # w = 1 is plain conditional sampling; w = 2 extrapolates away from it
+    plain = stage2(LITE).generate(speakers[0], alpha=2, seed=0)["latent"]
+    torch.testing.assert_close(sample(1.0, speakers[0]), plain)
+    assert not torch.allclose(sample(2.0, speakers[0]), plain)
+
+
+def test_condition_dropout_zeroes_whole_conditions_at_its_rate():
+    from reactdiff.models.diffusion import LatentDiffusion
+
+    seen = []
+
+    def net(x, timesteps, condition):
+        seen.append(condition)
+        return torch.zeros_like(x)
+
+    condition = torch.ones(4000, 5, 8)
+    LatentDiffusion(4, condition_dropout=0.25).training_loss(net, torch.zeros(4000, 5, 8), condition,
+                                                              torch.Generator().manual_seed(0))
+    kept = seen[0].flatten(1)
+    assert set(kept.sum(1).unique().tolist()) == {0.0, 40.0}  # whole windows, never parts
+    assert abs((kept.sum(1) == 0).float().mean().item() - 0.25) < 0.03
+
+
+def test_ema_decay_warms_up_from_the_first_updates():
+    # With a fixed 0.999 a short run would sample from weights ~all initialisation; the warm-up
+    # decay min(0.999, (1 + n) / (10 + n)) lets the first updates move the average a lot.
+    model = stage2(LITE, tiny_config(diffusion=tiny_config().diffusion.model_copy(update={"ema_decay": 0.999})))
+    weight = model.denoiser.output[-1].weight
+    model.update_ema()  # the first update copies the weights
+    torch.testing.assert_close(model.ema.module.output[-1].weight, weight)
+    before = weight.detach().clone()
+    with torch.no_grad():
+        weight.add_(1.0)
+    model.update_ema()  # n = 1: decay 2/11, so the average moves 9/11 of the way
+    torch.testing.assert_close(model.ema.module.output[-1].weight, before + 9 / 11)
+    model.ema.n_averaged.fill_(20_000)  # late in a long run the configured decay applies
+    average = model.ema.module.output[-1].weight.detach().clone()
+    model.update_ema()
+    torch.testing.assert_close(model.ema.module.output[-1].weight, average + 0.001 * (weight - average))
+
+
+def test_latent_noise_regularises_training_only():
+    torch.manual_seed(0)
+    config = tiny_config().mmt.model_copy(update={"latent_noise": 0.5})
+    mmt = MMT(LITE, config)
+    feats = features(LITE, 2, 20, seed=0)
+    threedmm, emotion = targets(2, 20, seed=1)
+    noisy = [mmt.train()(feats, threedmm, emotion)[0].item() for _ in range(2)]
+    assert noisy[0] != noisy[1]  # a fresh draw of latent noise per step
+    clean = [mmt.eval()(feats, threedmm, emotion)[0].item() for _ in range(2)]
+    assert clean[0] == clean[1]
+
+
 # ------------------------------------------------------------------------------ sampling
 
 
@@ -281,6 +345,18 @@ def test_lrs_shrinkage_and_inverse():
     z = torch.randn(2, 3, 5, 8)
     torch.testing.assert_close(lrs.unstandardise(lrs.standardise(z, styles), styles), z)
     assert lrs.estimate_style([]) is lrs.global_style
+
+
+def test_lrs_leave_one_out_styles_never_use_the_scored_clip():
+    lrs = LRS(LRSConfig(mode="mean", reference_clips=4, shrinkage=1.0))
+    lrs.fit({"train/person": latents_around(0.0, 3, 0)})
+    clips = latents_around(0.4, 3, 1) + latents_around(-0.4, 1, 2)
+    ids = ["test/a", "test/a", "test/a", "test/b"]
+    styles = lrs.leave_one_out_styles(torch.stack(clips), ids)
+    torch.testing.assert_close(styles.mean[0], lrs.estimate_style([clips[1], clips[2]]).mean)
+    torch.testing.assert_close(styles.mean[2], lrs.estimate_style([clips[0], clips[1]]).mean)
+    torch.testing.assert_close(styles.mean[3], lrs.global_style.mean)  # no other clip of b
+    torch.testing.assert_close(styles.rows(1, 3).mean, styles.mean[1:3])
 
 
 def test_lrs_reference_style_shifts_generated_reactions():

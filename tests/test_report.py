@@ -8,7 +8,7 @@ import io
 import numpy as np
 import pytest
 
-from reactdiff.evaluate.report import plot_metric_comparison, plot_sample, results_table
+from reactdiff.evaluate.report import baseline_verdict, plot_metric_comparison, plot_sample, results_table
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -33,6 +33,13 @@ def test_results_table_has_every_name_value_and_direction():
     assert float(parsed[0]["FRDist"]) == pytest.approx(86.7)
     assert parsed[2]["FRSyn"] == ""  # B_MeanFr has no FRSyn: left empty, not invented
     assert len(markdown.strip().splitlines()) == 2 + len(ROWS)
+
+
+def test_baseline_verdict_follows_each_metric_direction():
+    lines = baseline_verdict(ROWS, "ReactDiff").splitlines()
+    assert lines[0] == "ReactDiff FRDist ↓ 86.7000: beats B_Random, B_MeanFr"
+    assert lines[1] == "ReactDiff FRCorr ↑ 0.2613: beats B_Random, B_MeanFr"
+    assert lines[2] == "ReactDiff FRDiv ↑ 0.0914: beats B_MeanFr; not B_Random"
 
 
 def test_plots_are_png_files(tmp_path):

@@ -55,6 +55,20 @@ def results_table(rows: dict[str, dict[str, float]]) -> tuple[str, str]:
     return markdown + "\n", buffer.getvalue()
 
 
+def baseline_verdict(rows: dict[str, dict[str, float]], model: str,
+                     metrics: tuple[str, ...] = ("FRDist", "FRCorr", "FRDiv")) -> str:
+    """One line per metric saying which naive baselines (rows named B_*) `model` beats."""
+    lines = []
+    for metric in metrics:
+        value, higher = rows[model][metric], HIGHER_IS_BETTER[metric]
+        baselines = [name for name in rows if name.startswith("B_")]
+        beaten = [b for b in baselines if (value > rows[b][metric] if higher else value < rows[b][metric])]
+        missed = [b for b in baselines if b not in beaten]
+        lines.append(f"{model} {_arrowed(metric)} {value:.4f}: beats {', '.join(beaten) or 'no baseline'}"
+                     + (f"; not {', '.join(missed)}" if missed else ""))
+    return "\n".join(lines)
+
+
 def plot_sample(
     path: str | Path,
     speaker_emotion: np.ndarray,

@@ -21,13 +21,15 @@ from tqdm import tqdm
 
 from reactdiff import tracking
 from reactdiff.config import ExperimentConfig
-from reactdiff.data.store import Store, column, to_samples
+from reactdiff.data.store import Store, column, person_of, to_samples
 from reactdiff.evaluate import baselines, metrics, report
+from reactdiff.models.lrs import ListenerStyle
 
 log = logging.getLogger(__name__)
 
 GENERATION_BATCH = 8  # speakers per batched generate() call (α samples each)
 PLOTTED_SAMPLES = 3
+LRS_LABEL = "ReactDiff-LRS"
 
 
 @dataclass
@@ -52,15 +54,23 @@ def _run_for_model(client: mlflow.MlflowClient, model: str) -> str | None:
     return None
 
 
-def _generate_all(model, speaker: dict[str, np.ndarray], alpha: int, mode: str, seed: int, label: str) -> np.ndarray:
-    """Emotion reactions (N, α, T, 25) of a ReactDiff or a baseline, in speaker batches."""
+def _tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in arrays.items()}
+
+
+def _generate_all(model, speaker: dict[str, np.ndarray], alpha: int, mode: str, seed: int, label: str,
+                  styles: ListenerStyle | None = None) -> np.ndarray:
+    """Emotion reactions (N, α, T, 25) of a ReactDiff (with per-sample LRS `styles`, if given) or
+    a baseline, in speaker batches."""
     n = next(iter(speaker.values())).shape[0]
     chunks = []
     for start in tqdm(range(0, n, GENERATION_BATCH), desc=f"generate {label}", unit="batch", leave=False):
-        batch = {k: v[start : start + GENERATION_BATCH] for k, v in speaker.items()}
+        stop = start + GENERATION_BATCH
+        batch = {k: v[start:stop] for k, v in speaker.items()}
+        style = {} if styles is None else {"listener_style": styles.rows(start, stop)}
         if isinstance(model, torch.nn.Module):
-            batch = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in batch.items()}
-        out = model.generate(batch, alpha=alpha, mode=mode, seed=seed + start)
+            batch = _tensors(batch)
+        out = model.generate(batch, alpha=alpha, mode=mode, seed=seed + start, **style)
         emotion = out["emotion"]
         chunks.append(emotion.numpy() if isinstance(emotion, torch.Tensor) else np.asarray(emotion))
     return np.concatenate(chunks).astype(np.float32)
@@ -83,6 +93,10 @@ def evaluate(cfg: ExperimentConfig, model: str | None = None, split: str = "test
         if not isinstance(network, ReactDiff):
             raise ValueError(f"{model} is a stage-1 (MMT) model; evaluate a stage-2 ReactDiff model")
         generators["ReactDiff"] = network
+        if network.lrs.config.mode != "off":
+            # The paper's "ReactDiff (LRS)": each sample generated in its listener's style,
+            # estimated from that listener's other clips of the split (styles below).
+            generators[LRS_LABEL] = network
     streams = sorted(set(network.mmt.streams) | {"emotion", "3dmm"}) if model else ["emotion", "3dmm"]
 
     train = store.read_split(cfg.data.train_split, streams=["emotion", "3dmm"])
@@ -107,9 +121,18 @@ def evaluate(cfg: ExperimentConfig, model: str | None = None, split: str = "test
 
     rows: dict[str, dict[str, float]] = {}
     predictions: dict[str, np.ndarray] = {}
+    styles = {}
+    if LRS_LABEL in generators:
+        # Every clip of the split may serve as a reference, also beyond `max_samples`.
+        listener = {k: v for k, v in samples["listener"].items() if k in network.mmt.streams}
+        total = len(samples["listener_clip"])
+        latents = torch.cat([network.encode_latent(_tensors({k: v[i : i + GENERATION_BATCH] for k, v in listener.items()}))
+                             for i in range(0, total, GENERATION_BATCH)])
+        styles[LRS_LABEL] = network.lrs.leave_one_out_styles(
+            latents, [person_of(clip) for clip in samples["listener_clip"]]).rows(0, n)
     for label, generator in generators.items():
         start = time.perf_counter()
-        predictions[label] = _generate_all(generator, speaker, alpha, mode, seed, label)
+        predictions[label] = _generate_all(generator, speaker, alpha, mode, seed, label, styles.get(label))
         generated = time.perf_counter() - start
         rows[label] = metrics.compute_all(predictions[label], listener_emotion, speaker_emotion, appropriate)
         log.info("%s: generated in %.1fs, metrics in %.1fs", label, generated, time.perf_counter() - start - generated)
@@ -151,4 +174,7 @@ def evaluate(cfg: ExperimentConfig, model: str | None = None, split: str = "test
 
     print(f"\nREACT2024 metrics on '{split}' ({n} samples, α={alpha}, {mode}):\n")
     print(markdown)
+    for label in ("ReactDiff", LRS_LABEL):
+        if label in rows:
+            print(report.baseline_verdict(rows, label))
     return Evaluation(rows=rows, table_markdown=markdown, out_dir=out_dir, run_id=run_id, files=files)

@@ -2,6 +2,11 @@
 
 Noise schedule, forward noising and deterministic DDIM stepping come from `diffusers`
 (cosine schedule, ε-prediction, x0 clamped to [-1, 1]); only the loss and the loop are ours.
+
+Optional classifier-free guidance (Ho & Salimans 2022; not in the ReactDiff paper): training
+replaces the condition by zeros — the "no speaker yet" condition online generation already uses
+for its first window — with probability `condition_dropout`, and sampling extrapolates
+ε = ε(x, ∅) + w·(ε(x, c) − ε(x, ∅)) with w = `guidance_scale` (1 = plain conditional sampling).
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ class LatentDiffusion:
     """Training loss and DDIM sampling over `steps` timesteps for any ε-network
     `net(x_t, timesteps, condition)`."""
 
-    def __init__(self, steps: int):
+    def __init__(self, steps: int, condition_dropout: float = 0.0, guidance_scale: float = 1.0):
         self.steps = steps
+        self.condition_dropout = condition_dropout
+        self.guidance_scale = guidance_scale
         self.scheduler = DDIMScheduler(
             num_train_timesteps=steps,
             beta_schedule="squaredcos_cap_v2",
@@ -34,6 +41,9 @@ class LatentDiffusion:
         timesteps = torch.randint(0, self.steps, (x0.shape[0],), generator=generator)
         noise = torch.randn(x0.shape, generator=generator).to(x0)
         timesteps = timesteps.to(x0.device)
+        if self.condition_dropout > 0:
+            keep = torch.rand(x0.shape[0], generator=generator) >= self.condition_dropout
+            condition = condition * keep.to(condition).view(-1, *([1] * (condition.dim() - 1)))
         noisy = self.scheduler.add_noise(x0, noise, timesteps)
         return F.l1_loss(net(noisy, timesteps, condition), noise)
 
@@ -43,6 +53,12 @@ class LatentDiffusion:
         x = noise
         for t in self.scheduler.timesteps:
             timesteps = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
-            eps = net(x, timesteps, condition)
+            if self.guidance_scale == 1.0:
+                eps = net(x, timesteps, condition)
+            else:
+                both = net(torch.cat([x, x]), torch.cat([timesteps, timesteps]),
+                           torch.cat([condition, torch.zeros_like(condition)]))
+                conditional, unconditional = both.chunk(2)
+                eps = unconditional + self.guidance_scale * (conditional - unconditional)
             x = self.scheduler.step(eps, int(t), x, eta=0.0).prev_sample
         return x

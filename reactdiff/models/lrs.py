@@ -43,6 +43,10 @@ class ListenerStyle:
         """Batch single styles into a (B, D) style, one row per sample."""
         return cls(torch.stack([s.mean for s in styles]), torch.stack([s.scale for s in styles]))
 
+    def rows(self, start: int, stop: int) -> "ListenerStyle":
+        """Rows start:stop of a batched style (a batch of its samples)."""
+        return ListenerStyle(self.mean[start:stop], self.scale[start:stop])
+
 
 def _broadcast(stat: Tensor, like: Tensor) -> Tensor:
     """(D,) broadcasts as is; a batched (B, D) style applies to dim 0 of `like` (B, ..., D)."""
@@ -96,6 +100,15 @@ class LRS:
             mean=weight * own.mean + (1 - weight) * global_style.mean,
             scale=weight * own.scale + (1 - weight) * global_style.scale,
         )
+
+    def leave_one_out_styles(self, latents: Tensor, listener_ids: list[str]) -> ListenerStyle:
+        """Batched (B, D) styles for scoring: sample b's style is estimated from the other clips of
+        its listener in `latents` (B, T, D), never from the clip being scored (global if none)."""
+        styles = []
+        for b, listener in enumerate(listener_ids):
+            others = [latents[j] for j, other in enumerate(listener_ids) if other == listener and j != b]
+            styles.append(self.estimate_style(others))
+        return ListenerStyle.stack(styles)
 
     def styles_for(self, listener_ids: list[str]) -> ListenerStyle:
         """Batched (B, D) styles for training; a listener never fitted gets the global style."""

@@ -206,7 +206,12 @@ class MMT(nn.Module):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """`w_3dmm·MSE(normalised 3DMM) + w_emotion·L1(activated emotion)`, means over frames
         and channels (the paper's per-frame sums differ only by a constant factor)."""
-        pred_3dmm, pred_emotion = self.decode_normalised(self.encode(feats))
+        latent = self.encode(feats)
+        if self.training and self.config.latent_noise > 0:
+            # Scaled by the detached batch std, so the encoder cannot outgrow the noise.
+            scale = latent.detach().flatten(0, -2).std(dim=0)
+            latent = latent + self.config.latent_noise * scale * torch.randn_like(latent)
+        pred_3dmm, pred_emotion = self.decode_normalised(latent)
         mse = F.mse_loss(pred_3dmm, self.normalise_3dmm(threedmm.float()))
         l1 = F.l1_loss(pred_emotion, emotion.float())
         loss = self.config.w_3dmm * mse + self.config.w_emotion * l1

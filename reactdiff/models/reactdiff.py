@@ -20,7 +20,7 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from reactdiff.config import ModelConfig
 from reactdiff.data.layout import AU_SLICE
@@ -30,6 +30,20 @@ from reactdiff.models.lrs import LRS, ListenerStyle
 from reactdiff.models.mmt import MMT, LatentStats
 
 Mode = Literal["offline", "online"]
+
+
+def ema_with_warmup(decay: float):
+    """EMA update for `AveragedModel` whose decay ramps up as min(decay, (1 + n) / (10 + n)) over
+    the n updates so far (diffusers' `EMAModel` default). A fixed 0.999 would leave a run of a few
+    hundred steps sampling from weights that are still mostly the random initialisation."""
+
+    def update(averaged: list[Tensor], current: list[Tensor], num_averaged: Tensor | int) -> None:
+        n = float(num_averaged)
+        weight = 1.0 - min(decay, (1.0 + n) / (10.0 + n))
+        for average, value in zip(averaged, current):
+            average.lerp_(value, weight)
+
+    return update
 
 
 class ReactDiff(nn.Module):
@@ -45,10 +59,10 @@ class ReactDiff(nn.Module):
         latent_dim = mmt.config.latent_dim
         self.denoiser = Denoiser(latent_dim, config.diffusion)
         self.ema = AveragedModel(
-            self.denoiser, multi_avg_fn=get_ema_multi_avg_fn(config.diffusion.ema_decay),
-            use_buffers=True,
+            self.denoiser, multi_avg_fn=ema_with_warmup(config.diffusion.ema_decay), use_buffers=True,
         ).requires_grad_(False)
-        self.diffusion = LatentDiffusion(config.diffusion.steps)
+        self.diffusion = LatentDiffusion(config.diffusion.steps, config.diffusion.condition_dropout,
+                                         config.diffusion.guidance_scale)
         self.lrs = LRS(config.lrs)
         # LatentStats as buffers so they follow .to(device) and live in the state dict.
         self.register_buffer("latent_center", torch.zeros(latent_dim))
