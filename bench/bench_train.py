@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_prepare import PeakMemory  # noqa: E402
+from bench_prepare import Phase, TreeMonitor, gib  # noqa: E402
 
 from reactdiff.config import load_config  # noqa: E402
 from reactdiff.data.prepare import PrepareOptions, prepare  # noqa: E402
@@ -57,12 +57,13 @@ def main() -> None:
                     f"train.epochs={args.epochs}", f"tracking.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
                     "train.batch_size=8",
                 ])
-                with PeakMemory() as memory:
+                with TreeMonitor() as monitor, Phase(monitor) as phase:
                     result = run_training(cfg)
                 rates[workers] = result.metrics["samples_per_s"]
                 print(f"[{profile}] {workers} worker(s): {rates[workers]:.2f} samples/s, "
                       f"data wait {100 * result.metrics['data_wait_fraction']:.1f}% of step time, "
-                      f"peak RSS (driver + workers) {memory.peak / 2**30:.2f} GiB")
+                      f"peak RSS of the process tree {gib(monitor.peak_rss)} (PSS {gib(monitor.peak_pss)}), "
+                      f"{phase.cpu:.0f} CPU-s in {phase.wall:.0f} s", flush=True)
             print(f"[{profile}] scaling efficiency 1→2 workers: {rates[2] / (2 * rates[1]):.2f}")
 
 

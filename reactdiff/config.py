@@ -100,6 +100,16 @@ class DiffusionConfig(_Strict):
         "window-causally, as online generation does",
     )
 
+    @model_validator(mode="after")
+    def _guidance_needs_condition_dropout(self) -> "DiffusionConfig":
+        if self.guidance_scale != 1.0 and self.condition_dropout == 0.0:
+            raise ValueError(
+                f"guidance_scale={self.guidance_scale} needs a denoiser that also learned the "
+                "unconditional case: train with model.diffusion.condition_dropout > 0 (e.g. 0.1) "
+                "or keep guidance_scale=1"
+            )
+        return self
+
 
 class ModelConfig(_Strict):
     mmt: MMTConfig = MMTConfig()
@@ -119,6 +129,11 @@ class DataConfig(_Strict):
     val_split: str = "val"
     crop_frames: int = Field(
         0, ge=0, description="random crop length per training sample; 0 trains on whole clips"
+    )
+    shuffle_rows: int = Field(
+        16, ge=0,
+        description="rows (dyads) in each training worker's local shuffle buffer, reseeded every "
+        "epoch; memory grows with it (a paper-profile row is ~80 MB); 0 reads in store order",
     )
 
 

@@ -31,14 +31,15 @@ class DemoSize:
     sweep_epochs: int
     sweep_space: str
     online_samples: int
+    stage2_crop_frames: int  # random crops: stage-2 windows start at any frame, not only at k·ws
     seed: int = 0
 
 
 SIZES = {
-    "full": DemoSize(dyads=32, eval_dyads=8, frames=750, stage1_epochs=15, stage2_epochs=30, sweep_trials=2,
-                     sweep_epochs=3, sweep_space="demo_stage2.yaml", online_samples=4),
+    "full": DemoSize(dyads=96, eval_dyads=8, frames=750, stage1_epochs=12, stage2_epochs=30, sweep_trials=2,
+                     sweep_epochs=3, sweep_space="demo_stage2.yaml", online_samples=4, stage2_crop_frames=700),
     "small": DemoSize(dyads=4, eval_dyads=2, frames=100, stage1_epochs=2, stage2_epochs=2, sweep_trials=1, sweep_epochs=2,
-                      sweep_space="tiny_stage2.yaml", online_samples=2),
+                      sweep_space="tiny_stage2.yaml", online_samples=2, stage2_crop_frames=75),
 }
 
 
@@ -52,8 +53,11 @@ def run_demo(workdir: Path, size: str = "full") -> int:
     from reactdiff.data.synth import write_synthetic_corpus
     from reactdiff.evaluate.report import baseline_verdict
     from reactdiff.evaluate.run import evaluate
-    from reactdiff.generate import generate_to_dir
+    import torch
+
+    from reactdiff.generate import generate_to_dir, load_speakers, measure_real_time
     from reactdiff.mlflow_server import mlflow_server
+    from reactdiff.models.checkpoint import load_checkpoint
     from reactdiff.train.trainer import run_training
     from reactdiff.tune import run_sweep
 
@@ -84,7 +88,8 @@ def run_demo(workdir: Path, size: str = "full") -> int:
         stage1 = run_training(stage1_cfg)
         print(f"stage-1 model: {stage1.model_uri}  final metrics: {stage1.metrics}")
 
-        stage2_overrides = common + ["train.stage=2", f"train.stage1_model={stage1.checkpoint}"]
+        stage2_overrides = common + ["train.stage=2", f"train.stage1_model={stage1.checkpoint}",
+                                     f"data.crop_frames={demo.stage2_crop_frames}"]
         _banner(4, total, "train stage 2: the latent conditional DDIM with LRS (Ray Train, DeepSpeed ZeRO-2)")
         stage2 = run_training(load_config(recipe, stage2_overrides + [
             "train.strategy=deepspeed", f"train.epochs={demo.stage2_epochs}"]))
@@ -112,6 +117,11 @@ def run_demo(workdir: Path, size: str = "full") -> int:
                                 tracking_uri=tracking_uri)
         online = evaluate(eval_cfg, model=stage2.model_uri, split="test", mode="online", alpha=10,
                           out_dir=workdir / "eval_online", max_samples=demo.online_samples)
+        model = load_checkpoint(stage2.checkpoint)
+        first = load_speakers(f"{store}:test", list(model.mmt.streams))
+        clip = {name: torch.from_numpy(values[:1]) for name, values in first.feats.items()
+                if name in model.mmt.streams}
+        real_time = measure_real_time(model, clip, alpha=10)
 
     minutes = (time.perf_counter() - started) / 60
     print(f"\n{'=' * 100}\nreactdiff demo finished in {minutes:.1f} min\n")
@@ -124,6 +134,8 @@ def run_demo(workdir: Path, size: str = "full") -> int:
           "test clips; ReactDiff: the global style)\n")
     print("online mode (first samples):\n")
     print(online.table_markdown)
+    print(f"streaming online generation, α = 10, one speaker, {torch.get_num_threads()} torch threads: "
+          f"{real_time.summary()}\n")
     print(f"plots:            {workdir / 'eval'}/*.png (also in MLflow under evaluation/)")
     print(f"generated files:  {workdir / 'generated'} ({len(files)} files)")
     print(f"MLflow database:  {mlflow_dir / 'mlflow.db'}  (artifacts in {mlflow_dir / 'artifacts'})")

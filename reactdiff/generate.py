@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,3 +246,33 @@ def generate_to_dir(model_uri: str | Path, speaker: str | Path, out_dir: str | P
     (out_dir / "generation.json").write_text(json.dumps(summary, indent=2))
     written.append(out_dir / "generation.json")
     return written
+
+
+@dataclass
+class RealTime:
+    """Streaming online generation timed window by window against the clip's own clock."""
+
+    window_seconds: float  # audio/video time one window covers (ws / fps)
+    seconds_per_window: list[float]  # generation wall time of each window, in order
+
+    @property
+    def factor(self) -> float:
+        """Real-time factor: generation time / clip time; below 1 keeps up with a live speaker."""
+        return sum(self.seconds_per_window) / (self.window_seconds * len(self.seconds_per_window))
+
+    def summary(self) -> str:
+        times = sorted(self.seconds_per_window)
+        return (f"real-time factor {self.factor:.2f} (one {self.window_seconds:.1f} s window takes "
+                f"{times[len(times) // 2]:.2f} s median, {times[-1]:.2f} s worst; below 1 keeps up)")
+
+
+def measure_real_time(model: ReactDiff, speaker_feats: dict[str, torch.Tensor], alpha: int = 10,
+                      fps: int = layout.FPS, seed: int | None = 0) -> RealTime:
+    """Time `model.generate_online` on one speaker clip (a batch of 1), window by window."""
+    seconds = []
+    start = time.perf_counter()
+    for _ in model.generate_online(speaker_feats, alpha=alpha, seed=seed):
+        now = time.perf_counter()
+        seconds.append(now - start)
+        start = now
+    return RealTime(model.window_size / fps, seconds)

@@ -145,3 +145,15 @@ def _store_rows(store: Path) -> list[dict]:
     import pyarrow.parquet as pq
 
     return pq.read_table(store / "val" / "part-00000.parquet", columns=["clip_a", "clip_b"]).to_pylist()
+
+
+def test_real_time_factor_times_every_streamed_window(tmp_path):
+    from reactdiff.generate import measure_real_time
+
+    model = load_checkpoint(save_tiny_checkpoint(tmp_path / "model.pt"))
+    speaker = {name: torch.randn(1, 23, dim) for name, dim in LITE.items()}
+    real_time = measure_real_time(model, speaker, alpha=3)
+    assert len(real_time.seconds_per_window) == 5  # ceil(23 / ws 5)
+    assert real_time.window_seconds == 5 / layout.FPS
+    assert real_time.factor == pytest.approx(sum(real_time.seconds_per_window) / (5 * 0.2))
+    assert "real-time factor" in real_time.summary()

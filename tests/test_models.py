@@ -180,7 +180,8 @@ def test_classifier_free_guidance_scale():
     speakers = [features(LITE, 1, 20, seed=s) for s in (1, 2)]
 
     def sample(scale: float, speaker) -> torch.Tensor:
-        config = tiny_config(diffusion=diffusion.model_copy(update={"guidance_scale": scale}))
+        config = tiny_config(diffusion=DiffusionConfig.model_validate(
+            {**diffusion.model_dump(), "guidance_scale": scale, "condition_dropout": 0.1}))
         return stage2(LITE, config).generate(speaker, alpha=2, seed=0)["latent"]
 
     # w = 0 is the unconditional model: the speaker no longer matters

@@ -56,15 +56,20 @@ class Batches:
     """Iterates a worker's dataset shard as role-swapped sample tensors, timing the data wait."""
 
     def __init__(self, shard, manifest: Manifest, streams: list[str], rows_per_batch: int,
-                 crop_frames: int, seed: int, device: torch.device):
+                 crop_frames: int, seed: int, device: torch.device, shuffle_rows: int = 0):
         self.shard, self.manifest, self.streams = shard, manifest, streams
         self.rows_per_batch, self.crop_frames, self.device = rows_per_batch, crop_frames, device
+        self.seed, self.shuffle_rows = seed, shuffle_rows
         self.rng = np.random.default_rng(seed)
         self.wait_seconds = 0.0
 
     def __iter__(self):
+        # The store is in corpus order (a session's clips together); a seeded local shuffle
+        # buffer mixes sessions within each batch and differs every epoch.
+        shuffle = ({"local_shuffle_buffer_size": self.shuffle_rows, "local_shuffle_seed": self.seed}
+                   if self.shuffle_rows > 0 else {})
         iterator = iter(self.shard.iter_batches(batch_size=self.rows_per_batch, batch_format="pyarrow",
-                                                prefetch_batches=2))
+                                                prefetch_batches=2, **shuffle))
         while True:
             start = time.perf_counter()
             try:
@@ -212,9 +217,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     samples_per_worker = max(1, cfg.train.batch_size // world)
     rows_per_batch = max(1, samples_per_worker // 2)  # each dyad row yields two samples
 
-    def batches(split: str, crop: int, seed: int) -> Batches:
+    def batches(split: str, crop: int, seed: int, shuffle_rows: int = 0) -> Batches:
         return Batches(ray.train.get_dataset_shard(split), manifest, task.streams, rows_per_batch,
-                       crop, seed, device)
+                       crop, seed, device, shuffle_rows)
 
     train_rows = manifest.splits[cfg.data.train_split]["rows"]
     steps_per_epoch = max(1, train_rows // world // rows_per_batch)
@@ -243,7 +248,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     val_generator_seed = 1234  # fixed noise/timesteps: stage-2 val losses comparable across epochs
     for epoch in range(start_epoch, cfg.train.epochs):
         task.model.train()
-        train_batches = batches("train", cfg.data.crop_frames, cfg.train.seed * 1000 + epoch * 10 + rank)
+        train_batches = batches("train", cfg.data.crop_frames, cfg.train.seed * 1000 + epoch * 10 + rank,
+                                cfg.data.shuffle_rows)
         loss_sum, count, epoch_start = 0.0, 0, time.perf_counter()
         for batch in train_batches:
             with engine.autocast():
