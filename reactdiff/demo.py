@@ -48,13 +48,12 @@ def _banner(step: int, total: int, text: str) -> None:
 
 
 def run_demo(workdir: Path, size: str = "full") -> int:
+    import torch
+
     from reactdiff import registry
     from reactdiff.data.prepare import PrepareOptions, prepare
     from reactdiff.data.synth import write_synthetic_corpus
-    from reactdiff.evaluate.report import baseline_verdict
     from reactdiff.evaluate.run import evaluate
-    import torch
-
     from reactdiff.generate import generate_to_dir, load_speakers, measure_real_time
     from reactdiff.mlflow_server import mlflow_server
     from reactdiff.models.checkpoint import load_checkpoint
@@ -127,9 +126,7 @@ def run_demo(workdir: Path, size: str = "full") -> int:
     print(f"\n{'=' * 100}\nreactdiff demo finished in {minutes:.1f} min\n")
     print("REACT2024 metrics on the synthetic test split (offline, α = 10):\n")
     print(evaluation.table_markdown)
-    for label in ("ReactDiff", "ReactDiff-LRS"):
-        if label in evaluation.rows:
-            print(baseline_verdict(evaluation.rows, label))
+    print(evaluation.verdict)
     print("(ReactDiff-LRS: each reaction in its listener's style, estimated from that listener's other "
           "test clips; ReactDiff: the global style)\n")
     print("online mode (first samples):\n")

@@ -200,6 +200,10 @@ class Store:
             )
         return [self.root / f for f in self.manifest.splits[split]["files"]]
 
+    def split_bytes(self, split: str) -> int:
+        """Size on disk of a split's Parquet parts."""
+        return sum(f.stat().st_size for f in self.files(split))
+
     def appropriate(self, split: str) -> np.ndarray:
         path = self.root / split / "appropriate.npy"
         if not path.is_file():
@@ -229,8 +233,7 @@ class Store:
         wanted = list(streams) if streams is not None else list(self.manifest.streams)
         columns = ["pair_id", "clip_a", "clip_b"] + [column(p, s) for p in PERSONS for s in wanted]
         files = self.files(split)
-        size = sum(f.stat().st_size for f in files)
-        blocks = max(1, min(len(files), -(-size // READ_TASK_BYTES)))
+        blocks = max(1, min(len(files), -(-self.split_bytes(split) // READ_TASK_BYTES)))
         context = ray.data.DataContext.get_current()
         v2 = getattr(context, "use_datasource_v2", None)
         if v2:

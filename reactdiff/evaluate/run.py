@@ -38,6 +38,7 @@ class Evaluation:
     table_markdown: str
     out_dir: Path
     run_id: str
+    verdict: str  # per model row and metric, which naive baselines it beats
     files: list[Path] = field(default_factory=list)
 
 
@@ -67,10 +68,10 @@ def _generate_all(model, speaker: dict[str, np.ndarray], alpha: int, mode: str, 
     for start in tqdm(range(0, n, GENERATION_BATCH), desc=f"generate {label}", unit="batch", leave=False):
         stop = start + GENERATION_BATCH
         batch = {k: v[start:stop] for k, v in speaker.items()}
-        style = {} if styles is None else {"listener_style": styles.rows(start, stop)}
+        style = None if styles is None else styles.rows(start, stop)  # baselines accept and ignore it
         if isinstance(model, torch.nn.Module):
             batch = _tensors(batch)
-        out = model.generate(batch, alpha=alpha, mode=mode, seed=seed + start, **style)
+        out = model.generate(batch, alpha=alpha, mode=mode, listener_style=style, seed=seed + start)
         emotion = out["emotion"]
         chunks.append(emotion.numpy() if isinstance(emotion, torch.Tensor) else np.asarray(emotion))
     return np.concatenate(chunks).astype(np.float32)
@@ -174,7 +175,8 @@ def evaluate(cfg: ExperimentConfig, model: str | None = None, split: str = "test
 
     print(f"\nREACT2024 metrics on '{split}' ({n} samples, α={alpha}, {mode}):\n")
     print(markdown)
-    for label in ("ReactDiff", LRS_LABEL):
-        if label in rows:
-            print(report.baseline_verdict(rows, label))
-    return Evaluation(rows=rows, table_markdown=markdown, out_dir=out_dir, run_id=run_id, files=files)
+    verdict = "\n".join(report.baseline_verdict(rows, label) for label in ("ReactDiff", LRS_LABEL) if label in rows)
+    if verdict:
+        print(verdict)
+    return Evaluation(rows=rows, table_markdown=markdown, out_dir=out_dir, run_id=run_id, verdict=verdict,
+                      files=files)

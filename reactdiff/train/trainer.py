@@ -39,7 +39,7 @@ CACHE_SPLIT_BYTES = 512 * 2**20
 
 def _dataset(store: Store, split: str):
     dataset = store.ray_dataset(split)
-    if sum(f.stat().st_size for f in store.files(split)) <= CACHE_SPLIT_BYTES:
+    if store.split_bytes(split) <= CACHE_SPLIT_BYTES:
         dataset = dataset.materialize()
     return dataset
 
