@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from tqdm import tqdm
 
 from reactdiff.data import corpus, features, layout
 from reactdiff.data.store import Store, to_samples
@@ -218,17 +219,21 @@ def plot_emotion(path: Path, clip: str, speaker: np.ndarray, reactions: np.ndarr
 
 def generate_to_dir(model_uri: str | Path, speaker: str | Path, out_dir: str | Path, alpha: int = 10,
                     mode: str = "offline", listener_ref: Sequence[str | Path] | None = None,
-                    seed: int | None = None, tracking_uri: str | None = None) -> list[Path]:
-    """Generate α reactions per speaker clip and write them under `out_dir` (module doc);
-    returns the files written."""
+                    seed: int | None = None, tracking_uri: str | None = None, max_clips: int = 0) -> list[Path]:
+    """Generate α reactions per speaker clip (the first `max_clips` of them; 0: all) and write
+    them under `out_dir` (module doc); returns the files written."""
     if alpha < 1:
         raise ValueError(f"alpha: expected the number of reactions per speaker clip (>= 1), got {alpha}")
+    if max_clips < 0:
+        raise ValueError(f"max_clips: expected a number of speaker clips (0 = all), got {max_clips}")
     generator = Generator(model_uri, tracking_uri)
     speakers = load_speakers(speaker, list(generator.model.mmt.streams))
+    if max_clips:
+        speakers = Speakers(speakers.clips[:max_clips], {k: v[:max_clips] for k, v in speakers.feats.items()})
     style = listener_style(generator.model, listener_ref) if listener_ref else None
     out_dir = Path(out_dir)
     written: list[Path] = []
-    for i, clip in enumerate(speakers.clips):
+    for i, clip in enumerate(tqdm(speakers.clips, desc="generate", unit="clip")):
         feats = {name: values[i: i + 1] for name, values in speakers.feats.items()
                  if name in generator.model.mmt.streams}
         out = generator(feats, alpha, mode, None if seed is None else seed + i, style)

@@ -14,6 +14,7 @@ import pytest
 
 from reactdiff.data import corpus
 from reactdiff.data.layout import EMOTION_DIM
+from reactdiff.demo import SIZES
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_inprocess_ray")]
 
@@ -46,7 +47,7 @@ def test_demo_small_runs_every_stage(tmp_path):
 
     # Generated reactions parse back with the corpus reader.
     csvs = sorted((workdir / "generated").rglob("*.csv"))
-    assert len(csvs) >= 10
+    assert len(csvs) == 10 * SIZES["small"].generated_clips  # α = 10 per generated speaker
     emotion = corpus.read_emotion(csvs[0])
     assert emotion.shape[1] == EMOTION_DIM
     face = np.load(csvs[0].with_suffix(".npy"))

@@ -112,6 +112,18 @@ def test_clip_speaker_matches_store_speaker(checkpoint, val_store, tiny_corpus, 
             (store_out / "reactions" / clip / f"{k}.csv").read_text()
 
 
+def test_max_clips_generates_for_the_first_speakers_only(checkpoint, val_store, tmp_path):
+    generate_to_dir(checkpoint, f"{val_store}:val", tmp_path / "all", alpha=ALPHA, seed=SEED)
+    generate_to_dir(checkpoint, f"{val_store}:val", tmp_path / "one", alpha=ALPHA, seed=SEED, max_clips=1)
+    first = _store_rows(val_store)[0]["clip_a"]
+    assert [p.relative_to(tmp_path / "one" / "reactions").as_posix()
+            for p in (tmp_path / "one" / "reactions").rglob("emotion.png")] == [f"{first}/emotion.png"]
+    assert (tmp_path / "one" / "reactions" / first / "0.csv").read_text() == \
+        (tmp_path / "all" / "reactions" / first / "0.csv").read_text()
+    with pytest.raises(ValueError, match="max_clips"):
+        generate_to_dir(checkpoint, f"{val_store}:val", tmp_path / "bad", max_clips=-1)
+
+
 def test_listener_reference_shifts_the_reactions(checkpoint, tiny_corpus, tmp_path):
     pair = corpus.read_split(tiny_corpus, "val")[0]
     speaker, listener = (audio_file(tiny_corpus, "val", ref) for ref in (pair.speaker, pair.listener))

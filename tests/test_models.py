@@ -375,6 +375,11 @@ def test_lrs_reference_style_shifts_generated_reactions():
     torch.testing.assert_close(difference, torch.full_like(difference, shift * 4 / 8),
                                atol=1e-5, rtol=0.0)
     assert not torch.allclose(moved["3dmm"], base["3dmm"])
+    # One DDIM pass serves several styles with the same values as one generate() per style.
+    in_styles = model.generate_in_styles(speaker, [None, style, shifted], alpha=3, seed=0)
+    for expected, got in zip([model.generate(speaker, alpha=3, seed=0), base, moved], in_styles):
+        for key in ("3dmm", "emotion", "latent"):
+            torch.testing.assert_close(got[key], expected[key], atol=1e-6, rtol=0.0)
 
 
 # ------------------------------------------------------------------------------ checkpoints

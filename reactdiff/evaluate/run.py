@@ -59,22 +59,27 @@ def _tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in arrays.items()}
 
 
-def _generate_all(model, speaker: dict[str, np.ndarray], alpha: int, mode: str, seed: int, label: str,
-                  styles: ListenerStyle | None = None) -> np.ndarray:
-    """Emotion reactions (N, α, T, 25) of a ReactDiff (with per-sample LRS `styles`, if given) or
-    a baseline, in speaker batches."""
+def _generate_all(model, speaker: dict[str, np.ndarray], alpha: int, mode: str, seed: int,
+                  styles: dict[str, ListenerStyle | None]) -> dict[str, np.ndarray]:
+    """Emotion reactions (N, α, T, 25) per label of `styles`, in speaker batches: a baseline (which
+    ignores styles) or a ReactDiff, whose labels (global and per-sample LRS styles) share one DDIM
+    pass per batch."""
+    network = isinstance(model, torch.nn.Module)
     n = next(iter(speaker.values())).shape[0]
-    chunks = []
-    for start in tqdm(range(0, n, GENERATION_BATCH), desc=f"generate {label}", unit="batch", leave=False):
+    chunks: dict[str, list[np.ndarray]] = {label: [] for label in styles}
+    desc = f"generate {' + '.join(styles)}"
+    for start in tqdm(range(0, n, GENERATION_BATCH), desc=desc, unit="batch", leave=False):
         stop = start + GENERATION_BATCH
         batch = {k: v[start:stop] for k, v in speaker.items()}
-        style = None if styles is None else styles.rows(start, stop)  # baselines accept and ignore it
-        if isinstance(model, torch.nn.Module):
-            batch = _tensors(batch)
-        out = model.generate(batch, alpha=alpha, mode=mode, listener_style=style, seed=seed + start)
-        emotion = out["emotion"]
-        chunks.append(emotion.numpy() if isinstance(emotion, torch.Tensor) else np.asarray(emotion))
-    return np.concatenate(chunks).astype(np.float32)
+        batch_styles = [None if style is None else style.rows(start, stop) for style in styles.values()]
+        if network:
+            outs = model.generate_in_styles(_tensors(batch), batch_styles, alpha=alpha, mode=mode, seed=seed + start)
+        else:
+            outs = [model.generate(batch, alpha=alpha, mode=mode, seed=seed + start)]
+        for label, out in zip(styles, outs):
+            emotion = out["emotion"]
+            chunks[label].append(emotion.numpy() if isinstance(emotion, torch.Tensor) else np.asarray(emotion))
+    return {label: np.concatenate(c).astype(np.float32) for label, c in chunks.items()}
 
 
 def evaluate(cfg: ExperimentConfig, model: str | None = None, split: str = "test", mode: str = "offline",
@@ -88,27 +93,26 @@ def evaluate(cfg: ExperimentConfig, model: str | None = None, split: str = "test
     store = Store(cfg.data.store)
     manifest = store.manifest
 
-    generators: dict[str, object] = {}
+    # Each generator with the table rows it gives: {row label: listener style (None: global)}.
+    generators: list[tuple[object, dict[str, ListenerStyle | None]]] = []
     if model:
         network = load_checkpoint(tracking.resolve_checkpoint(model))
         if not isinstance(network, ReactDiff):
             raise ValueError(f"{model} is a stage-1 (MMT) model; evaluate a stage-2 ReactDiff model")
-        generators["ReactDiff"] = network
-        if network.lrs.config.mode != "off":
-            # The paper's "ReactDiff (LRS)": each sample generated in its listener's style,
-            # estimated from that listener's other clips of the split (styles below).
-            generators[LRS_LABEL] = network
+        model_rows: dict[str, ListenerStyle | None] = {"ReactDiff": None}
+        generators.append((network, model_rows))
     streams = sorted(set(network.mmt.streams) | {"emotion", "3dmm"}) if model else ["emotion", "3dmm"]
 
     train = store.read_split(cfg.data.train_split, streams=["emotion", "3dmm"])
     train_listeners = to_samples(train, ["emotion", "3dmm"])["listener"]
     mean_face = np.asarray(manifest.normalisation.get("3dmm_mean", train_listeners["3dmm"].mean((0, 1))))
-    generators[baselines.RandomBaseline.name] = baselines.RandomBaseline(mean_face)
-    generators[baselines.MimeBaseline.name] = baselines.MimeBaseline()
-    generators[baselines.MeanSeqBaseline.name] = baselines.MeanSeqBaseline.fit(
-        train_listeners["emotion"], train_listeners["3dmm"])
-    generators[baselines.MeanFrameBaseline.name] = baselines.MeanFrameBaseline.fit(
-        train_listeners["emotion"], train_listeners["3dmm"])
+    for baseline in (
+        baselines.RandomBaseline(mean_face),
+        baselines.MimeBaseline(),
+        baselines.MeanSeqBaseline.fit(train_listeners["emotion"], train_listeners["3dmm"]),
+        baselines.MeanFrameBaseline.fit(train_listeners["emotion"], train_listeners["3dmm"]),
+    ):
+        generators.append((baseline, {baseline.name: None}))
 
     samples = to_samples(store.read_split(split, streams=streams), streams)
     appropriate = store.appropriate(split)
@@ -120,23 +124,27 @@ def evaluate(cfg: ExperimentConfig, model: str | None = None, split: str = "test
     listener_emotion = samples["listener"]["emotion"][:n]
     speaker_emotion = speaker["emotion"]
 
-    rows: dict[str, dict[str, float]] = {}
-    predictions: dict[str, np.ndarray] = {}
-    styles = {}
-    if LRS_LABEL in generators:
-        # Every clip of the split may serve as a reference, also beyond `max_samples`.
+    if model and network.lrs.config.mode != "off":
+        # The paper's "ReactDiff (LRS)": each sample generated in its listener's style, estimated
+        # from that listener's other clips of the split (every clip may serve as a reference,
+        # also beyond `max_samples`).
         listener = {k: v for k, v in samples["listener"].items() if k in network.mmt.streams}
         total = len(samples["listener_clip"])
         latents = torch.cat([network.encode_latent(_tensors({k: v[i : i + GENERATION_BATCH] for k, v in listener.items()}))
                              for i in range(0, total, GENERATION_BATCH)])
-        styles[LRS_LABEL] = network.lrs.leave_one_out_styles(
+        model_rows[LRS_LABEL] = network.lrs.leave_one_out_styles(
             latents, [person_of(clip) for clip in samples["listener_clip"]]).rows(0, n)
-    for label, generator in generators.items():
+
+    rows: dict[str, dict[str, float]] = {}
+    predictions: dict[str, np.ndarray] = {}
+    for generator, labels in generators:
         start = time.perf_counter()
-        predictions[label] = _generate_all(generator, speaker, alpha, mode, seed, label, styles.get(label))
+        predictions.update(_generate_all(generator, speaker, alpha, mode, seed, labels))
         generated = time.perf_counter() - start
-        rows[label] = metrics.compute_all(predictions[label], listener_emotion, speaker_emotion, appropriate)
-        log.info("%s: generated in %.1fs, metrics in %.1fs", label, generated, time.perf_counter() - start - generated)
+        for label in labels:
+            rows[label] = metrics.compute_all(predictions[label], listener_emotion, speaker_emotion, appropriate)
+        log.info("%s: generated in %.1fs, metrics in %.1fs", " + ".join(labels), generated,
+                 time.perf_counter() - start - generated)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -184,6 +184,17 @@ class ReactDiff(nn.Module):
         Returns {"3dmm": (B, α, T, 58) raw, "emotion": (B, α, T, 25), "latent": (B, α, T, D)
         normalised listener latent}. `listener_style`: one style (D,) or a batched (B, D) one.
         """
+        (out,) = self.generate_in_styles(speaker_feats, [listener_style], alpha, mode, seed)
+        return out
+
+    @torch.no_grad()
+    def generate_in_styles(
+        self, speaker_feats: dict[str, Tensor], listener_styles: list[ListenerStyle | None],
+        alpha: int = 10, mode: Mode = "offline", seed: int | None = None,
+    ) -> list[dict[str, Tensor]]:
+        """`generate` once per listener style, from one DDIM pass: LRS shifts the sampled latent
+        after sampling, so the styles share the samples (evaluation scores the global and the
+        per-listener styles at the cost of one)."""
         frames = next(iter(speaker_feats.values())).shape[1]
         conditions = self._conditions(speaker_feats, mode)  # (B, n, ws, D)
         batch, windows, ws, dim = conditions.shape
@@ -195,8 +206,8 @@ class ReactDiff(nn.Module):
             conditions.reshape(-1, ws, dim),
             noise.reshape(-1, ws, dim).to(conditions),
         ).view(batch, alpha, windows * ws, dim)
-        latent = self.lrs.unstandardise(x0, listener_style)
-        return self._decode(latent, frames, self.window_size if mode == "online" else None)
+        block = self.window_size if mode == "online" else None
+        return [self._decode(self.lrs.unstandardise(x0, style), frames, block) for style in listener_styles]
 
     @torch.no_grad()
     def generate_online(self, speaker_feats: dict[str, Tensor], alpha: int = 10,
