@@ -322,6 +322,60 @@ def test_frdist_float32_costs_match_reference_on_wide_value_ranges(scale):
     )
 
 
+def cover_bound_sq(x: np.ndarray, y: np.ndarray) -> float:
+    """The multivariate cover bound of DTW² by brute force: every frame of x and of y is on the path."""
+    cost = ((x[:, None] - y[None]) ** 2).sum(-1)
+    return max(cost.min(1).sum(), cost.min(0).sum())
+
+
+@pytest.mark.parametrize("frames", [40, 200])
+def test_au_frame_boxes_bound_the_dtw_from_below(frames):
+    """The AU lower bound of the FRDist search. With at most 75 (predictions) / 150 (listeners)
+    distinct frames the boxes are those frames and the bound is the exact cover bound; with more
+    (200 smooth frames) they are blocks of frames and the bound is looser. Either way it stays
+    below the kernel's DTW² once shrunk by the search's slack."""
+    rng = np.random.default_rng(19)
+    x = as_float32(emotion_like(rng, (3, frames, 25)))[0][..., :15]
+    y = as_float32(emotion_like(rng, (3, frames, 25), binary_aus=True))[0][..., :15]
+    y[2] = x[0, ::-1]  # a continuous listener too: blocks on the listener side as well
+    x_boxes = metrics._frame_boxes(x.astype(np.float32), 0, 15, metrics._PRED_BOXES)
+    y_boxes = metrics._frame_boxes(y.astype(np.float32), 0, 15, metrics._TARGET_BOXES)
+
+    def zero_width(boxes, k):  # the boxes are single frames: the bound is exact on that side
+        lo, hi, _, used = boxes
+        return (lo[k, :, : used[k]] == hi[k, :, : used[k]]).all()
+
+    assert all(zero_width(x_boxes, i) == (frames <= metrics._PRED_BOXES) for i in range(3))
+    assert zero_width(y_boxes, 0) and zero_width(y_boxes, 2) == (frames <= metrics._TARGET_BOXES)
+    for i in range(3):
+        for j in range(3):
+            bound = metrics._box_cover_sq(x_boxes, i, y_boxes, j)
+            assert bound * (1 - metrics._BOUND_SLACK) <= kernel_dtw_sq(x[i], y[j])
+            if zero_width(x_boxes, i) and zero_width(y_boxes, j):
+                assert bound == pytest.approx(cover_bound_sq(x[i], y[j]), rel=1e-6)
+            else:
+                assert bound <= cover_bound_sq(x[i], y[j]) * (1 + 1e-6)
+
+
+def test_frdist_is_exact_on_series_longer_than_the_box_limits():
+    """200 frames: more distinct frames than the AU boxes hold, for the predictions and for one
+    continuous listener, so the blocked bounds are the ones that prune. Compared with an
+    unpruned dtaidistance search."""
+    rng = np.random.default_rng(20)
+    n, alpha, frames = 4, 2, 200
+    listener = emotion_like(rng, (n, frames, 25), binary_aus=True)
+    listener[3, :, :15] = emotion_like(rng, (frames, 25))[:, :15]
+    preds = emotion_like(rng, (n, alpha, frames, 25))
+    preds[1, 0] = far_warped_copy(listener[2], 30) + 0.01 * rng.standard_normal((frames, 25))
+    appropriate = np.ones((n, n), dtype=np.uint8)
+
+    def unpruned(x, y):
+        return sum(w * dtw_ndim.distance_fast(x[:, a:b].copy(), y[:, a:b].copy()) for a, b, w in GROUPS)
+
+    expected = np.mean([sum(min(unpruned(p, listener[j]) for j in range(n)) for p in preds[k]) for k in range(n)])
+    assert metrics.frdist(preds, listener, appropriate, workers=2) == pytest.approx(expected, rel=FRDIST_REL)
+
+
 def test_frrea_matches_independent_frechet_formula():
     preds, listener, _, _ = random_case(4, n=6, alpha=2, frames=30)
     gen, real = preds.reshape(-1, 25), listener.reshape(-1, 25)
@@ -467,4 +521,7 @@ def test_compute_all_keys_and_values():
     result = metrics.compute_all(preds, listener, speaker, appropriate, workers=1)
     assert list(result) == ["FRCorr", "FRDist", "FRDiv", "FRDvs", "FRVar", "FRSyn", "FRSyn_all", "FRRea"]
     assert result["FRSyn"] == metrics.frsyn(preds, speaker)
+    assert result["FRSyn_all"] == metrics.frsyn(preds, speaker, all_predictions=True)
     assert result["FRDist"] == pytest.approx(ref_frdist(preds, listener, appropriate), rel=FRDIST_REL)
+    # FRDist on two threads with the other metrics beside it: the same numbers.
+    assert metrics.compute_all(preds, listener, speaker, appropriate, workers=2) == result
