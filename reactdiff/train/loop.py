@@ -19,7 +19,6 @@ import numpy as np
 import ray.train
 import torch
 import torch.distributed as dist
-from ray.data.collate_fn import ArrowBatchCollateFn
 
 from reactdiff.config import ExperimentConfig, flatten
 from reactdiff.data.store import Manifest, person_of, table_to_arrays, to_samples
@@ -53,26 +52,8 @@ def _all_reduce(values: list[float], op=dist.ReduceOp.SUM) -> list[float]:
     return tensor.tolist()
 
 
-class _SamplesFromRows(ArrowBatchCollateFn):
-    """Dyad rows → role-swapped samples as full-length float32 CPU tensors. Ray runs it in its
-    prefetch threads, so decoding the next batch overlaps the current training step."""
-
-    def __init__(self, manifest: Manifest, streams: list[str]):
-        self.manifest, self.streams = manifest, streams
-
-    def __call__(self, table) -> dict[str, Any]:
-        samples = to_samples(table_to_arrays(table, self.manifest), self.streams)
-
-        def tensors(group: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-            return {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in group.items()}
-
-        return {"speaker": tensors(samples["speaker"]), "listener": tensors(samples["listener"]),
-                "listener_id": [person_of(c) for c in samples["listener_clip"]]}
-
-
 class Batches:
-    """Iterates a worker's dataset shard as role-swapped sample tensors, timing the data wait
-    (the time the step loop waits for its next batch)."""
+    """Iterates a worker's dataset shard as role-swapped sample tensors, timing the data wait."""
 
     def __init__(self, shard, manifest: Manifest, streams: list[str], rows_per_batch: int,
                  crop_frames: int, seed: int, device: torch.device, shuffle_rows: int = 0):
@@ -87,33 +68,34 @@ class Batches:
         # buffer mixes sessions within each batch and differs every epoch.
         shuffle = ({"local_shuffle_buffer_size": self.shuffle_rows, "local_shuffle_seed": self.seed}
                    if self.shuffle_rows > 0 else {})
-        iterator = iter(self.shard.iter_torch_batches(
-            batch_size=self.rows_per_batch, collate_fn=_SamplesFromRows(self.manifest, self.streams),
-            prefetch_batches=2, **shuffle))
+        iterator = iter(self.shard.iter_batches(batch_size=self.rows_per_batch, batch_format="pyarrow",
+                                                prefetch_batches=2, **shuffle))
         while True:
             start = time.perf_counter()
             try:
-                samples = next(iterator)
+                table = next(iterator)
             except StopIteration:
                 return
-            batch = self._crop_to_device(samples)
+            samples = to_samples(table_to_arrays(table, self.manifest), self.streams)
             self.wait_seconds += time.perf_counter() - start
-            yield batch
+            yield self._tensors(samples)
 
-    def _crop_to_device(self, samples: dict[str, Any]) -> dict[str, Any]:
-        # The crop is drawn here, in the step loop, so its sequence does not depend on the
-        # order in which Ray's prefetch threads finish.
+    def _tensors(self, samples: dict[str, Any]) -> dict[str, Any]:
         frames = self.manifest.frames
         lo, hi = 0, frames
         if 0 < self.crop_frames < frames:  # one random crop per batch
             lo = int(self.rng.integers(0, frames - self.crop_frames + 1))
             hi = lo + self.crop_frames
 
-        def crop(group: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            return {k: v[:, lo:hi].contiguous().to(self.device) for k, v in group.items()}
+        def convert(group: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+            return {k: torch.from_numpy(np.ascontiguousarray(v[:, lo:hi], dtype=np.float32)).to(self.device)
+                    for k, v in group.items()}
 
-        return {"speaker": crop(samples["speaker"]), "listener": crop(samples["listener"]),
-                "listener_id": samples["listener_id"]}
+        return {
+            "speaker": convert(samples["speaker"]),
+            "listener": convert(samples["listener"]),
+            "listener_id": [person_of(c) for c in samples["listener_clip"]],
+        }
 
 
 # --------------------------------------------------------------------------------------------
