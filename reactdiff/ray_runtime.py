@@ -2,11 +2,43 @@
 
 from __future__ import annotations
 
+import logging
 import os
+
+logger = logging.getLogger(__name__)
 
 # A local runtime advertises this many logical CPUs beyond the cores: training workers hold their
 # CPUs for a whole run, and Ray Data's I/O-bound read tasks would otherwise starve behind them.
 LOCAL_EXTRA_CPUS = 2
+# Every Ray process runs `tune_ray_data` when it starts (jobs/runtime_env.yaml names it too).
+SETUP_HOOK = f"{__name__}.tune_ray_data"
+# How often Ray Data refreshes its resource limits (Ray 2.60 default: 1 s), see tune_ray_data.
+RAY_DATA_LIMITS_REFRESH_S = 0.1
+
+
+def tune_ray_data() -> None:
+    """Let every Ray Data execution use the cluster from its first tasks, not after a second.
+
+    Ray 2.60 Ray Data asks its autoscaling coordinator actor for its share of the cluster without
+    waiting for the answer, and caches that first (empty) answer for 1 s. For that second each
+    execution (one per pass, so one per training epoch and per validation) runs one read task at
+    a time. bench/bench_prepare.py measured it: of a 1.7 s pass over a 600 MB lite store, ~1 s
+    ran serially. Refreshing every 0.1 s costs one non-blocking actor call per refresh.
+
+    The knob is a class attribute of Ray's internal ResourceManager: where a Ray upgrade removes
+    it, this logs once and leaves Ray's default. It must run in the process that executes the
+    dataset: the driver for `iter_batches`, the SplitCoordinator actor for Ray Train's
+    `streaming_split`, hence a worker_process_setup_hook.
+    """
+    try:
+        from ray.data._internal.execution.resource_manager import ResourceManager
+    except ImportError:
+        logger.warning("Ray Data's ResourceManager moved; its limits refresh keeps Ray's default")
+        return
+    if hasattr(ResourceManager, "GLOBAL_LIMITS_UPDATE_INTERVAL_S"):
+        ResourceManager.GLOBAL_LIMITS_UPDATE_INTERVAL_S = RAY_DATA_LIMITS_REFRESH_S
+    else:
+        logger.warning("Ray Data's ResourceManager has no GLOBAL_LIMITS_UPDATE_INTERVAL_S; keeping Ray's default")
 
 
 def ray_init() -> None:
@@ -15,7 +47,9 @@ def ray_init() -> None:
 
     if ray.is_initialized():
         return
+    tune_ray_data()
     if os.environ.get("RAY_ADDRESS"):
-        ray.init()
+        ray.init()  # the job's runtime env (jobs/runtime_env.yaml) carries the setup hook
     else:
-        ray.init(num_cpus=(os.cpu_count() or 1) + LOCAL_EXTRA_CPUS, include_dashboard=False)
+        ray.init(num_cpus=(os.cpu_count() or 1) + LOCAL_EXTRA_CPUS, include_dashboard=False,
+                 runtime_env={"worker_process_setup_hook": SETUP_HOOK})

@@ -63,6 +63,9 @@ def test_runtime_env_is_valid_and_keeps_the_upload_small():
 
     spec = yaml.safe_load((REPO / "jobs" / "runtime_env.yaml").read_text())
     RuntimeEnv(**spec)  # raises on unknown fields or wrong types
+    from reactdiff.ray_runtime import SETUP_HOOK
+
+    assert spec["worker_process_setup_hook"] == SETUP_HOOK  # jobs tune Ray Data as local runs do
     uploaded: dict[str, int] = {}
 
     def record(path: Path) -> None:

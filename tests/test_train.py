@@ -117,6 +117,23 @@ def test_shards_are_disjoint_and_cover_the_split(tiny_store, tmp_path):
     assert sorted(seen[0] + seen[1]) == sorted(store.read_split("train")["pair_id"].tolist())
 
 
+def test_ray_data_limits_refresh_in_every_ray_process():
+    """ray_init's setup hook reaches the Ray workers, where streaming_split's executor runs."""
+    import ray.data
+
+    from reactdiff.ray_runtime import RAY_DATA_LIMITS_REFRESH_S, ray_init
+
+    def refresh_interval(batch):
+        from ray.data._internal.execution.resource_manager import ResourceManager
+
+        batch["refresh_s"] = [ResourceManager.GLOBAL_LIMITS_UPDATE_INTERVAL_S] * len(batch["id"])
+        return batch
+
+    ray_init()
+    rows = ray.data.range(4, override_num_blocks=2).map_batches(refresh_interval).take_all()
+    assert {row["refresh_s"] for row in rows} == {RAY_DATA_LIMITS_REFRESH_S}
+
+
 def test_resume_continues_the_same_run(tiny_store, tmp_path, tracking_uri):
     first = run_training(_config(tiny_store, tmp_path, tracking_uri, "resume", "train.epochs=1"))
     assert [s for s, _ in _history(tracking_uri, first.run_id, "train_loss")] == [0]

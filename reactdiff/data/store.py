@@ -114,7 +114,10 @@ def write_part(path: Path, rows: list[dict[str, Any]], manifest: Manifest) -> No
     table = pa.Table.from_arrays(arrays, schema=schema)
     tmp = path.with_suffix(".tmp")
     # One row per row group keeps paper-profile reads streaming (~42 MB per person-clip in fp16).
-    pq.write_table(table, tmp, row_group_size=1 if manifest.profile == "paper" else 64)
+    # Dictionary encoding only for the clip names: on feature values it decoded fp16 ~7x slower
+    # than plain, float32 ~1.1-1.3x, and grew a random-valued lite store by half (923 vs 600 MB).
+    pq.write_table(table, tmp, row_group_size=1 if manifest.profile == "paper" else 64,
+                   use_dictionary=["clip_a", "clip_b"])
     os.replace(tmp, path)
 
 
