@@ -242,10 +242,14 @@ class Store:
         if v2:
             context.use_datasource_v2 = False  # read_parquet picks the datasource at call time
         try:
-            return ray.data.read_parquet([str(f) for f in files], columns=columns, override_num_blocks=blocks)
+            dataset = ray.data.read_parquet([str(f) for f in files], columns=columns, override_num_blocks=blocks)
         finally:
             if v2:
                 context.use_datasource_v2 = v2
+        # Rows in store order whichever read task finishes first, so that seeded runs repeat
+        # exactly (Ray Train's streaming_split takes its options from train.trainer instead).
+        dataset.context.execution_options.preserve_order = True
+        return dataset
 
 
 def table_to_arrays(table: pa.Table | dict, manifest: Manifest) -> dict[str, np.ndarray]:
@@ -266,22 +270,24 @@ def table_to_arrays(table: pa.Table | dict, manifest: Manifest) -> dict[str, np.
     return out
 
 
-def to_samples(arrays: dict[str, np.ndarray], streams: Iterable[str]) -> dict[str, Any]:
+def to_samples(arrays: dict[str, np.ndarray], streams: Iterable[str],
+               roles: Iterable[str] = ("speaker", "listener")) -> dict[str, Any]:
     """Role-swap dyad rows into samples: first every row as A→B, then every row as B→A.
 
     Returns {"speaker": {stream: (2n, F, D)}, "listener": {...}, "speaker_clip": [...],
     "listener_clip": [...]} in the store's sample order (the appropriateness matrix's order).
+    `roles` limits the feature groups built (stage 1 trains on listeners only); the clip lists
+    are always there.
     """
     streams = list(streams)
-    speaker = {s: np.concatenate([arrays[column("a", s)], arrays[column("b", s)]]) for s in streams}
-    listener = {s: np.concatenate([arrays[column("b", s)], arrays[column("a", s)]]) for s in streams}
-    clip_a, clip_b = list(arrays["clip_a"]), list(arrays["clip_b"])
-    return {
-        "speaker": speaker,
-        "listener": listener,
-        "speaker_clip": clip_a + clip_b,
-        "listener_clip": clip_b + clip_a,
+    players = {"speaker": ("a", "b"), "listener": ("b", "a")}  # in the A→B half, then in B→A
+    out: dict[str, Any] = {
+        role: {s: np.concatenate([arrays[column(p, s)] for p in players[role]]) for s in streams}
+        for role in roles
     }
+    clip_a, clip_b = list(arrays["clip_a"]), list(arrays["clip_b"])
+    out["speaker_clip"], out["listener_clip"] = clip_a + clip_b, clip_b + clip_a
+    return out
 
 
 def person_of(clip: str) -> str:

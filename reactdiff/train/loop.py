@@ -55,9 +55,10 @@ def _all_reduce(values: list[float], op=dist.ReduceOp.SUM) -> list[float]:
 class Batches:
     """Iterates a worker's dataset shard as role-swapped sample tensors, timing the data wait."""
 
-    def __init__(self, shard, manifest: Manifest, streams: list[str], rows_per_batch: int,
-                 crop_frames: int, seed: int, device: torch.device, shuffle_rows: int = 0):
-        self.shard, self.manifest, self.streams = shard, manifest, streams
+    def __init__(self, shard, manifest: Manifest, streams: list[str], roles: tuple[str, ...],
+                 rows_per_batch: int, crop_frames: int, seed: int, device: torch.device,
+                 shuffle_rows: int = 0):
+        self.shard, self.manifest, self.streams, self.roles = shard, manifest, streams, roles
         self.rows_per_batch, self.crop_frames, self.device = rows_per_batch, crop_frames, device
         self.seed, self.shuffle_rows = seed, shuffle_rows
         self.rng = np.random.default_rng(seed)
@@ -76,7 +77,7 @@ class Batches:
                 table = next(iterator)
             except StopIteration:
                 return
-            samples = to_samples(table_to_arrays(table, self.manifest), self.streams)
+            samples = to_samples(table_to_arrays(table, self.manifest), self.streams, self.roles)
             self.wait_seconds += time.perf_counter() - start
             yield self._tensors(samples)
 
@@ -92,8 +93,7 @@ class Batches:
                     for k, v in group.items()}
 
         return {
-            "speaker": convert(samples["speaker"]),
-            "listener": convert(samples["listener"]),
+            **{role: convert(samples[role]) for role in self.roles},
             "listener_id": [person_of(c) for c in samples["listener_clip"]],
         }
 
@@ -112,6 +112,7 @@ class Stage1Task:
         if norm:
             self.model.set_threedmm_normalisation(torch.tensor(norm["3dmm_mean"]), torch.tensor(norm["3dmm_std"]))
         self.streams = sorted(set(manifest.model_streams()) | {"emotion", "3dmm"})
+        self.roles = ("listener",)  # every person of the shard appears as a listener
         self.latent_stats: LatentStats | None = None
 
     def trainable(self) -> list[torch.nn.Parameter]:
@@ -154,6 +155,7 @@ class Stage2Task:
         self.model = ReactDiff.from_stage1(mmt, cfg.model)
         self.model.set_latent_stats(LatentStats(payload["extra"]["latent_low"], payload["extra"]["latent_high"]))
         self.streams = sorted(set(manifest.model_streams()) | {"emotion", "3dmm"})
+        self.roles = ("speaker", "listener")
         self.use_lrs = cfg.model.lrs.mode != "off"
 
     def trainable(self) -> list[torch.nn.Parameter]:
@@ -218,7 +220,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     rows_per_batch = max(1, samples_per_worker // 2)  # each dyad row yields two samples
 
     def batches(split: str, crop: int, seed: int, shuffle_rows: int = 0) -> Batches:
-        return Batches(ray.train.get_dataset_shard(split), manifest, task.streams, rows_per_batch,
+        return Batches(ray.train.get_dataset_shard(split), manifest, task.streams, task.roles, rows_per_batch,
                        crop, seed, device, shuffle_rows)
 
     train_rows = manifest.splits[cfg.data.train_split]["rows"]
