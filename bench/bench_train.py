@@ -100,6 +100,8 @@ def main() -> None:
                         help="samples per step per worker (weak scaling: the global batch grows with the workers)")
     parser.add_argument("--fixed-global-batch", action="store_true",
                         help="strong scaling instead: --batch-size is the global batch, split across the workers")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides for the Ray Train runs, e.g. data.shuffle_rows=0")
     parser.add_argument("--repeats", type=int, default=3, help="runs per configuration (medians are reported)")
     parser.add_argument("--ddp-steps", type=int, default=8, help="timed steps of the plain-DDP ceiling (0: skip)")
     args = parser.parse_args()
@@ -143,7 +145,7 @@ def main() -> None:
                         f"data.store={options.out}", f"train.storage_path={tmp / 'runs'}",
                         f"train.name=bench-{profile}-{workers}-{repeat}", f"train.num_workers={workers}",
                         f"train.epochs={args.epochs}", f"tracking.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
-                        f"train.batch_size={global_batch}",
+                        f"train.batch_size={global_batch}", *args.set,
                     ])
                     # Sampling the tree's memory costs CPU (smaps of every process); every 2 s it
                     # took no measurable share, every 0.25 s it slowed 2 workers on 2 cores.
