@@ -51,5 +51,12 @@ def ray_init() -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init()  # the job's runtime env (jobs/runtime_env.yaml) carries the setup hook
     else:
+        from ray._private import ray_constants
+
+        if ray_constants.ENABLE_RAY_CLUSTER:  # read when `ray` was first imported
+            logger.warning(
+                "this local Ray runtime binds the machine's network address, not 127.0.0.1: set "
+                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before Python imports ray (the reactdiff "
+                "command does this itself)")
         ray.init(num_cpus=(os.cpu_count() or 1) + LOCAL_EXTRA_CPUS, include_dashboard=False,
                  runtime_env={"worker_process_setup_hook": SETUP_HOOK})

@@ -7,6 +7,9 @@ shards, resume by name into the same MLflow run, and a worker crash survived via
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -130,6 +133,24 @@ def test_rows_come_in_store_order_whichever_read_task_ends_first(tiny_store, mon
     got = [row["pair_id"] for row in store.ray_dataset("train").iter_rows()]
     assert got == store.read_split("train")["pair_id"].tolist()
     assert _ingest_options().preserve_order  # what Ray Train's streaming_split runs with
+
+
+def test_a_local_runtime_binds_loopback_only_without_help_from_the_environment():
+    """The `reactdiff` command's local runtime (as the demo starts it), in a fresh process without
+    the tests' loopback setting."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")}
+    script = (
+        "import reactdiff.cli\n"
+        "import ray\n"
+        "from reactdiff.ray_runtime import ray_init\n"
+        "ray_init()\n"
+        "print([n['NodeManagerAddress'] for n in ray.nodes()], ray.get_runtime_context().gcs_address)\n"
+        "ray.shutdown()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    nodes, gcs = out.stdout.strip().splitlines()[-1].rsplit(" ", 1)
+    assert nodes == "['127.0.0.1']" and gcs.startswith("127.0.0.1:"), out.stdout
 
 
 def test_ray_data_limits_refresh_in_every_ray_process():
