@@ -17,6 +17,8 @@ against it. Epochs must hold several steps per worker, or per-epoch start-up dom
 
 from __future__ import annotations
 
+from reactdiff import ray_runtime  # noqa: F401  (before ray: a local runtime binds loopback only)
+
 import argparse
 import os
 import statistics

@@ -8,14 +8,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
-# A local Ray runtime (no RAY_ADDRESS to join) binds 127.0.0.1 only. Ray reads this when `ray` is
-# first imported, so it is set here, before any subcommand imports it; see ray_runtime.ray_init.
-if not os.environ.get("RAY_ADDRESS"):
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+from reactdiff import ray_runtime  # noqa: F401  (first: a local Ray runtime binds loopback only)
 
 EPILOG = """\
 the pipeline, in order:

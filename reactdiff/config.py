@@ -135,6 +135,11 @@ class DataConfig(_Strict):
         description="rows (dyads) in each training worker's local shuffle buffer, reseeded every "
         "epoch; memory grows with it (a paper-profile row is ~80 MB); 0 reads in store order",
     )
+    cache: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="keep a split in Ray's object store after its first read instead of decoding its "
+        "Parquet files every epoch; auto: when it takes at most a quarter of the cluster's object store",
+    )
 
 
 class TrainConfig(_Strict):

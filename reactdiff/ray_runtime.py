@@ -7,6 +7,11 @@ import os
 
 logger = logging.getLogger(__name__)
 
+# A local Ray runtime (no RAY_ADDRESS to join) binds 127.0.0.1 only. Ray reads this when `ray` is
+# first imported, so entry points (cli.py, bench/) import this module before anything imports ray.
+if not os.environ.get("RAY_ADDRESS"):
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 # A local runtime advertises this many logical CPUs beyond the cores: training workers hold their
 # CPUs for a whole run, and Ray Data's I/O-bound read tasks would otherwise starve behind them.
 LOCAL_EXTRA_CPUS = 2

@@ -252,22 +252,39 @@ class Store:
         return dataset
 
 
-def table_to_arrays(table: pa.Table | dict, manifest: Manifest) -> dict[str, np.ndarray]:
-    """Arrow table (or a pyarrow-format Ray batch) → {column: array}; features become (n, F, D)."""
+def feature_chunks(col: pa.Array | pa.ChunkedArray, frames: int, dim: int) -> list[np.ndarray]:
+    """Zero-copy (rows, frames, dim) views of a feature column, one per Arrow chunk."""
+    chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+    return [c.flatten().to_numpy(zero_copy_only=False).reshape(len(c), frames, dim) for c in chunks if len(c)]
+
+
+def table_to_arrays(table: pa.Table, manifest: Manifest) -> dict[str, np.ndarray]:
+    """Arrow table → {column: array}; features become (n, F, D)."""
     out: dict[str, np.ndarray] = {}
-    names = table.column_names if isinstance(table, pa.Table) else list(table)
-    for name in names:
-        col = table[name] if isinstance(table, pa.Table) else table[name]
-        if isinstance(col, pa.ChunkedArray):
-            col = col.combine_chunks()
+    for name in table.column_names:
         if "__" in name:
-            stream = name.split("__", 1)[1]
-            dim = manifest.streams[stream].dim
-            values = col.flatten().to_numpy(zero_copy_only=False)
-            out[name] = values.reshape(len(col), manifest.frames, dim)
+            dim = manifest.streams[name.split("__", 1)[1]].dim
+            chunks = feature_chunks(table[name], manifest.frames, dim)
+            out[name] = (chunks[0] if len(chunks) == 1 else
+                         np.concatenate(chunks) if chunks else np.empty((0, manifest.frames, dim)))
         else:
-            out[name] = np.asarray(col.to_pylist() if isinstance(col, pa.Array) else col)
+            out[name] = np.asarray(table[name].to_pylist())
     return out
+
+
+# Which person of a dyad row plays each role: rows first as A→B, then as B→A (role swap).
+ROLE_PERSONS = {"speaker": ("a", "b"), "listener": ("b", "a")}
+
+
+def role_parts(arrays: dict[str, np.ndarray], role: str, stream: str) -> list[np.ndarray]:
+    """The arrays whose concatenation is `role`'s `stream` over all samples, in sample order."""
+    return [arrays[column(person, stream)] for person in ROLE_PERSONS[role]]
+
+
+def sample_clips(arrays: dict[str, np.ndarray]) -> tuple[list[str], list[str]]:
+    """(speaker clips, listener clips) of the role-swapped samples, in sample order."""
+    clip_a, clip_b = list(arrays["clip_a"]), list(arrays["clip_b"])
+    return clip_a + clip_b, clip_b + clip_a
 
 
 def to_samples(arrays: dict[str, np.ndarray], streams: Iterable[str],
@@ -276,17 +293,11 @@ def to_samples(arrays: dict[str, np.ndarray], streams: Iterable[str],
 
     Returns {"speaker": {stream: (2n, F, D)}, "listener": {...}, "speaker_clip": [...],
     "listener_clip": [...]} in the store's sample order (the appropriateness matrix's order).
-    `roles` limits the feature groups built (stage 1 trains on listeners only); the clip lists
-    are always there.
+    `roles` limits the feature groups built; the clip lists are always there.
     """
     streams = list(streams)
-    players = {"speaker": ("a", "b"), "listener": ("b", "a")}  # in the A→B half, then in B→A
-    out: dict[str, Any] = {
-        role: {s: np.concatenate([arrays[column(p, s)] for p in players[role]]) for s in streams}
-        for role in roles
-    }
-    clip_a, clip_b = list(arrays["clip_a"]), list(arrays["clip_b"])
-    out["speaker_clip"], out["listener_clip"] = clip_a + clip_b, clip_b + clip_a
+    out: dict[str, Any] = {role: {s: np.concatenate(role_parts(arrays, role, s)) for s in streams} for role in roles}
+    out["speaker_clip"], out["listener_clip"] = sample_clips(arrays)
     return out
 
 
