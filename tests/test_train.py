@@ -1,7 +1,8 @@
 """Distributed training on a real local Ray runtime and a real MLflow server (tiny dims).
 
 Covers: 2-worker DDP and DeepSpeed ZeRO-2 for both stages (the loss falls), disjoint covering
-shards, resume by name into the same MLflow run, and a worker crash survived via FailureConfig.
+shards, rows in store order, batches equal to the numpy reader's samples, split caching, resume by
+name into the same MLflow run, and a worker crash survived via FailureConfig.
 """
 
 from __future__ import annotations
@@ -133,6 +134,54 @@ def test_rows_come_in_store_order_whichever_read_task_ends_first(tiny_store, mon
     got = [row["pair_id"] for row in store.ray_dataset("train").iter_rows()]
     assert got == store.read_split("train")["pair_id"].tolist()
     assert _ingest_options().preserve_order  # what Ray Train's streaming_split runs with
+
+
+def test_batches_are_the_role_swapped_samples_cropped_in_batch_order(tiny_store, monkeypatch):
+    """Batches (Ray's collate thread, one copy per Arrow chunk) give what the numpy reader gives."""
+    import numpy as np
+    import torch
+
+    from reactdiff.data import store as store_module
+    from reactdiff.data.store import person_of, to_samples
+    from reactdiff.ray_runtime import ray_init
+    from reactdiff.train.loop import Batches
+
+    ray_init()
+    monkeypatch.setattr(store_module, "READ_TASK_BYTES", 1)  # one block per part: batches span chunks
+    store = Store(tiny_store)
+    manifest, streams, rows, crop, seed = store.manifest, ["3dmm", "emotion"], 3, 7, 11
+    arrays = store.read_split("train", streams)
+    batches = Batches(store.ray_dataset("train").iterator(), manifest, streams, ("speaker", "listener"),
+                      rows_per_batch=rows, crop_frames=crop, seed=seed, device=torch.device("cpu"))
+    rng = np.random.default_rng(seed)
+    got = list(batches)
+    assert len(got) == -(-len(arrays["pair_id"]) // rows) > 1
+    for i, batch in enumerate(got):
+        lo = int(rng.integers(0, manifest.frames - crop + 1))
+        part = {k: v[i * rows:(i + 1) * rows] for k, v in arrays.items()}
+        want = to_samples(part, streams)
+        assert batch["listener_id"] == [person_of(c) for c in want["listener_clip"]]
+        for role in ("speaker", "listener"):
+            for stream in streams:
+                expected = torch.from_numpy(want[role][stream][:, lo:lo + crop].astype(np.float32))
+                assert batch[role][stream].dtype == torch.float32
+                assert torch.equal(batch[role][stream], expected), (i, role, stream)
+    assert batches.wait_seconds > 0
+
+
+def test_a_split_stays_in_the_object_store_when_it_fits(tiny_store, monkeypatch):
+    from ray.data.dataset import MaterializedDataset
+
+    from reactdiff.ray_runtime import ray_init
+    from reactdiff.train import trainer
+
+    ray_init()
+    store = Store(tiny_store)
+    assert isinstance(trainer._dataset(store, "train", "auto"), MaterializedDataset)
+    assert not isinstance(trainer._dataset(store, "train", "never"), MaterializedDataset)
+    monkeypatch.setattr(trainer, "CACHE_OBJECT_STORE_SHARE", 0.0)  # as if the split were too large
+    assert not isinstance(trainer._dataset(store, "train", "auto"), MaterializedDataset)
+    assert isinstance(trainer._dataset(store, "train", "always"), MaterializedDataset)
 
 
 def test_a_local_runtime_binds_loopback_only_without_help_from_the_environment():
