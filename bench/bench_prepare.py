@@ -10,11 +10,12 @@
   stated in; it counts pages shared between processes, e.g. Ray's object store, once per process)
   and summed PSS (shared pages split between their processes);
 - read throughput of each store, Ray Data (`Store.ray_dataset` → `iter_batches(batch_format=
-  "pyarrow")`, the way `train/loop.py: Batches` reads) against a plain `pq.read_table` of the same
+  "pyarrow")`, the Arrow batches `train/loop.py: Batches` turns into tensors) against a plain `pq.read_table` of the same
   files and columns, pass by pass in turn. Both read from the page cache (the files are read once
   before timing). Ray's runtime start-up, the first pass (dataset planning + first batch) and the
   steady state (later passes = later epochs) are reported separately, and `streaming_split` (Ray
-  Train's per-worker sharding) is timed too. `--read-mb` adds a lite store of that size written by the real writer
+  Train's per-worker sharding), whole-block iteration and bare Ray tasks (the ceiling of any
+  Ray-based reader on the machine) are timed too. `--read-mb` adds a lite store of that size written by the real writer
   (`store.write_part`) from random features, since a corpus big enough takes long to synthesise.
 """
 
@@ -32,11 +33,12 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from reactdiff.data.layout import FPS
 from reactdiff.data.prepare import PrepareOptions, _stream_specs, prepare
-from reactdiff.data.store import PERSONS, Manifest, Store, column, write_manifest, write_part
+from reactdiff.data.store import PERSONS, READ_TASK_BYTES, Manifest, Store, column, write_manifest, write_part
 
 MB = 1e6
 
@@ -234,6 +236,35 @@ def read_throughput(name: str, store_dir: Path, args, monitor: TreeMonitor) -> N
     ratios = [p[0] / r[0] for p, r in zip(plain, via_ray)]
     print(f"  ratio Ray Data / pyarrow: best passes {best_ray / best_plain:.2f}, pass pairs median "
           f"{statistics.median(ratios):.2f} (range {min(ratios):.2f}-{max(ratios):.2f})", flush=True)
+
+    def blocks_pass() -> tuple[float, float]:  # whole blocks: no re-batching, no slicing
+        with Phase(monitor) as ph:
+            got = sum(b.num_rows for b in dataset.iter_batches(batch_size=None, batch_format="pyarrow"))
+        assert got == rows, "Ray Data did not deliver every row"
+        return ph.wall, ph.cpu
+
+    # The ceiling of any reader built on Ray here: bare tasks, as many as Ray Data's read tasks,
+    # each reading its files with pq.read_table and returning the table through the object store.
+    @ray.remote
+    def read_parts(paths: list[str]):
+        return pa.concat_tables([pq.read_table(p, columns=columns) for p in paths])
+
+    tasks = max(1, min(len(files), -(-store.split_bytes("train") // READ_TASK_BYTES)))  # as Store.ray_dataset
+    groups = [[str(f) for f in files[i::tasks]] for i in range(tasks)]
+
+    def tasks_pass() -> tuple[float, float]:
+        with Phase(monitor) as ph:
+            got = sum(ray.get(ref).num_rows for ref in [read_parts.remote(g) for g in groups])
+        assert got == rows
+        return ph.wall, ph.cpu
+
+    for label, one_pass in (("Ray Data iter_batches(batch_size=None), whole blocks", blocks_pass),
+                            (f"bare Ray tasks ({len(groups)}) returning pq.read_table through the object store",
+                             tasks_pass)):
+        one_pass()  # start-up (task workers, first execution)
+        timed = [one_pass() for _ in range(args.passes)]
+        best = report(label, [w for w, _ in timed], [c for _, c in timed], file_mb)
+        print(f"  ratio to pyarrow (best passes): {best / best_plain:.2f}", flush=True)
 
     for n in args.splits:  # split once, iterate every pass: Ray Train keeps the shards across epochs
         shards = dataset.streaming_split(n, equal=True)
