@@ -103,11 +103,12 @@ def main() -> None:
     parser.add_argument("--fixed-global-batch", action="store_true",
                         help="strong scaling instead: --batch-size is the global batch, split across the workers")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="config overrides for the Ray Train runs, e.g. data.shuffle_rows=0")
+                        help="config overrides for the Ray Train runs and the ceiling, e.g. data.shuffle_rows=0 "
+                             "or model.mmt.d_model=1024 (the paper's MMT)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per configuration (medians are reported)")
     parser.add_argument("--ddp-steps", type=int, default=8, help="timed steps of the plain-DDP ceiling (0: skip)")
     args = parser.parse_args()
-    demo = load_config(REPO / "configs" / "demo.yaml", [])
+    demo = load_config(REPO / "configs" / "demo.yaml", args.set)  # the ceiling runs the same model
     if 0 < demo.data.crop_frames < args.frames:
         raise SystemExit("the plain-DDP ceiling assumes whole clips; the demo config now crops stage 1")
 

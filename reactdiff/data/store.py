@@ -263,10 +263,10 @@ def table_to_arrays(table: pa.Table, manifest: Manifest) -> dict[str, np.ndarray
     out: dict[str, np.ndarray] = {}
     for name in table.column_names:
         if "__" in name:
-            dim = manifest.streams[name.split("__", 1)[1]].dim
-            chunks = feature_chunks(table[name], manifest.frames, dim)
+            spec = manifest.streams[name.split("__", 1)[1]]
+            chunks = feature_chunks(table[name], manifest.frames, spec.dim)
             out[name] = (chunks[0] if len(chunks) == 1 else
-                         np.concatenate(chunks) if chunks else np.empty((0, manifest.frames, dim)))
+                         np.concatenate(chunks) if chunks else np.empty((0, manifest.frames, spec.dim), spec.dtype))
         else:
             out[name] = np.asarray(table[name].to_pylist())
     return out

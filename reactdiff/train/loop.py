@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import ray.train
 import torch
-from ray.data.collate_fn import ArrowBatchCollateFn
 import torch.distributed as dist
+from ray.data.collate_fn import ArrowBatchCollateFn
 
 from reactdiff.config import ExperimentConfig, flatten
 from reactdiff.data.store import PERSONS, Manifest, column, feature_chunks, person_of, role_parts, sample_clips
@@ -75,7 +75,7 @@ class Batches:
         # One batch ahead means one conversion thread, so the crops are drawn in batch order and
         # a seeded run repeats.
         iterator = iter(self.shard.iter_torch_batches(batch_size=self.rows_per_batch, prefetch_batches=1,
-                                                      collate_fn=_CollateSamples(self), **shuffle))
+                                                      collate_fn=_ArrowCollate(self.collate), **shuffle))
         while True:
             start = time.perf_counter()
             try:
@@ -87,7 +87,7 @@ class Batches:
             self.wait_seconds += time.perf_counter() - start
             yield batch
 
-    def _tensors(self, table) -> dict[str, Any]:
+    def collate(self, table) -> dict[str, Any]:
         """Role-swapped float32 sample tensors, cropped, straight from zero-copy views of the batch.
 
         One copy per stream: torch crops and widens float16 to float32 while it copies each Arrow
@@ -121,14 +121,14 @@ class Batches:
         }
 
 
-class _CollateSamples(ArrowBatchCollateFn):
-    """Ray's hook for turning a batch of dyad rows (an Arrow table) into the samples' tensors."""
+class _ArrowCollate(ArrowBatchCollateFn):
+    """A collate function that receives Arrow tables: Ray picks the batch format from the class."""
 
-    def __init__(self, batches: Batches):
-        self.batches = batches
+    def __init__(self, collate):
+        self.collate = collate
 
     def __call__(self, table) -> dict[str, Any]:
-        return self.batches._tensors(table)
+        return self.collate(table)
 
 
 # --------------------------------------------------------------------------------------------
