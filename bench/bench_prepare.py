@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from reactdiff.data.layout import FPS
 from reactdiff.data.prepare import PrepareOptions, _stream_specs, prepare
-from reactdiff.data.store import PERSONS, READ_TASK_BYTES, Manifest, Store, column, write_manifest, write_part
+from reactdiff.data.store import PERSONS, Manifest, Store, column, write_manifest, write_part
 
 MB = 1e6
 
@@ -249,7 +249,7 @@ def read_throughput(name: str, store_dir: Path, args, monitor: TreeMonitor) -> N
     def read_parts(paths: list[str]):
         return pa.concat_tables([pq.read_table(p, columns=columns) for p in paths])
 
-    tasks = max(1, min(len(files), -(-store.split_bytes("train") // READ_TASK_BYTES)))  # as Store.ray_dataset
+    tasks = store.read_tasks("train")
     groups = [[str(f) for f in files[i::tasks]] for i in range(tasks)]
 
     def tasks_pass() -> tuple[float, float]:

@@ -207,6 +207,10 @@ class Store:
         """Size on disk of a split's Parquet parts."""
         return sum(f.stat().st_size for f in self.files(split))
 
+    def read_tasks(self, split: str) -> int:
+        """Ray Data read tasks for a split: one per ~READ_TASK_BYTES of Parquet, at most one per file."""
+        return max(1, min(len(self.files(split)), -(-self.split_bytes(split) // READ_TASK_BYTES)))
+
     def appropriate(self, split: str) -> np.ndarray:
         path = self.root / split / "appropriate.npy"
         if not path.is_file():
@@ -236,13 +240,13 @@ class Store:
         wanted = list(streams) if streams is not None else list(self.manifest.streams)
         columns = ["pair_id", "clip_a", "clip_b"] + [column(p, s) for p in PERSONS for s in wanted]
         files = self.files(split)
-        blocks = max(1, min(len(files), -(-self.split_bytes(split) // READ_TASK_BYTES)))
         context = ray.data.DataContext.get_current()
         v2 = getattr(context, "use_datasource_v2", None)
         if v2:
             context.use_datasource_v2 = False  # read_parquet picks the datasource at call time
         try:
-            dataset = ray.data.read_parquet([str(f) for f in files], columns=columns, override_num_blocks=blocks)
+            dataset = ray.data.read_parquet([str(f) for f in files], columns=columns,
+                                            override_num_blocks=self.read_tasks(split))
         finally:
             if v2:
                 context.use_datasource_v2 = v2
@@ -276,8 +280,9 @@ def table_to_arrays(table: pa.Table, manifest: Manifest) -> dict[str, np.ndarray
 ROLE_PERSONS = {"speaker": ("a", "b"), "listener": ("b", "a")}
 
 
-def role_parts(arrays: dict[str, np.ndarray], role: str, stream: str) -> list[np.ndarray]:
-    """The arrays whose concatenation is `role`'s `stream` over all samples, in sample order."""
+def role_parts(arrays: dict[str, Any], role: str, stream: str) -> list[Any]:
+    """The column values (arrays, or lists of chunk views) that, in this order, are `role`'s `stream`
+    over all samples."""
     return [arrays[column(person, stream)] for person in ROLE_PERSONS[role]]
 
 

@@ -35,6 +35,10 @@ EXPORT_FILE = "model.pt"
 # Test hook for fault tolerance: "<marker file>:<epoch>:<rank>" kills that worker once, after the
 # epoch's training steps (Ray registers the previous epoch's checkpoint in the meantime).
 CRASH_ENV = "REACTDIFF_CRASH_ONCE"
+# `Batches.collate` reads Arrow's read-only buffers through torch.from_numpy and only copies from
+# them. One filter for exactly this message: `warnings.catch_warnings` per call would swap the
+# process-wide filters from Ray's collate thread while the training thread runs.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
 
 
 def _maybe_crash(epoch: int, rank: int) -> None:
@@ -107,11 +111,9 @@ class Batches:
             chunks = [chunk for part in role_parts(views, role, stream) for chunk in part]
             out = torch.empty((sum(len(c) for c in chunks), hi - lo, chunks[0].shape[2]), dtype=torch.float32)
             offset = 0
-            with warnings.catch_warnings():  # Arrow's buffers are read-only; torch only reads them here
-                warnings.simplefilter("ignore", UserWarning)
-                for chunk in chunks:
-                    out[offset:offset + len(chunk)].copy_(torch.from_numpy(chunk[:, lo:hi]))
-                    offset += len(chunk)
+            for chunk in chunks:
+                out[offset:offset + len(chunk)].copy_(torch.from_numpy(chunk[:, lo:hi]))
+                offset += len(chunk)
             return out
 
         clips = {name: table[name].to_pylist() for name in ("clip_a", "clip_b")}
