@@ -28,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -45,6 +46,7 @@ from reactdiff.data.store import Manifest, Store  # noqa: E402
 from reactdiff.data.synth import write_synthetic_corpus  # noqa: E402
 from reactdiff.data.tiny_models import make_tiny_facial_predictors, make_tiny_wav2vec2  # noqa: E402
 from reactdiff.models.mmt import MMT  # noqa: E402
+from reactdiff.train.rendezvous import host_store, join_process_group  # noqa: E402
 from reactdiff.train.trainer import run_training  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,9 +56,11 @@ DDP_PORT = 29533
 def plain_ddp_worker(rank: int, world: int, cfg_json: str, manifest_json: str, batch: int, frames: int,
                      steps: int, queue) -> None:
     """Stage-1 steps of the same MMT in plain torch DDP on random inputs: no Ray, no data."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(DDP_PORT))
     torch.set_num_threads(1)  # as the Ray workers (cpus_per_worker 1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    timeout = timedelta(minutes=5)
+    if rank == 0:
+        host_store("127.0.0.1", DDP_PORT, world, timeout)
+    join_process_group("gloo", "127.0.0.1", DDP_PORT, rank, world, timeout)
     cfg = ExperimentConfig.model_validate_json(cfg_json)
     manifest = Manifest.from_json(manifest_json, "bench manifest")
     torch.manual_seed(rank)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# First, before anything imports ray: this process's Ray runtimes bind 127.0.0.1 only (DESIGN §8).
+from reactdiff import ray_runtime  # noqa: F401  isort: skip
+
 from pathlib import Path
 
 import pytest
@@ -47,11 +50,8 @@ def tracking_uri(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _loopback_ray():
-    """Ray binds 127.0.0.1 only (DESIGN §8); a Ray runtime a test started is shut down at the end."""
-    import os
-
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+def _shutdown_ray():
+    """A Ray runtime a test started is shut down at the end."""
     yield
     import sys
 

@@ -1,12 +1,13 @@
 """Distributed training on a real local Ray runtime and a real MLflow server (tiny dims).
 
 Covers: 2-worker DDP and DeepSpeed ZeRO-2 for both stages (the loss falls), disjoint covering
-shards, rows in store order, batches equal to the numpy reader's samples, split caching, resume by
+shards, a rendezvous on loopback only, rows in store order, batches equal to the numpy reader's samples, split caching, resume by
 name into the same MLflow run, and a worker crash survived via FailureConfig.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -119,6 +120,44 @@ def test_shards_are_disjoint_and_cover_the_split(tiny_store, tmp_path):
     assert seen[0] and seen[1], seen
     assert not set(seen[0]) & set(seen[1])
     assert sorted(seen[0] + seen[1]) == sorted(store.read_split("train")["pair_id"].tolist())
+
+
+def _is_loopback(ip: str) -> bool:
+    address = ipaddress.ip_address(ip)
+    return (getattr(address, "ipv4_mapped", None) or address).is_loopback
+
+
+def test_the_rendezvous_listens_on_the_node_address_only(tmp_path):
+    """torch's TCPStore started through Ray's own TorchConfig listens on every interface; ours
+    listens where Ray does (127.0.0.1 for this local runtime), and the process group works."""
+    import ray.train
+    import torch
+    import torch.distributed as dist
+    from ray.train.torch import TorchTrainer
+
+    from reactdiff.ray_runtime import ray_init
+    from reactdiff.train.rendezvous import NodeAddressTorchConfig
+
+    def loop(config):
+        import psutil
+
+        total = torch.ones(1)
+        dist.all_reduce(total)
+        listening = sorted({c.laddr.ip for c in psutil.Process().net_connections("inet")
+                            if c.status == psutil.CONN_LISTEN})
+        rank = ray.train.get_context().get_world_rank()
+        (Path(config["out"]) / f"rank{rank}.json").write_text(json.dumps([total.item(), listening]))
+
+    ray_init()
+    TorchTrainer(
+        loop, train_loop_config={"out": str(tmp_path)}, scaling_config=ray.train.ScalingConfig(num_workers=2),
+        run_config=ray.train.RunConfig(name="rendezvous", storage_path=str(tmp_path)),
+        torch_config=NodeAddressTorchConfig(),
+    ).fit()
+    for rank in (0, 1):
+        total, listening = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert total == 2.0
+        assert "127.0.0.1" in listening and all(_is_loopback(ip) for ip in listening), (rank, listening)
 
 
 def test_rows_come_in_store_order_whichever_read_task_ends_first(tiny_store, monkeypatch):

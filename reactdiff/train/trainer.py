@@ -72,6 +72,8 @@ def build_trainer(cfg: ExperimentConfig, tags: dict[str, str] | None = None,
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    from reactdiff.train.rendezvous import NodeAddressTorchConfig
+
     store = Store(cfg.data.store)
     for split in (cfg.data.train_split, cfg.data.val_split):
         store.files(split)  # a clear error now rather than inside a worker
@@ -122,6 +124,7 @@ def build_trainer(cfg: ExperimentConfig, tags: dict[str, str] | None = None,
         datasets={split: _dataset(store, name, cfg.data.cache)
                   for split, name in (("train", cfg.data.train_split), ("val", cfg.data.val_split))},
         dataset_config=ray.train.DataConfig(execution_options=_ingest_options()),
+        torch_config=NodeAddressTorchConfig(),
     )
     return trainer, run_id, export_dir
 
