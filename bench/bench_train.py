@@ -65,13 +65,14 @@ def plain_ddp_worker(rank: int, world: int, cfg_json: str, manifest_json: str, b
     manifest = Manifest.from_json(manifest_json, "bench manifest")
     torch.manual_seed(rank)
     model = MMT(manifest.model_streams(), cfg.model.mmt)
-    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    # As Ray Train's prepare_model with Engine's options: one worker trains the bare model.
+    stepped = torch.nn.parallel.DistributedDataParallel(model, gradient_as_bucket_view=True) if world > 1 else model
     optimizer = torch.optim.AdamW(model.parameters(), cfg.train.lr)
     feats = {name: torch.randn(batch, frames, dim) for name, dim in manifest.model_streams().items()}
     target_3dmm, target_emotion = torch.randn(batch, frames, 58), torch.rand(batch, frames, 25)
 
     def step() -> None:
-        loss, _ = ddp(feats, target_3dmm, target_emotion)
+        loss, _ = stepped(feats, target_3dmm, target_emotion)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.train.grad_clip > 0:
