@@ -23,7 +23,6 @@ from __future__ import annotations
 from reactdiff import ray_runtime  # noqa: F401  (before ray: a local runtime binds loopback only)
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
