@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/bench_train.py --profiles lite --dyads 48 --frames 750 --epochs 3
     .venv/bin/python bench/bench_train.py --profiles paper --dyads 24 --frames 250 --epochs 3
-    .venv/bin/python bench/bench_train.py --profiles paper --dyads 24 --frames 250 --epochs 2 --repeats 2 \
-        --ddp-steps 2 --set model.mmt.d_model=1024 model.mmt.latent_dim=128 model.mmt.decoder_layers=4
+    .venv/bin/python bench/bench_train.py --profiles paper --dyads 24 --frames 250 --epochs 2 --repeats 3 \
+        --ddp-steps 3 --set model.mmt.d_model=1024 model.mmt.latent_dim=128 model.mmt.decoder_layers=4
 
 For the lite and paper profiles (paper at the paper's stream dims with the demo's MMT, or with the
 paper's MMT through --set: ~14 s per 8-sample step on one core), stage 1
