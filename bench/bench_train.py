@@ -56,7 +56,7 @@ def plain_ddp_worker(rank: int, world: int, cfg_json: str, manifest_json: str, b
                      steps: int, queue) -> None:
     """Stage-1 steps of the same MMT in plain torch DDP on random inputs: no Ray, no data."""
     torch.set_num_threads(1)  # as the Ray workers (cpus_per_worker 1)
-    timeout = timedelta(minutes=5)
+    timeout = timedelta(minutes=30)  # torch's default
     if rank == 0:
         host_store("127.0.0.1", DDP_PORT, world, timeout)
     join_process_group("gloo", "127.0.0.1", DDP_PORT, rank, world, timeout)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-# First, before anything imports ray: this process's Ray runtimes bind 127.0.0.1 only (DESIGN §8).
+# First, before anything imports ray: this process's Ray runtimes bind 127.0.0.1 only
+# (docs/architecture.md, "Network binding").
 from reactdiff import ray_runtime  # noqa: F401  isort: skip
 
 from pathlib import Path

@@ -143,10 +143,11 @@ def test_the_rendezvous_listens_on_the_node_address_only(tmp_path):
 
         total = torch.ones(1)
         dist.all_reduce(total)
-        listening = sorted({c.laddr.ip for c in psutil.Process().net_connections("inet")
+        listening = sorted({(c.laddr.ip, c.laddr.port) for c in psutil.Process().net_connections("inet")
                             if c.status == psutil.CONN_LISTEN})
         rank = ray.train.get_context().get_world_rank()
-        (Path(config["out"]) / f"rank{rank}.json").write_text(json.dumps([total.item(), listening]))
+        (Path(config["out"]) / f"rank{rank}.json").write_text(
+            json.dumps([total.item(), int(os.environ["MASTER_PORT"]), listening]))
 
     ray_init()
     TorchTrainer(
@@ -155,9 +156,23 @@ def test_the_rendezvous_listens_on_the_node_address_only(tmp_path):
         torch_config=NodeAddressTorchConfig(),
     ).fit()
     for rank in (0, 1):
-        total, listening = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        total, store_port, listening = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert total == 2.0
-        assert "127.0.0.1" in listening and all(_is_loopback(ip) for ip in listening), (rank, listening)
+        assert all(_is_loopback(ip) for ip, _ in listening), (rank, listening)
+        if rank == 0:  # the store itself is among them
+            assert ["127.0.0.1", store_port] in listening, listening
+
+
+def test_collective_sockets_follow_the_rendezvous_address():
+    """gloo and NCCL bind the interface that holds the rendezvous address (lo for 127.0.0.1), not
+    whatever the hostname resolves to."""
+    import psutil
+
+    from reactdiff.train.rendezvous import interface_of
+
+    loopback = interface_of("127.0.0.1")
+    assert loopback and "127.0.0.1" in {a.address for a in psutil.net_if_addrs()[loopback]}
+    assert interface_of("192.0.2.255") is None  # TEST-NET-1 broadcast: held by no interface
 
 
 def test_rows_come_in_store_order_whichever_read_task_ends_first(tiny_store, monkeypatch):

@@ -59,8 +59,8 @@ class Engine:
         else:
             import ray.train.torch
 
-            # Gradients live in DDP's all-reduce buckets: no second copy of them (400 MB for the
-            # paper's MMT) and no copy back after each all-reduce.
+            # Each step's gradients end up as views into DDP's all-reduce buckets: no lasting second
+            # copy of them (400 MB for the paper's MMT) and no copy back after each all-reduce.
             self.wrapped = ray.train.torch.prepare_model(
                 module, parallel_strategy="ddp", parallel_strategy_kwargs={"gradient_as_bucket_view": True})
             self.optimizer, self.scheduler = optimizer, scheduler
