@@ -1,8 +1,9 @@
 """Distributed training on a real local Ray runtime and a real MLflow server (tiny dims).
 
 Covers: 2-worker DDP and DeepSpeed ZeRO-2 for both stages (the loss falls), disjoint covering
-shards, a rendezvous on loopback only, rows in store order, batches equal to the numpy reader's samples, split caching, resume by
-name into the same MLflow run, and a worker crash survived via FailureConfig.
+shards, a rendezvous on loopback only, rows in store order, batches equal to the numpy reader's
+samples, split caching, resume by name into the same MLflow run, and a worker crash survived via
+FailureConfig.
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ def test_the_rendezvous_listens_on_the_node_address_only(tmp_path):
     from ray.train.torch import TorchTrainer
 
     from reactdiff.ray_runtime import ray_init
-    from reactdiff.train.rendezvous import NodeAddressTorchConfig
+    from reactdiff.train.rendezvous import NodeAddressTorchConfig, interface_of
 
     def loop(config):
         import psutil
@@ -147,7 +148,8 @@ def test_the_rendezvous_listens_on_the_node_address_only(tmp_path):
                             if c.status == psutil.CONN_LISTEN})
         rank = ray.train.get_context().get_world_rank()
         (Path(config["out"]) / f"rank{rank}.json").write_text(
-            json.dumps([total.item(), int(os.environ["MASTER_PORT"]), listening]))
+            json.dumps([total.item(), int(os.environ["MASTER_PORT"]), os.environ.get("GLOO_SOCKET_IFNAME"),
+                        listening]))
 
     ray_init()
     TorchTrainer(
@@ -156,16 +158,17 @@ def test_the_rendezvous_listens_on_the_node_address_only(tmp_path):
         torch_config=NodeAddressTorchConfig(),
     ).fit()
     for rank in (0, 1):
-        total, store_port, listening = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        total, store_port, gloo_interface, listening = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert total == 2.0
+        assert gloo_interface == interface_of("127.0.0.1"), gloo_interface  # gloo's pairs bind there too
         assert all(_is_loopback(ip) for ip, _ in listening), (rank, listening)
         if rank == 0:  # the store itself is among them
             assert ["127.0.0.1", store_port] in listening, listening
 
 
-def test_collective_sockets_follow_the_rendezvous_address():
-    """gloo and NCCL bind the interface that holds the rendezvous address (lo for 127.0.0.1), not
-    whatever the hostname resolves to."""
+def test_interface_of_names_the_interface_holding_an_address():
+    """What the rendezvous points gloo and NCCL at (lo for 127.0.0.1), not whatever the hostname
+    resolves to."""
     import psutil
 
     from reactdiff.train.rendezvous import interface_of

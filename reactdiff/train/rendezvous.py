@@ -43,15 +43,9 @@ def host_store(address: str, port: int, world_size: int, timeout: timedelta) -> 
 def interface_of(address: str) -> str | None:
     """The name of the network interface that holds `address` (None if none does)."""
     wanted = ipaddress.ip_address(address)
-    for name, addresses in psutil.net_if_addrs().items():
-        for entry in addresses:
-            if entry.family in (socket.AF_INET, socket.AF_INET6):
-                try:
-                    if ipaddress.ip_address(entry.address.split("%")[0]) == wanted:
-                        return name
-                except ValueError:
-                    continue
-    return None
+    return next((name for name, entries in psutil.net_if_addrs().items() for entry in entries
+                 if entry.family in (socket.AF_INET, socket.AF_INET6)
+                 and ipaddress.ip_address(entry.address.split("%")[0]) == wanted), None)  # "%": IPv6 scope
 
 
 def join_process_group(backend: str, address: str, port: int, world_rank: int, world_size: int,
