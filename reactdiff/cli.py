@@ -100,11 +100,20 @@ def cmd_train(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from reactdiff.tune import run_sweep
+    from reactdiff.tune import plan_sweep, run_sweep
+    from reactdiff.tune.space import OBJECTIVE_KEY
+    from reactdiff.config import read_yaml_mapping
 
     cfg = _load(args)
+    # The objectives are checked here, before Ray or MLflow start (run_sweep checks them again
+    # together with the space's keys).
+    space = read_yaml_mapping(args.space, "search space", "spaces live in tune_spaces/", "a mapping")
+    space_objective = space.get(OBJECTIVE_KEY)
+    plan_sweep(args.stage, space_objective if isinstance(space_objective, dict) else None, args.metric, args.mode,
+               args.objectives, args.search, args.scheduler, args.promote, args.pick)
     run_sweep(cfg, space=args.space, stage=args.stage, num_samples=args.num_samples, search=args.search,
-              scheduler=args.scheduler, metric=args.metric)
+              scheduler=args.scheduler, metric=args.metric, mode=args.mode, objectives=args.objectives,
+              promote=args.promote, pick=args.pick)
     return 0
 
 
@@ -204,13 +213,38 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("tune", help="Ray Tune sweep over a YAML search space (tune_spaces/)")
+    p = sub.add_parser(
+        "tune", help="Ray Tune sweep over a YAML search space (tune_spaces/), ranked by reaction quality",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Every trial is a Ray Train run scored on val in units that mean the same in every trial:\n"
+        "  stage 1: reconstructions (val_recon_FRDist, val_recon_3dmm_mse, val_recon_emotion_l1,\n"
+        "           val_recon_au_f1, val_recon_va_ccc); default objective val_recon_FRDist:min\n"
+        "  stage 2: REACT2024 metrics of generated reactions, global style (val_FRDist, val_FRCorr,\n"
+        "           val_FRDiv, val_FRDvs, val_FRVar, val_FRSyn, val_FRSyn_all, val_FRRea) and LRS style\n"
+        "           (val_LRS_FRDist, ...); default objective val_FRDist:min\n"
+        "val_loss is reported too, but its scale moves with loss weights, T, window and LRS.\n\n"
+        "examples:\n"
+        "  reactdiff tune --space tune_spaces/stage2.yaml --stage 2 --num-samples 8 train.stage1_model=<ckpt>\n"
+        "  reactdiff tune --space tune_spaces/stage2.yaml --stage 2 --objectives val_FRDist:min,val_FRDiv:max\n"
+        "  ... --promote                  evaluate the best trial on val (α = 10) and promote it\n"
+        "  ... --objectives ... --promote --pick <trial>   promote a Pareto-front member",
+    )
     p.add_argument("--space", type=Path, required=True)
     p.add_argument("--stage", type=int, choices=[1, 2], required=True)
     p.add_argument("--num-samples", type=int, default=4)
-    p.add_argument("--search", choices=["random", "optuna"], default="random")
-    p.add_argument("--scheduler", choices=["asha", "none"], default="asha")
-    p.add_argument("--metric", default="val_loss", help="validation metric to minimise")
+    p.add_argument("--search", choices=["random", "optuna"], default="random",
+                   help="several objectives always use Optuna's NSGA-II")
+    p.add_argument("--scheduler", choices=["asha", "none"], default=None,
+                   help="default: asha for one objective (rungs at train.eval_every·2^k epochs); "
+                   "none for several (ASHA does not apply to a Pareto search)")
+    p.add_argument("--metric", help="the metric to rank by (default: the space's sweep: entry, else the "
+                   "stage default above)")
+    p.add_argument("--mode", choices=["min", "max"], help="must agree with the metric's direction")
+    p.add_argument("--objectives", help="several metrics, name:min|max separated by commas: a Pareto search")
+    p.add_argument("--promote", action="store_true",
+                   help="after the sweep, evaluate the winner on val with α = 10 and register it as challenger "
+                   "(champion if it beats the current one)")
+    p.add_argument("--pick", help="multi-objective sweeps: the Pareto-front trial to promote (name or id)")
     _add_config_args(p)
     p.set_defaults(func=cmd_tune)
 

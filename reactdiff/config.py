@@ -167,6 +167,17 @@ class TrainConfig(_Strict):
         "such as models:/reactdiff-mmt@champion",
     )
     seed: int = 0
+    eval_every: int = Field(
+        1, ge=1,
+        description="stage 2: score generated val reactions with the REACT2024 metrics every this many "
+        "epochs and at the last (val_FRDist, ...); stage 1 reports its reconstruction metrics every epoch",
+    )
+    eval_alpha: int | None = Field(
+        None, ge=1, description="reactions per val speaker in that scoring; unset: 3 in sweeps, 10 otherwise",
+    )
+    eval_samples: int = Field(
+        0, ge=0, description="score a fixed subset of this many val samples (seeded by train.seed); 0 = all",
+    )
 
     @model_validator(mode="after")
     def _bf16_needs_gpu(self) -> "TrainConfig":

@@ -101,11 +101,13 @@ def run_demo(workdir: Path, size: str = "full") -> int:
             "train.strategy=deepspeed", f"train.epochs={demo.stage2_epochs}"]))
         print(f"stage-2 model: {stage2.model_uri}  final metrics: {stage2.metrics}")
 
-        _banner(5, total, f"sweep: {demo.sweep_trials} stage-2 trials over {demo.sweep_space} (Ray Tune, ASHA)")
+        _banner(5, total, f"sweep: {demo.sweep_trials} stage-2 trials over {demo.sweep_space} (Ray Tune, ASHA), "
+                          "ranked by FRDist of reactions generated for the val speakers")
         sweep_cfg = load_config(recipe, stage2_overrides + [
-            f"train.epochs={demo.sweep_epochs}", "train.num_workers=1", "train.name=demo-sweep"])
-        run_sweep(sweep_cfg, space=SPACES / demo.sweep_space, stage=2, num_samples=demo.sweep_trials,
-                  search="random", scheduler="asha", metric="val_loss")
+            f"train.epochs={demo.sweep_epochs}", "train.num_workers=1", "train.name=demo-sweep",
+            "train.eval_every=1"])
+        sweep = run_sweep(sweep_cfg, space=SPACES / demo.sweep_space, stage=2, num_samples=demo.sweep_trials,
+                          search="random", scheduler="asha", metric="val_FRDist", mode="min")
 
         _banner(6, total, "evaluate: REACT2024 metrics on the test split against the naive baselines")
         eval_cfg = load_config(recipe, common)
@@ -137,6 +139,7 @@ def run_demo(workdir: Path, size: str = "full") -> int:
     print(evaluation.verdict)
     print("(ReactDiff-LRS: each reaction in its listener's style, estimated from that listener's other "
           "test clips; ReactDiff: the global style)\n")
+    print(f"the sweep's trials (val split, α = 3):\n\n{sweep.summary}")
     print("online mode (first samples):\n")
     print(online.table_markdown)
     print(f"streaming online generation, α = 10, one speaker, {torch.get_num_threads()} torch threads: "

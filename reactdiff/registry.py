@@ -15,7 +15,9 @@ Model-version tags written here: `reactdiff.metrics` (the run's metrics, JSON), 
 (the run's params, JSON), the four run tags above, `reactdiff.model_uri` (runs:/<id>/model), and
 the promotion record `reactdiff.promotion.decision` / `reactdiff.promotion.previous_champion`
 (the champion version this one replaced, "" if none) and, on a champion rolled back,
-`reactdiff.promotion.rolled_back`. Champion comparisons read the metric and
+`reactdiff.promotion.rolled_back`; a version promoted from a sweep (`reactdiff tune --promote`) also
+carries `reactdiff.promotion.sweep_run_id` (the sweep's parent run), `reactdiff.sweep` and
+`reactdiff.trial_id`. Champion comparisons read the metric and
 the split from these version tags, so they do not depend on the run still existing.
 
 Registered-model existence: `promote` creates the registered model on the first promotion, unless
@@ -361,13 +363,15 @@ def _move_champion(client: MlflowClient, model_name: str, version: str) -> None:
 
 def promote(tracking_uri: str, experiment: str, metric: str, mode: Mode, model_name: str,
             split: str = "val", force: bool = False, store_fingerprint: str | None = None,
-            require_existing: bool = False, lock_timeout_s: float = 120.0) -> PromotionResult:
+            require_existing: bool = False, lock_timeout_s: float = 120.0, run_id: str | None = None,
+            record: dict[str, str] | None = None) -> PromotionResult:
     """Register the best FINISHED run of `experiment` on `metric` (`mode` min|max, evaluated on
     `split`) as `challenger`, and make it `champion` if it beats the current champion (or `force`).
 
     Candidates are compared only on the current champion's feature store, or on
     `store_fingerprint` when given; a champion from another store or split, or without the
-    metric, is replaced only with `force`.
+    metric, is replaced only with `force`. `run_id` makes that one run the only candidate (a
+    sweep's winner), under the same rules; `record` adds tags to its version (e.g. the sweep).
     """
     if mode not in ("min", "max"):
         raise PromotionError(f"mode must be 'min' or 'max' (how '{metric}' improves), got {mode!r}")
@@ -382,7 +386,12 @@ def promote(tracking_uri: str, experiment: str, metric: str, mode: Mode, model_n
         reference = store_fingerprint
         if reference is None and champion is not None:
             reference = champion.tags.get(STORE_FINGERPRINT_TAG) or None
-        best, notes = _select(_all_runs(client, found.experiment_id), metric, mode, split, reference)
+        runs = _all_runs(client, found.experiment_id)
+        if run_id is not None:
+            runs = [run for run in runs if run.info.run_id == run_id]
+            if not runs:
+                raise PromotionError(f"run {run_id} is not in experiment '{experiment}' at {tracking_uri}")
+        best, notes = _select(runs, metric, mode, split, reference)
         value = best.data.metrics[metric]
 
         if champion is not None and champion.run_id == best.info.run_id:
@@ -391,6 +400,8 @@ def promote(tracking_uri: str, experiment: str, metric: str, mode: Mode, model_n
                                    _version_metric(champion, metric), notes)
 
         version = _register(client, model_name, best, split).version
+        for tag, text in (record or {}).items():
+            client.set_model_version_tag(model_name, version, tag, text)
         client.set_registered_model_alias(model_name, CHALLENGER, version)
 
         champion_value = None if champion is None else _version_metric(champion, metric)

@@ -42,6 +42,46 @@ def tiny_store(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 @pytest.fixture(scope="session")
+def untrained_stage1(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny MMT (configs/tiny.yaml) with its latent statistics, as stage 1 exports it."""
+    import numpy as np
+    import torch
+
+    from reactdiff.config import load_config
+    from reactdiff.data.store import Store, to_samples
+    from reactdiff.models import MMT, LatentStatsAccumulator, save_checkpoint
+
+    torch.manual_seed(0)
+    config = load_config(Path(__file__).parent.parent / "configs" / "tiny.yaml").model.mmt
+    store = Store(tiny_store)
+    manifest = store.manifest
+    mmt = MMT(manifest.model_streams(), config).eval()
+    norm = manifest.normalisation
+    mmt.set_threedmm_normalisation(torch.tensor(norm["3dmm_mean"]), torch.tensor(norm["3dmm_std"]))
+    samples = to_samples(store.read_split("train"), list(manifest.model_streams()))
+    accumulator = LatentStatsAccumulator(config.latent_dim)
+    with torch.no_grad():
+        accumulator.update(mmt.encode({k: torch.from_numpy(np.asarray(v, dtype=np.float32))
+                                       for k, v in samples["listener"].items()}))
+    stats = accumulator.finalize()
+    path = tmp_path_factory.mktemp("stage1") / "stage1.pt"
+    return save_checkpoint(path, mmt, extra={"latent_low": stats.low, "latent_high": stats.high})
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """This process's local Ray runtime for a module of tests (cores + 2 logical CPUs: two 1-CPU
+    trials at a time, two CPUs for Ray Data)."""
+    import ray
+
+    from reactdiff.ray_runtime import ray_init
+
+    ray_init()
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
 def tracking_uri(tmp_path_factory: pytest.TempPathFactory):
     """A real `mlflow server` on 127.0.0.1 (SQLite), shared by the session, stopped by pid."""
     from reactdiff.mlflow_server import mlflow_server

@@ -31,6 +31,12 @@ def test_demo_small_runs_every_stage(tmp_path):
     for baseline in ("B_Random", "B_Mime", "B_MeanSeq", "B_MeanFr", "ReactDiff"):
         assert baseline in out
     assert "mlflow ui --backend-store-uri sqlite:///" in out and "--host 127.0.0.1" in out
+    # The sweep ranked its trials by the FRDist of generated val reactions and shows FRCorr and FRDiv.
+    sweep_table = out.split("the sweep's trials", 1)[1]
+    assert "ranked by val_FRDist (lower is better)" in sweep_table
+    header = next(line for line in sweep_table.splitlines() if line.startswith("| rank |"))
+    for column in ("val_FRDist", "val_FRCorr", "val_FRDiv"):
+        assert f" {column} |" in header, column
 
     # The registry has a champion, and it is a model version of this demo's runs.
     client = mlflow.MlflowClient(f"sqlite:///{workdir / 'mlflow' / 'mlflow.db'}")

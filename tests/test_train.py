@@ -56,6 +56,12 @@ def stage1_checkpoint(tiny_store, tmp_path_factory, tracking_uri) -> str:
     losses = [v for _, v in _history(tracking_uri, result.run_id, "train_loss")]
     assert len(losses) == 4
     assert losses[-1] < losses[0] * 0.9, losses
+    # Weight-free reconstruction metrics every epoch, over both workers' val shards; they improve.
+    distance = [v for _, v in _history(tracking_uri, result.run_id, "val_recon_FRDist")]
+    assert len(distance) == 4 and distance[-1] < distance[0], distance
+    for key in ("val_recon_3dmm_mse", "val_recon_emotion_l1", "val_recon_au_f1", "val_recon_va_ccc"):
+        assert len(_history(tracking_uri, result.run_id, key)) == 4, key
+    assert 0.0 <= result.metrics["val_recon_au_f1"] <= 1.0
     assert result.checkpoint.is_file()
     model = mlflow.pyfunc.load_model(result.model_uri)  # the logged model loads and predicts
     assert model is not None
@@ -68,10 +74,19 @@ def test_stage1_ddp(stage1_checkpoint):
 
 def test_stage2_ddp(stage1_checkpoint, tiny_store, tmp_path, tracking_uri):
     cfg = _config(tiny_store, tmp_path, tracking_uri, "ddp", "train.stage=2", "train.epochs=6",
-                  f"train.stage1_model={stage1_checkpoint}")
+                  f"train.stage1_model={stage1_checkpoint}", "train.eval_every=4", "train.eval_alpha=2",
+                  "train.eval_samples=3")
     result = run_training(cfg)
     losses = [v for _, v in _history(tracking_uri, result.run_id, "train_loss")]
     assert len(losses) == 6 and min(losses[-2:]) < losses[0], losses
+    # Generated val reactions scored at epoch 4 (step 3) and the last (step 5), global and LRS rows;
+    # Ray's last report carries them.
+    for key in ("val_FRDist", "val_FRCorr", "val_FRDiv", "val_FRSyn", "val_LRS_FRDist", "val_LRS_FRDiv"):
+        steps = [step for step, _ in _history(tracking_uri, result.run_id, key)]
+        assert steps == [3, 5], (key, steps)
+    assert result.metrics["eval_epoch"] == 5
+    assert result.metrics["val_FRDist"] == _history(tracking_uri, result.run_id, "val_FRDist")[-1][1]
+    assert result.metrics["val_FRDiv"] > 0  # α = 2 reactions that differ
     generated = mlflow.pyfunc.load_model(result.model_uri)
     store = Store(tiny_store)
     arrays = store.read_split("test")

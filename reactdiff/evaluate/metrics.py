@@ -37,6 +37,11 @@ import scipy.fft
 
 from reactdiff.data.layout import EMOTION_DIM
 
+# Which way each metric improves (the names `compute_all` returns).
+DIRECTIONS = {
+    "FRCorr": "max", "FRDist": "min", "FRDiv": "max", "FRDvs": "max", "FRVar": "max",
+    "FRSyn": "min", "FRSyn_all": "min", "FRRea": "min",
+}
 # FRDist channel groups (start, stop, weight): AUs, valence/arousal, expressions.
 CHANNEL_GROUPS = ((0, 15, 1 / 15), (15, 17, 1.0), (17, 25, 1 / 8))
 _AUS, _VALENCE_AROUSAL, _EXPRESSIONS = 0, 1, 2  # indices into CHANNEL_GROUPS
@@ -922,5 +927,4 @@ def compute_all(
             distance = frdist(preds, listener, appropriate, workers=workers)
             others = others_future.result()
     values = {**others, "FRDist": distance}
-    order = ("FRCorr", "FRDist", "FRDiv", "FRDvs", "FRVar", "FRSyn", "FRSyn_all", "FRRea")
-    return {name: values[name] for name in order}
+    return {name: values[name] for name in DIRECTIONS}

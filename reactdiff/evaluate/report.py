@@ -13,18 +13,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from reactdiff.data.layout import AU_SLICE, EMOTION_DIM, EXPR_SLICE, EXPRESSION_NAMES, VA_SLICE  # noqa: E402
+from reactdiff.evaluate.metrics import DIRECTIONS  # noqa: E402
 
-# Which direction is better for each metric (DESIGN.md §6); unknown metrics get no arrow.
-HIGHER_IS_BETTER = {
-    "FRCorr": True,
-    "FRDist": False,
-    "FRDiv": True,
-    "FRDvs": True,
-    "FRVar": True,
-    "FRSyn": False,
-    "FRSyn_all": False,
-    "FRRea": False,
-}
+# Which direction is better for each metric; unknown metrics get no arrow.
+HIGHER_IS_BETTER = {name: direction == "max" for name, direction in DIRECTIONS.items()}
 
 
 def _arrowed(metric: str) -> str:
@@ -130,6 +122,25 @@ def plot_metric_comparison(path: str | Path, rows: dict[str, dict[str, float]]) 
         ax.set_title(_arrowed(metric), fontsize=9)
     for ax in list(axes.flat)[len(metrics) :]:
         ax.axis("off")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_tradeoff(path: str | Path, points: dict[str, tuple[float, float]], front: list[str],
+                  x_label: str, y_label: str, title: str) -> Path:
+    """Every trial as a point (x, y), the Pareto front highlighted, joined and labelled."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    names = [name for name, (x, y) in points.items() if np.isfinite(x) and np.isfinite(y)]
+    ax.scatter([points[n][0] for n in names], [points[n][1] for n in names], color="0.6", label="trial")
+    on_front = sorted((points[n] + (n,) for n in front), key=lambda p: p[0])
+    if on_front:
+        ax.plot([p[0] for p in on_front], [p[1] for p in on_front], "o-", color="C3", label="Pareto front")
+        for x, y, name in on_front:
+            ax.annotate(name.rsplit("-", 1)[-1], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
 

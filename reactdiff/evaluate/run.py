@@ -17,19 +17,15 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from reactdiff import tracking
 from reactdiff.config import ExperimentConfig
-from reactdiff.data.store import Store, column, person_of, to_samples
-from reactdiff.evaluate import baselines, metrics, report
-from reactdiff.models.lrs import ListenerStyle
+from reactdiff.data.store import Store, to_samples
+from reactdiff.evaluate import baselines, metrics, report, validation
 
 log = logging.getLogger(__name__)
 
-GENERATION_BATCH = 8  # speakers per batched generate() call (α samples each)
 PLOTTED_SAMPLES = 3
-LRS_LABEL = "ReactDiff-LRS"
 
 
 @dataclass
@@ -55,33 +51,6 @@ def _run_for_model(client: mlflow.MlflowClient, model: str) -> str | None:
     return None
 
 
-def _tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in arrays.items()}
-
-
-def _generate_all(model, speaker: dict[str, np.ndarray], alpha: int, mode: str, seed: int,
-                  styles: dict[str, ListenerStyle | None]) -> dict[str, np.ndarray]:
-    """Emotion reactions (N, α, T, 25) per label of `styles`, in speaker batches: a baseline (which
-    ignores styles) or a ReactDiff, whose labels (global and per-sample LRS styles) share one DDIM
-    pass per batch."""
-    network = isinstance(model, torch.nn.Module)
-    n = next(iter(speaker.values())).shape[0]
-    chunks: dict[str, list[np.ndarray]] = {label: [] for label in styles}
-    desc = f"generate {' + '.join(styles)}"
-    for start in tqdm(range(0, n, GENERATION_BATCH), desc=desc, unit="batch", leave=False):
-        stop = start + GENERATION_BATCH
-        batch = {k: v[start:stop] for k, v in speaker.items()}
-        batch_styles = [None if style is None else style.rows(start, stop) for style in styles.values()]
-        if network:
-            outs = model.generate_in_styles(_tensors(batch), batch_styles, alpha=alpha, mode=mode, seed=seed + start)
-        else:
-            outs = [model.generate(batch, alpha=alpha, mode=mode, seed=seed + start)]
-        for label, out in zip(styles, outs):
-            emotion = out["emotion"]
-            chunks[label].append(emotion.numpy() if isinstance(emotion, torch.Tensor) else np.asarray(emotion))
-    return {label: np.concatenate(c).astype(np.float32) for label, c in chunks.items()}
-
-
 def evaluate(cfg: ExperimentConfig, model: str | None = None, split: str = "test", mode: str = "offline",
              alpha: int = 10, out_dir: Path = Path("runs/eval"), max_samples: int = 0, seed: int = 0) -> Evaluation:
     from reactdiff.models.checkpoint import load_checkpoint
@@ -93,26 +62,22 @@ def evaluate(cfg: ExperimentConfig, model: str | None = None, split: str = "test
     store = Store(cfg.data.store)
     manifest = store.manifest
 
-    # Each generator with the table rows it gives: {row label: listener style (None: global)}.
-    generators: list[tuple[object, dict[str, ListenerStyle | None]]] = []
+    network = None
     if model:
         network = load_checkpoint(tracking.resolve_checkpoint(model))
         if not isinstance(network, ReactDiff):
             raise ValueError(f"{model} is a stage-1 (MMT) model; evaluate a stage-2 ReactDiff model")
-        model_rows: dict[str, ListenerStyle | None] = {"ReactDiff": None}
-        generators.append((network, model_rows))
-    streams = sorted(set(network.mmt.streams) | {"emotion", "3dmm"}) if model else ["emotion", "3dmm"]
+    streams = sorted(set(network.mmt.streams) | {"emotion", "3dmm"}) if network else ["emotion", "3dmm"]
 
     train = store.read_split(cfg.data.train_split, streams=["emotion", "3dmm"])
     train_listeners = to_samples(train, ["emotion", "3dmm"])["listener"]
     mean_face = np.asarray(manifest.normalisation.get("3dmm_mean", train_listeners["3dmm"].mean((0, 1))))
-    for baseline in (
+    naive = (
         baselines.RandomBaseline(mean_face),
         baselines.MimeBaseline(),
         baselines.MeanSeqBaseline.fit(train_listeners["emotion"], train_listeners["3dmm"]),
         baselines.MeanFrameBaseline.fit(train_listeners["emotion"], train_listeners["3dmm"]),
-    ):
-        generators.append((baseline, {baseline.name: None}))
+    )
 
     samples = to_samples(store.read_split(split, streams=streams), streams)
     appropriate = store.appropriate(split)
@@ -124,27 +89,19 @@ def evaluate(cfg: ExperimentConfig, model: str | None = None, split: str = "test
     listener_emotion = samples["listener"]["emotion"][:n]
     speaker_emotion = speaker["emotion"]
 
-    if model and network.lrs.config.mode != "off":
-        # The paper's "ReactDiff (LRS)": each sample generated in its listener's style, estimated
-        # from that listener's other clips of the split (every clip may serve as a reference,
-        # also beyond `max_samples`).
-        listener = {k: v for k, v in samples["listener"].items() if k in network.mmt.streams}
-        total = len(samples["listener_clip"])
-        latents = torch.cat([network.encode_latent(_tensors({k: v[i : i + GENERATION_BATCH] for k, v in listener.items()}))
-                             for i in range(0, total, GENERATION_BATCH)])
-        model_rows[LRS_LABEL] = network.lrs.leave_one_out_styles(
-            latents, [person_of(clip) for clip in samples["listener_clip"]]).rows(0, n)
-
     rows: dict[str, dict[str, float]] = {}
     predictions: dict[str, np.ndarray] = {}
-    for generator, labels in generators:
+    if network is not None:
         start = time.perf_counter()
-        predictions.update(_generate_all(generator, speaker, alpha, mode, seed, labels))
-        generated = time.perf_counter() - start
-        for label in labels:
-            rows[label] = metrics.compute_all(predictions[label], listener_emotion, speaker_emotion, appropriate)
-        log.info("%s: generated in %.1fs, metrics in %.1fs", " + ".join(labels), generated,
-                 time.perf_counter() - start - generated)
+        scores = validation.score_reactions(network, samples, store.appropriate(split), alpha, mode, seed,
+                                            indices=np.arange(n))
+        rows.update(scores.rows)
+        predictions.update(scores.predictions)
+        log.info("%s: generated and scored in %.1fs", " + ".join(scores.rows), time.perf_counter() - start)
+    for baseline in naive:
+        predictions.update(validation.generate_reactions(baseline, speaker, alpha, mode, seed, {baseline.name: None}))
+        rows[baseline.name] = metrics.compute_all(predictions[baseline.name], listener_emotion, speaker_emotion,
+                                                  appropriate)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -154,7 +111,7 @@ def evaluate(cfg: ExperimentConfig, model: str | None = None, split: str = "test
     files[1].write_text(csv_text)
     files[2].write_text(json.dumps(rows, indent=2))
     files.append(report.plot_metric_comparison(out_dir / "metrics.png", rows))
-    shown = "ReactDiff" if model else baselines.MimeBaseline.name
+    shown = validation.MODEL_LABEL if model else baselines.MimeBaseline.name
     for k in range(min(PLOTTED_SAMPLES, n)):
         files.append(report.plot_sample(
             out_dir / f"sample_{k}.png", speaker_emotion[k], listener_emotion[k], predictions[shown][k],
@@ -171,9 +128,8 @@ def evaluate(cfg: ExperimentConfig, model: str | None = None, split: str = "test
             tracking.STORE_FINGERPRINT_TAG: manifest.store_fingerprint}
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
-    model_row = rows.get("ReactDiff", {})
-    flat = {name: value for name, value in model_row.items()}
-    flat.update({f"{label}.{name}": value for label, row in rows.items() if label != "ReactDiff"
+    flat = dict(rows.get(validation.MODEL_LABEL, {}))
+    flat.update({f"{label}.{name}": value for label, row in rows.items() if label != validation.MODEL_LABEL
                  for name, value in row.items()})
     for key, value in flat.items():
         if np.isfinite(value):
@@ -183,7 +139,8 @@ def evaluate(cfg: ExperimentConfig, model: str | None = None, split: str = "test
 
     print(f"\nREACT2024 metrics on '{split}' ({n} samples, α={alpha}, {mode}):\n")
     print(markdown)
-    verdict = "\n".join(report.baseline_verdict(rows, label) for label in ("ReactDiff", LRS_LABEL) if label in rows)
+    verdict = "\n".join(report.baseline_verdict(rows, label) for label in (validation.MODEL_LABEL, validation.LRS_LABEL)
+                        if label in rows)
     if verdict:
         print(verdict)
     return Evaluation(rows=rows, table_markdown=markdown, out_dir=out_dir, run_id=run_id, verdict=verdict,

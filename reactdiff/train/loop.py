@@ -4,11 +4,22 @@ Each worker reads only its own shard of the feature store (`ray.train.get_datase
 dyad rows into role-swapped samples, trains through `Engine` (DDP or DeepSpeed), validates on its
 val shard, and reports metrics and a checkpoint every epoch. Rank 0 alone talks to MLflow.
 What differs between the stages lives in `Stage1Task` / `Stage2Task`.
+
+Validation judges each stage by numbers a sweep can rank trials by (`reactdiff.evaluate.validation`):
+- stage 1, every epoch: `val_loss` and the weight-free reconstruction metrics (`val_recon_*`), summed
+  over every worker's val shard and all-reduced;
+- stage 2, every epoch: `val_loss` (the ε-prediction L1); every `train.eval_every` epochs and at the
+  last, α = `train.eval_alpha` reactions per val speaker (optionally a fixed, seeded subset of
+  `train.eval_samples`), scored with the REACT2024 metrics: `val_FRDist` etc. (global style) and
+  `val_LRS_FRDist` etc. (each listener's style). Rank 0 generates and scores them and broadcasts the
+  result; MLflow gets them at the epochs they were computed, while Ray reports carry the latest values
+  (NaN before the first) with their `eval_epoch`, since Tune needs its metric in every report.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -22,8 +33,14 @@ import torch
 import torch.distributed as dist
 from ray.data.collate_fn import ArrowBatchCollateFn
 
-from reactdiff.config import ExperimentConfig, flatten
-from reactdiff.data.store import PERSONS, Manifest, column, feature_chunks, person_of, role_parts, sample_clips
+from reactdiff.config import ExperimentConfig
+from reactdiff.data.store import (
+    PERSONS, Manifest, Store, column, feature_chunks, person_of, role_parts, sample_clips, to_samples,
+)
+from reactdiff.evaluate.validation import (
+    LRS_LABEL, MODEL_LABEL, REACTION_DIRECTIONS, ReconstructionTotals, eval_indices, reaction_metrics,
+    reconstruct, score_reactions,
+)
 from reactdiff.models.checkpoint import read_checkpoint, save_checkpoint, load_checkpoint
 from reactdiff.models.mmt import MMT, LatentStats, LatentStatsAccumulator
 from reactdiff.models.reactdiff import ReactDiff
@@ -35,6 +52,7 @@ EXPORT_FILE = "model.pt"
 # Test hook for fault tolerance: "<marker file>:<epoch>:<rank>" kills that worker once, after the
 # epoch's training steps (Ray registers the previous epoch's checkpoint in the meantime).
 CRASH_ENV = "REACTDIFF_CRASH_ONCE"
+VAL_GENERATOR_SEED = 1234  # fixed noise/timesteps: stage-2 val losses comparable across epochs
 # `Batches.collate` reads Arrow's read-only buffers through torch.from_numpy and only copies from
 # them. One filter for exactly this message: `warnings.catch_warnings` per call would swap the
 # process-wide filters from Ray's collate thread while the training thread runs.
@@ -153,12 +171,33 @@ class Stage1Task:
     def trainable(self) -> list[torch.nn.Parameter]:
         return list(self.model.parameters())
 
-    def loss(self, engine: Engine, batch: dict[str, Any], generator=None):
+    def loss(self, engine: Engine, batch: dict[str, Any]):
         feats = batch["listener"]  # role swap: listeners cover every person of the shard
         return engine.forward(feats, feats["3dmm"], feats["emotion"])
 
     def prepare(self, batches: Batches) -> None:
         """Nothing to fit before stage 1."""
+
+    def after_step(self) -> None:
+        """No averaged weights in stage 1."""
+
+    def score_names(self) -> list[str]:
+        return []  # the reconstruction metrics come with every validation pass
+
+    def validate(self, engine: Engine, batches: Batches, score: bool) -> dict[str, float]:
+        """`val_loss` and the weight-free reconstruction metrics over every worker's val shard."""
+        loss_sum, count, totals = 0.0, 0, ReconstructionTotals()
+        with torch.no_grad():
+            for batch in batches:
+                loss, _ = self.loss(engine, batch)
+                n = len(batch["listener_id"])
+                loss_sum, count = loss_sum + float(loss) * n, count + n
+                feats = batch["listener"]
+                totals.add(*reconstruct(self.model, feats), feats["3dmm"].cpu().numpy(),
+                           feats["emotion"].cpu().numpy())
+        reduced = _all_reduce([loss_sum, count, *totals.as_list()])
+        return {"val_loss": reduced[0] / reduced[1] if reduced[1] else math.nan,
+                **ReconstructionTotals.from_list(reduced[2:]).metrics("val_")}
 
     def finish(self, batches: Batches) -> None:
         """Latent statistics for stage 2 over this worker's shard, merged across workers."""
@@ -192,6 +231,7 @@ class Stage2Task:
         self.streams = sorted(set(manifest.model_streams()) | {"emotion", "3dmm"})
         self.roles = ("speaker", "listener")
         self.use_lrs = cfg.model.lrs.mode != "off"
+        self.scorer = ReactionScorer(cfg, context["store_root"], self.streams)
 
     def trainable(self) -> list[torch.nn.Parameter]:
         return self.model.trainable_parameters()
@@ -228,11 +268,61 @@ class Stage2Task:
     def after_step(self) -> None:
         self.model.update_ema()
 
+    def score_names(self) -> list[str]:
+        labels = [MODEL_LABEL, LRS_LABEL] if self.use_lrs else [MODEL_LABEL]
+        return list(reaction_metrics({label: dict.fromkeys(REACTION_DIRECTIONS) for label in labels}))
+
+    def validate(self, engine: Engine, batches: Batches, score: bool) -> dict[str, float]:
+        """`val_loss` over every worker's val shard (fixed noise and timesteps, so epochs compare);
+        with `score`, the REACT2024 metrics of reactions generated for the val speakers."""
+        generator = torch.Generator().manual_seed(VAL_GENERATOR_SEED + ray.train.get_context().get_world_rank())
+        loss_sum, count = 0.0, 0
+        with torch.no_grad():
+            for batch in batches:
+                loss, _ = self.loss(engine, batch, generator)
+                n = len(batch["listener_id"])
+                loss_sum, count = loss_sum + float(loss) * n, count + n
+        reduced = _all_reduce([loss_sum, count])
+        metrics = {"val_loss": reduced[0] / reduced[1] if reduced[1] else math.nan}
+        if score:
+            metrics.update(self.scorer.score(self.model))
+        return metrics
+
     def finish(self, batches: Batches) -> None:
         """Nothing to collect after stage 2."""
 
     def export(self, path: Path, extra: dict[str, Any]) -> None:
         save_checkpoint(path, self.model, extra=extra)
+
+
+class ReactionScorer:
+    """Stage 2's in-training evaluation: rank 0 reads the val split from the store once, generates
+    α reactions per (subset) speaker and scores them; every rank returns rank 0's numbers."""
+
+    def __init__(self, cfg: ExperimentConfig, store_root: str, streams: list[str]):
+        self.cfg, self.store_root, self.streams = cfg, store_root, streams
+        self.samples: dict[str, Any] | None = None
+
+    def _load(self) -> None:
+        store = Store(self.store_root)
+        split = self.cfg.data.val_split
+        self.samples = to_samples(store.read_split(split, streams=self.streams), self.streams)
+        self.appropriate = store.appropriate(split)
+        self.indices = eval_indices(len(self.samples["speaker_clip"]), self.cfg.train.eval_samples,
+                                    self.cfg.train.seed)
+
+    def score(self, model: ReactDiff) -> dict[str, float]:
+        scores: list[dict[str, float] | None] = [None]
+        if ray.train.get_context().get_world_rank() == 0:
+            if self.samples is None:
+                self._load()
+            start = time.perf_counter()
+            result = score_reactions(model, self.samples, self.appropriate, self.cfg.train.eval_alpha or 10,
+                                     seed=self.cfg.train.seed, indices=self.indices, progress=False)
+            scores[0] = {**reaction_metrics(result.rows), "eval_seconds": time.perf_counter() - start}
+        if dist.is_initialized():
+            dist.broadcast_object_list(scores, src=0)
+        return scores[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,7 +372,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         mlflow.MlflowClient().update_run(run_id, status="RUNNING")
         logged_epoch = tracking.last_logged_epoch(run_id)
 
-    val_generator_seed = 1234  # fixed noise/timesteps: stage-2 val losses comparable across epochs
+    latest_scores = dict.fromkeys(task.score_names(), math.nan)
+    latest_scores["eval_epoch"] = -1
     for epoch in range(start_epoch, cfg.train.epochs):
         task.model.train()
         train_batches = batches("train", cfg.data.crop_frames, cfg.train.seed * 1000 + epoch * 10 + rank,
@@ -292,8 +383,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             with engine.autocast():
                 loss, _ = task.loss(engine, batch)
             engine.step(loss)
-            if hasattr(task, "after_step"):
-                task.after_step()
+            task.after_step()
             n = len(batch["listener_id"])
             loss_sum, count = loss_sum + float(loss.detach()) * n, count + n
         _maybe_crash(epoch, rank)
@@ -301,23 +391,23 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         wait = train_batches.wait_seconds
 
         task.model.eval()
-        val_sum, val_count = 0.0, 0
-        generator = torch.Generator().manual_seed(val_generator_seed + rank)
-        with torch.no_grad():
-            for batch in batches("val", 0, 0):
-                loss, _ = task.loss(engine, batch, generator) if cfg.train.stage == 2 else task.loss(engine, batch)
-                n = len(batch["listener_id"])
-                val_sum, val_count = val_sum + float(loss) * n, val_count + n
-        totals = _all_reduce([loss_sum, count, val_sum, val_count, count / max(elapsed, 1e-9)])
+        score = is_eval_epoch(epoch, cfg.train.eval_every, cfg.train.epochs)
+        validation = task.validate(engine, batches("val", 0, 0), score)
+        fresh = {k: v for k, v in validation.items() if k in latest_scores or k == "eval_seconds"}
+        if score:
+            latest_scores.update(fresh, eval_epoch=epoch)
+        totals = _all_reduce([loss_sum, count, count / max(elapsed, 1e-9)])
         slowest = _all_reduce([wait / max(elapsed, 1e-9)], op=dist.ReduceOp.MAX)[0]
         metrics = {
             "epoch": epoch,
             "train_loss": totals[0] / max(totals[1], 1),
-            "val_loss": totals[2] / max(totals[3], 1) if totals[3] else float("nan"),
-            "samples_per_s": totals[4],
+            **{k: v for k, v in validation.items() if k not in fresh},
+            "samples_per_s": totals[2],
             "data_wait_fraction": slowest,
             "lr": engine.lr(),
         }
+        logged = {**metrics, **fresh}  # MLflow: scores only at the epochs they were computed
+        metrics.update(latest_scores)  # Ray/Tune: the latest scores in every report
 
         with tempfile.TemporaryDirectory() as directory:
             directory = Path(directory)
@@ -327,7 +417,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 if cfg.train.stage == 2:
                     torch.save(task.model.lrs.state_dict(), directory / "lrs.pt")
                 if epoch > logged_epoch:
-                    tracking.log_epoch(run_id, metrics, epoch)
+                    tracking.log_epoch(run_id, logged, epoch)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(directory)))
 
     task.finish(batches("train", 0, 0))
@@ -343,14 +433,19 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         tracking.finish_run(run_id)
 
 
-def loop_config_for(cfg: ExperimentConfig, manifest: Manifest, run_id: str, export_dir: Path,
+def is_eval_epoch(epoch: int, every: int, epochs: int) -> bool:
+    """Epochs (0-based) that score generated reactions: every `every`-th, and the last."""
+    return (epoch + 1) % every == 0 or epoch == epochs - 1
+
+
+def loop_config_for(cfg: ExperimentConfig, store: Store, run_id: str, export_dir: Path,
                     stage1_checkpoint: str | None) -> dict[str, Any]:
     return {
         "config": cfg.model_dump(mode="json"),
-        "manifest": manifest.to_json(),
+        "manifest": store.manifest.to_json(),
+        "store_root": str(store.root.resolve()),
         "mlflow_run_id": run_id,
         "export_dir": str(export_dir),
         "stage1_checkpoint": stage1_checkpoint,
         "git_commit": tracking.git_commit(),
-        "params": flatten(cfg),
     }

@@ -100,7 +100,7 @@ def build_trainer(cfg: ExperimentConfig, tags: dict[str, str] | None = None,
         params=flatten(cfg),
     )
     export_dir = storage / run_name / "export"
-    loop_config = loop_config_for(cfg, store.manifest, run_id, export_dir, stage1_checkpoint)
+    loop_config = loop_config_for(cfg, store, run_id, export_dir, stage1_checkpoint)
 
     env = {"OMP_NUM_THREADS": str(max(1, int(cfg.train.cpus_per_worker))), **_torch_extensions_env()}
     if CRASH_ENV in os.environ:  # fault-injection hook of the tests, passed on to the workers

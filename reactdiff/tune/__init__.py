@@ -1,0 +1,17 @@
+"""`reactdiff tune`: Ray Tune sweeps over Ray Train runs.
+
+- `space`: the YAML search-space grammar (tune_spaces/*.yaml), checked before any trial starts;
+- `objectives`: what a sweep ranks by (one metric, or a Pareto search over several), checked too;
+- `sweep`: the runner: trials, ranking, Pareto front, MLflow parent run, promotion of the winner.
+"""
+
+from reactdiff.tune.objectives import Objective, known_metrics, parse_objectives, pareto_front
+from reactdiff.tune.space import SearchSpace, load_space
+from reactdiff.tune.sweep import (
+    EARLY_STOPPED_TAG, SWEEP_RUN_TAG, SweepResult, TrialRow, plan_sweep, release_orphaned_placement_groups, run_sweep,
+)
+
+__all__ = [
+    "EARLY_STOPPED_TAG", "SWEEP_RUN_TAG", "Objective", "SearchSpace", "SweepResult", "TrialRow", "known_metrics",
+    "load_space", "pareto_front", "parse_objectives", "plan_sweep", "release_orphaned_placement_groups", "run_sweep",
+]
