@@ -1,7 +1,8 @@
 """Benchmark the in-training evaluation's share of a demo-size stage-2 sweep trial. Prints; asserts nothing.
 
     .venv/bin/python bench/bench_sweep_eval.py --workdir /tmp/bench-sweep-eval
-    .venv/bin/python bench/bench_sweep_eval.py --workdir /tmp/bench-sweep-eval --reuse --alpha 10
+    .venv/bin/python bench/bench_sweep_eval.py --workdir demo_out --reuse \
+        --stage1 demo_out/runs/demo-stage1/export/model.pt      # after `reactdiff demo`
 
 What `reactdiff demo` sweeps: the demo corpus (configs/demo.yaml sizes, 8 val dyads = 16 val
 samples of 750 frames), a stage-2 trial of the demo recipe on 1 worker with α = 3 reactions per
@@ -38,6 +39,7 @@ def main() -> None:
     parser.add_argument("--alpha", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=SIZES["full"].sweep_epochs)
     parser.add_argument("--stage1-epochs", type=int, default=1)
+    parser.add_argument("--stage1", type=Path, help="a stage-1 checkpoint to use instead of training one")
     args = parser.parse_args()
 
     demo, workdir = SIZES["full"], args.workdir.resolve()
@@ -47,11 +49,11 @@ def main() -> None:
                                frames_on_disk=demo.frames + 1, seed=demo.seed, video_size=32)
         prepare(PrepareOptions(corpus=corpus, out=store, profile="lite"))
     recipe = CONFIGS / "demo.yaml"
-    with mlflow_server(workdir / "mlflow") as uri:
+    with mlflow_server(workdir / "bench-mlflow") as uri:
         common = [f"data.store={store}", f"train.storage_path={runs}", f"tracking.tracking_uri={uri}",
                   "tracking.experiment=bench-sweep-eval"]
-        stage1 = runs / "bench-stage1-stage1" / "export" / "model.pt"
-        if not (args.reuse and stage1.is_file()):
+        stage1 = args.stage1 or runs / "bench-stage1-stage1" / "export" / "model.pt"
+        if not stage1.is_file():
             stage1 = run_training(load_config(recipe, common + [
                 "train.stage=1", f"train.epochs={args.stage1_epochs}", "train.name=bench-stage1"])).checkpoint
         name = f"bench-sweep-{int(time.time())}"

@@ -122,7 +122,7 @@ def cmd_evaluate(args) -> int:
 
     cfg = _load(args)
     evaluate(cfg, model=args.model, split=args.split, mode=args.mode, alpha=args.alpha, out_dir=args.out,
-             max_samples=args.max_samples)
+             max_samples=args.max_samples, precision=args.precision)
     return 0
 
 
@@ -254,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["offline", "online"], default="offline")
     p.add_argument("--alpha", type=int, default=10, help="reactions per speaker")
     p.add_argument("--max-samples", type=int, default=0, help="evaluate the first N samples only (0: all)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="the denoiser's precision while sampling; bf16 is ~1.7x faster on CPUs with native bf16 "
+                   "(AVX-512 BF16/AMX) and moves the metrics slightly; fp32 is the reference")
     p.add_argument("--out", type=Path, default=Path("runs/eval"), help="tables and plots")
     _add_config_args(p)
     p.set_defaults(func=cmd_evaluate)

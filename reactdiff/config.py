@@ -178,6 +178,11 @@ class TrainConfig(_Strict):
     eval_samples: int = Field(
         0, ge=0, description="score a fixed subset of this many val samples (seeded by train.seed); 0 = all",
     )
+    eval_precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="the denoiser's precision while scoring (encoding, decoding and DDIM steps stay fp32): "
+        "auto = bf16 where it runs natively (CUDA, or a CPU with AVX-512 BF16/AMX), else fp32",
+    )
 
     @model_validator(mode="after")
     def _bf16_needs_gpu(self) -> "TrainConfig":

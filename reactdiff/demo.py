@@ -41,8 +41,8 @@ class DemoSize:
 
 
 SIZES = {
-    "full": DemoSize(dyads=96, val_dyads=8, test_dyads=32, frames=750, stage1_epochs=12, stage2_epochs=30, sweep_trials=2,
-                     sweep_epochs=3, sweep_space="demo_stage2.yaml", online_samples=4, generated_clips=8,
+    "full": DemoSize(dyads=96, val_dyads=8, test_dyads=32, frames=750, stage1_epochs=10, stage2_epochs=20, sweep_trials=2,
+                     sweep_epochs=2, sweep_space="demo_stage2.yaml", online_samples=4, generated_clips=4,
                      stage2_crop_frames=700),
     "small": DemoSize(dyads=4, val_dyads=2, test_dyads=2, frames=100, stage1_epochs=2, stage2_epochs=2, sweep_trials=1, sweep_epochs=2,
                       sweep_space="tiny_stage2.yaml", online_samples=2, generated_clips=4,
@@ -61,6 +61,7 @@ def run_demo(workdir: Path, size: str = "full") -> int:
     from reactdiff.data.prepare import PrepareOptions, prepare
     from reactdiff.data.synth import write_synthetic_corpus
     from reactdiff.evaluate.run import evaluate
+    from reactdiff.evaluate.validation import bf16_sampling_available
     from reactdiff.generate import generate_to_dir, load_speakers, measure_real_time
     from reactdiff.mlflow_server import mlflow_server
     from reactdiff.models.checkpoint import load_checkpoint
@@ -109,10 +110,13 @@ def run_demo(workdir: Path, size: str = "full") -> int:
         sweep = run_sweep(sweep_cfg, space=SPACES / demo.sweep_space, stage=2, num_samples=demo.sweep_trials,
                           search="random", scheduler="asha", metric="val_FRDist", mode="min")
 
-        _banner(6, total, "evaluate: REACT2024 metrics on the test split against the naive baselines")
+        # bf16 sampling where the CPU runs it natively: ~1.7x faster generation, metrics within ~0.1 %.
+        precision = "bf16" if bf16_sampling_available(torch.device("cpu")) else "fp32"
+        _banner(6, total, f"evaluate: REACT2024 metrics on the test split against the naive baselines "
+                          f"(denoiser in {precision})")
         eval_cfg = load_config(recipe, common)
         evaluation = evaluate(eval_cfg, model=stage2.model_uri, split="test", mode="offline",
-                              alpha=10, out_dir=workdir / "eval")
+                              alpha=10, out_dir=workdir / "eval", precision=precision)
 
         _banner(7, total, "promote: register the best evaluated run, alias challenger → champion")
         result = registry.promote(tracking_uri, eval_cfg.tracking.experiment, "FRDist", "min",
@@ -125,7 +129,7 @@ def run_demo(workdir: Path, size: str = "full") -> int:
                                 workdir / "generated", alpha=10, mode="offline", seed=0,
                                 tracking_uri=tracking_uri, max_clips=demo.generated_clips)
         online = evaluate(eval_cfg, model=stage2.model_uri, split="test", mode="online", alpha=10,
-                          out_dir=workdir / "eval_online", max_samples=demo.online_samples)
+                          out_dir=workdir / "eval_online", max_samples=demo.online_samples, precision=precision)
         model = load_checkpoint(stage2.checkpoint)
         first = load_speakers(f"{store}:test", list(model.mmt.streams))
         clip = {name: torch.from_numpy(values[:1]) for name, values in first.feats.items()
@@ -134,7 +138,7 @@ def run_demo(workdir: Path, size: str = "full") -> int:
 
     minutes = (time.perf_counter() - started) / 60
     print(f"\n{'=' * 100}\nreactdiff demo finished in {minutes:.1f} min\n")
-    print("REACT2024 metrics on the synthetic test split (offline, α = 10):\n")
+    print(f"REACT2024 metrics on the synthetic test split (offline, α = 10, denoiser in {precision}):\n")
     print(evaluation.table_markdown)
     print(evaluation.verdict)
     print("(ReactDiff-LRS: each reaction in its listener's style, estimated from that listener's other "

@@ -12,7 +12,8 @@ Run tags the evaluation code sets (and `promote` reads):
     reactdiff.git_commit          the code version that trained the run
 
 Model-version tags written here: `reactdiff.metrics` (the run's metrics, JSON), `reactdiff.config`
-(the run's params, JSON), the four run tags above, `reactdiff.model_uri` (runs:/<id>/model), and
+(the run's params, JSON), the four run tags above, `reactdiff.stage` (1: an MMT, 2: a ReactDiff;
+a name's champion is replaced only by a model of its stage), `reactdiff.model_uri` (runs:/<id>/model), and
 the promotion record `reactdiff.promotion.decision` / `reactdiff.promotion.previous_champion`
 (the champion version this one replaced, "" if none) and, on a champion rolled back,
 `reactdiff.promotion.rolled_back`; a version promoted from a sweep (`reactdiff tune --promote`) also
@@ -67,6 +68,7 @@ from reactdiff.tracking import (
     GIT_COMMIT_TAG,
     MODEL_ARTIFACT,
     STAGE1_MODEL_TAG,
+    STAGE_TAG,
     STORE_FINGERPRINT_TAG,
 )
 
@@ -330,6 +332,7 @@ def _version_tags(run: Run, split: str) -> dict[str, str]:
         EVAL_SPLIT_TAG: split,
         STORE_FINGERPRINT_TAG: tags[STORE_FINGERPRINT_TAG],
         STAGE1_MODEL_TAG: tags.get(STAGE1_MODEL_TAG, ""),
+        STAGE_TAG: tags.get(STAGE_TAG, ""),
         GIT_COMMIT_TAG: tags.get(GIT_COMMIT_TAG, ""),
         MODEL_URI_TAG: f"runs:/{run.info.run_id}/{MODEL_ARTIFACT}",
     }
@@ -394,6 +397,13 @@ def promote(tracking_uri: str, experiment: str, metric: str, mode: Mode, model_n
         best, notes = _select(runs, metric, mode, split, reference)
         value = best.data.metrics[metric]
 
+        stage = best.data.tags.get(STAGE_TAG, "")
+        champion_stage = champion.tags.get(STAGE_TAG) if champion is not None else None
+        if champion_stage and stage and champion_stage != stage:
+            raise PromotionError(
+                f"run {best.info.run_id} trained a stage-{stage} model, but champion v{champion.version} of "
+                f"'{model_name}' is a stage-{champion_stage} model: register each stage under its own name "
+                "(stage-1 MMTs e.g. as --model-name reactdiff-mmt, evaluated with --metric recon_FRDist --mode min)")
         if champion is not None and champion.run_id == best.info.run_id:
             return PromotionResult(model_name, champion.version, best.info.run_id, metric, split, value,
                                    "already champion", champion.version, champion.version,

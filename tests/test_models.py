@@ -255,6 +255,20 @@ def test_same_seed_same_samples_different_seed_different_samples():
     assert not torch.allclose(a[:, 0], a[:, 1])
 
 
+def test_bf16_sampling_stays_close_to_fp32_and_returns_fp32():
+    """Scoring during training may run the denoiser under bf16 autocast; encode, decode and the
+    DDIM steps stay float32, so outputs are float32 and near the fp32 samples."""
+    diffusion = {**tiny_config().diffusion.model_dump(), "guidance_scale": 2.0, "condition_dropout": 0.1}
+    model = stage2(LITE, tiny_config(diffusion=DiffusionConfig.model_validate(diffusion)))
+    speaker = features(LITE, 2, 20, seed=1)
+    (exact,) = model.generate_in_styles(speaker, [None], alpha=3, seed=7)
+    (fast,) = model.generate_in_styles(speaker, [None], alpha=3, seed=7, bf16_sampling=True)
+    for key in ("emotion", "3dmm", "latent"):
+        assert fast[key].dtype == torch.float32
+    assert not torch.equal(fast["latent"], exact["latent"])  # bf16 really ran
+    assert (fast["emotion"] - exact["emotion"]).abs().mean() < 0.02
+
+
 def test_online_is_causal_and_offline_is_not():
     model = stage2(PAPER_TINY)
     speaker = features(PAPER_TINY, 1, 20, seed=1)  # 4 windows of 5 frames

@@ -216,3 +216,44 @@ def test_generate_from_the_champion_uses_the_registered_pyfunc(uri, checkpoint, 
         assert (tmp_path / "served" / folder / f"{k}.csv").read_text() == \
             (tmp_path / "local" / folder / f"{k}.csv").read_text()
     assert not (tmp_path / "served" / folder / "3.npy").exists()  # alpha reached the pyfunc
+
+
+def test_stage1_models_are_evaluated_and_promoted_under_their_own_name(uri, checkpoint, tiny_store,
+                                                                       untrained_stage1, tmp_path):
+    """A stage-1 run is scored on val reconstructions, becomes `reactdiff-mmt`'s champion, and that
+    URI resolves to the MMT a stage-2 run trains over; a stage-2 model cannot take its place."""
+    from reactdiff.config import load_config
+    from reactdiff.data.store import Store
+    from reactdiff.evaluate.run import evaluate
+    from reactdiff.models import MMT, load_checkpoint
+
+    experiment, name = "registry-stage1", "reactdiff-mmt-test"
+    fingerprint = Store(tiny_store).manifest.store_fingerprint
+    run_id = tracking.start_or_resume_run(uri, experiment, "mmt-stage1", params={},
+                                          tags={tracking.STAGE_TAG: "1", registry.STORE_FINGERPRINT_TAG: fingerprint})
+    tracking.log_model(run_id, untrained_stage1)
+    tracking.finish_run(run_id)
+    cfg = load_config(Path(__file__).parent.parent / "configs" / "tiny.yaml",
+                      [f"data.store={tiny_store}", f"tracking.tracking_uri={uri}", f"tracking.experiment={experiment}"])
+    evaluation = evaluate(cfg, model=f"runs:/{run_id}/model", split="val", out_dir=tmp_path / "eval")
+    assert set(evaluation.rows) == {"MMT", "B_MeanSeq"}
+    for row in evaluation.rows.values():
+        assert set(row) == {"recon_FRDist", "recon_3dmm_mse", "recon_emotion_l1", "recon_au_f1", "recon_va_ccc"}
+        assert all(np.isfinite(v) for v in row.values())
+    logged = MlflowClient(uri).get_run(run_id).data
+    assert logged.metrics["recon_FRDist"] == pytest.approx(evaluation.rows["MMT"]["recon_FRDist"])
+    assert logged.tags[registry.EVAL_SPLIT_TAG] == "val"
+
+    result = registry.promote(uri, experiment, "recon_FRDist", "min", name, split="val")
+    assert result.decision == "promoted" and aliases(uri, name) == {"challenger": "1", "champion": "1"}
+    assert version_tags(uri, name, "1")[tracking.STAGE_TAG] == "1"
+    mmt = load_checkpoint(tracking.resolve_checkpoint(f"models:/{name}@champion"))
+    assert isinstance(mmt, MMT)
+
+    # A stage-2 run with a (nonsensically) better recon_FRDist is refused as this name's champion.
+    stage2 = make_run(uri, experiment, None, checkpoint, store=fingerprint)
+    MlflowClient(uri).set_tag(stage2, tracking.STAGE_TAG, "2")
+    MlflowClient(uri).log_metric(stage2, "recon_FRDist", 0.0)
+    with pytest.raises(PromotionError, match="register each stage under its own name"):
+        registry.promote(uri, experiment, "recon_FRDist", "min", name, split="val")
+    assert aliases(uri, name)["champion"] == "1"

@@ -14,9 +14,11 @@ import numpy as np  # noqa: E402
 
 from reactdiff.data.layout import AU_SLICE, EMOTION_DIM, EXPR_SLICE, EXPRESSION_NAMES, VA_SLICE  # noqa: E402
 from reactdiff.evaluate.metrics import DIRECTIONS  # noqa: E402
+from reactdiff.evaluate.validation import RECONSTRUCTION_DIRECTIONS  # noqa: E402
 
 # Which direction is better for each metric; unknown metrics get no arrow.
-HIGHER_IS_BETTER = {name: direction == "max" for name, direction in DIRECTIONS.items()}
+HIGHER_IS_BETTER = {name: direction == "max" for name, direction in
+                    {**DIRECTIONS, **RECONSTRUCTION_DIRECTIONS}.items()}
 
 
 def _arrowed(metric: str) -> str:

@@ -1,5 +1,11 @@
 """`reactdiff evaluate`: REACT2024 metrics for a model and the four naive baselines, side by side.
 
+A stage-2 (ReactDiff) model is scored on the reactions it generates. A stage-1 (MMT) model is
+scored on its reconstructions (`recon_FRDist`, `recon_3dmm_mse`, `recon_emotion_l1`,
+`recon_au_f1`, `recon_va_ccc`; see evaluate/validation.py) next to B_MeanSeq's, so that it can be
+promoted under its own registered name (`reactdiff promote --model-name reactdiff-mmt --metric
+recon_FRDist --mode min`) and trained over as `train.stage1_model=models:/reactdiff-mmt@champion`.
+
 Runs before a trained model exists (baselines only) and after. Writes a results table
 (stdout, `results.md`, `results.csv`), sample plots and a metric chart to `out_dir`, and logs all
 of it to MLflow: into the model's own training run when the model is a `runs:/` or `models:/`
@@ -22,10 +28,13 @@ from reactdiff import tracking
 from reactdiff.config import ExperimentConfig
 from reactdiff.data.store import Store, to_samples
 from reactdiff.evaluate import baselines, metrics, report, validation
+from reactdiff.models.mmt import MMT
 
 log = logging.getLogger(__name__)
 
 PLOTTED_SAMPLES = 3
+EVAL_PRECISION_TAG = "reactdiff.eval_precision"
+MMT_LABEL = "MMT"  # the row of a stage-1 model, scored on its reconstructions
 
 
 @dataclass
@@ -51,10 +60,34 @@ def _run_for_model(client: mlflow.MlflowClient, model: str) -> str | None:
     return None
 
 
+def _reconstructions(reconstructor, listener: dict[str, np.ndarray],
+                     streams: dict[str, int]) -> tuple[np.ndarray, dict[str, float]]:
+    """Emotion reconstructions (N, 1, T, 25) of every listener and their weight-free metrics, by a
+    stage-1 MMT or a baseline that ignores its input."""
+    totals, emotions = validation.ReconstructionTotals(), []
+    n = len(listener["emotion"])
+    for start in range(0, n, validation.GENERATION_BATCH):
+        batch = {k: v[start:start + validation.GENERATION_BATCH] for k, v in listener.items()}
+        if isinstance(reconstructor, MMT):
+            threedmm, emotion = validation.reconstruct(reconstructor, validation.tensors(
+                {k: v for k, v in batch.items() if k in streams}))
+        else:
+            out = reconstructor.generate(batch, alpha=1)
+            threedmm, emotion = out["3dmm"][:, 0], out["emotion"][:, 0]
+        totals.add(threedmm, emotion, batch["3dmm"], batch["emotion"])
+        emotions.append(emotion[:, None])
+    return np.concatenate(emotions), totals.metrics(prefix="")
+
+
 def evaluate(cfg: ExperimentConfig, model: str | None = None, split: str = "test", mode: str = "offline",
-             alpha: int = 10, out_dir: Path = Path("runs/eval"), max_samples: int = 0, seed: int = 0) -> Evaluation:
+             alpha: int = 10, out_dir: Path = Path("runs/eval"), max_samples: int = 0, seed: int = 0,
+             precision: str = "fp32") -> Evaluation:
+    """Score `model` (none: the baselines only) on `split`; see the module docstring.
+
+    `precision` "bf16" runs a ReactDiff's denoiser under bfloat16 autocast while sampling (encoding,
+    decoding and DDIM steps stay fp32): faster where bf16 is native, and the reactions, hence the
+    metrics, move slightly; the run is tagged with it. "fp32" is the reference."""
     from reactdiff.models.checkpoint import load_checkpoint
-    from reactdiff.models.reactdiff import ReactDiff
 
     torch.manual_seed(seed)
     mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
@@ -62,22 +95,14 @@ def evaluate(cfg: ExperimentConfig, model: str | None = None, split: str = "test
     store = Store(cfg.data.store)
     manifest = store.manifest
 
-    network = None
-    if model:
-        network = load_checkpoint(tracking.resolve_checkpoint(model))
-        if not isinstance(network, ReactDiff):
-            raise ValueError(f"{model} is a stage-1 (MMT) model; evaluate a stage-2 ReactDiff model")
-    streams = sorted(set(network.mmt.streams) | {"emotion", "3dmm"}) if network else ["emotion", "3dmm"]
+    network = load_checkpoint(tracking.resolve_checkpoint(model)) if model else None
+    is_mmt = isinstance(network, MMT)
+    model_streams = (network.streams if is_mmt else network.mmt.streams) if network is not None else {}
+    streams = sorted(set(model_streams) | {"emotion", "3dmm"})
 
     train = store.read_split(cfg.data.train_split, streams=["emotion", "3dmm"])
     train_listeners = to_samples(train, ["emotion", "3dmm"])["listener"]
-    mean_face = np.asarray(manifest.normalisation.get("3dmm_mean", train_listeners["3dmm"].mean((0, 1))))
-    naive = (
-        baselines.RandomBaseline(mean_face),
-        baselines.MimeBaseline(),
-        baselines.MeanSeqBaseline.fit(train_listeners["emotion"], train_listeners["3dmm"]),
-        baselines.MeanFrameBaseline.fit(train_listeners["emotion"], train_listeners["3dmm"]),
-    )
+    mean_seq = baselines.MeanSeqBaseline.fit(train_listeners["emotion"], train_listeners["3dmm"])
 
     samples = to_samples(store.read_split(split, streams=streams), streams)
     appropriate = store.appropriate(split)
@@ -91,17 +116,28 @@ def evaluate(cfg: ExperimentConfig, model: str | None = None, split: str = "test
 
     rows: dict[str, dict[str, float]] = {}
     predictions: dict[str, np.ndarray] = {}
-    if network is not None:
-        start = time.perf_counter()
-        scores = validation.score_reactions(network, samples, store.appropriate(split), alpha, mode, seed,
-                                            indices=np.arange(n))
-        rows.update(scores.rows)
-        predictions.update(scores.predictions)
-        log.info("%s: generated and scored in %.1fs", " + ".join(scores.rows), time.perf_counter() - start)
-    for baseline in naive:
-        predictions.update(validation.generate_reactions(baseline, speaker, alpha, mode, seed, {baseline.name: None}))
-        rows[baseline.name] = metrics.compute_all(predictions[baseline.name], listener_emotion, speaker_emotion,
-                                                  appropriate)
+    if is_mmt:
+        # Stage 1 reconstructs each listener from their own features; the mean training sequence
+        # (B_MeanSeq) is the reference a useful autoencoder must beat by far.
+        listener = {k: v[:n] for k, v in samples["listener"].items()}
+        for label, reconstructor in ((MMT_LABEL, network), (mean_seq.name, mean_seq)):
+            predictions[label], rows[label] = _reconstructions(reconstructor, listener, model_streams)
+    else:
+        if network is not None:
+            start = time.perf_counter()
+            scores = validation.score_reactions(network, samples, store.appropriate(split), alpha, mode, seed,
+                                                indices=np.arange(n), bf16_sampling=precision == "bf16")
+            rows.update(scores.rows)
+            predictions.update(scores.predictions)
+            log.info("%s: generated and scored in %.1fs", " + ".join(scores.rows), time.perf_counter() - start)
+        mean_face = np.asarray(manifest.normalisation.get("3dmm_mean", train_listeners["3dmm"].mean((0, 1))))
+        naive = (baselines.RandomBaseline(mean_face), baselines.MimeBaseline(), mean_seq,
+                 baselines.MeanFrameBaseline.fit(train_listeners["emotion"], train_listeners["3dmm"]))
+        for baseline in naive:
+            predictions.update(validation.generate_reactions(baseline, speaker, alpha, mode, seed,
+                                                             {baseline.name: None}))
+            rows[baseline.name] = metrics.compute_all(predictions[baseline.name], listener_emotion, speaker_emotion,
+                                                      appropriate)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -111,7 +147,7 @@ def evaluate(cfg: ExperimentConfig, model: str | None = None, split: str = "test
     files[1].write_text(csv_text)
     files[2].write_text(json.dumps(rows, indent=2))
     files.append(report.plot_metric_comparison(out_dir / "metrics.png", rows))
-    shown = validation.MODEL_LABEL if model else baselines.MimeBaseline.name
+    shown = (MMT_LABEL if is_mmt else validation.MODEL_LABEL) if model else baselines.MimeBaseline.name
     for k in range(min(PLOTTED_SAMPLES, n)):
         files.append(report.plot_sample(
             out_dir / f"sample_{k}.png", speaker_emotion[k], listener_emotion[k], predictions[shown][k],
@@ -124,12 +160,13 @@ def evaluate(cfg: ExperimentConfig, model: str | None = None, split: str = "test
         name = f"evaluate-{Path(model).stem}" if model else f"baselines-{split}"
         run_id = client.create_run(experiment_id, run_name=name).info.run_id
         client.set_terminated(run_id)
-    tags = {tracking.EVAL_SPLIT_TAG: split, tracking.EVAL_MODE_TAG: mode,
+    tags = {tracking.EVAL_SPLIT_TAG: split, tracking.EVAL_MODE_TAG: mode, EVAL_PRECISION_TAG: precision,
             tracking.STORE_FINGERPRINT_TAG: manifest.store_fingerprint}
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
-    flat = dict(rows.get(validation.MODEL_LABEL, {}))
-    flat.update({f"{label}.{name}": value for label, row in rows.items() if label != validation.MODEL_LABEL
+    main_label = MMT_LABEL if is_mmt else validation.MODEL_LABEL
+    flat = dict(rows.get(main_label, {}))
+    flat.update({f"{label}.{name}": value for label, row in rows.items() if label != main_label
                  for name, value in row.items()})
     for key, value in flat.items():
         if np.isfinite(value):
@@ -137,7 +174,8 @@ def evaluate(cfg: ExperimentConfig, model: str | None = None, split: str = "test
     for path in files:
         client.log_artifact(run_id, str(path), artifact_path=f"evaluation/{split}-{mode}")
 
-    print(f"\nREACT2024 metrics on '{split}' ({n} samples, α={alpha}, {mode}):\n")
+    what = "reconstruction metrics" if is_mmt else f"REACT2024 metrics (α={alpha}, {mode})"
+    print(f"\n{what} on '{split}' ({n} samples):\n")
     print(markdown)
     verdict = "\n".join(report.baseline_verdict(rows, label) for label in (validation.MODEL_LABEL, validation.LRS_LABEL)
                         if label in rows)

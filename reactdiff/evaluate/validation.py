@@ -40,8 +40,12 @@ RECONSTRUCTION_DIRECTIONS: dict[str, Direction] = {
 }
 
 
-def tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in arrays.items()}
+def tensors(arrays: dict[str, np.ndarray], device: torch.device | None = None) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)).to(device) for k, v in arrays.items()}
+
+
+def _device(network) -> torch.device:
+    return next(network.parameters()).device
 
 
 # --------------------------------------------------------------------------------------------
@@ -50,7 +54,8 @@ def tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
 
 
 def generate_reactions(generator: Any, speaker: dict[str, np.ndarray], alpha: int, mode: str, seed: int,
-                       styles: dict[str, ListenerStyle | None], progress: bool = True) -> dict[str, np.ndarray]:
+                       styles: dict[str, ListenerStyle | None], progress: bool = True,
+                       bf16_sampling: bool = False) -> dict[str, np.ndarray]:
     """Emotion reactions (N, α, T, 25) per label of `styles`, in speaker batches: a baseline (which
     ignores styles) or a ReactDiff, whose labels (global and per-sample LRS styles) share one DDIM
     pass per batch."""
@@ -65,13 +70,13 @@ def generate_reactions(generator: Any, speaker: dict[str, np.ndarray], alpha: in
         batch = {k: v[start:stop] for k, v in speaker.items()}
         batch_styles = [None if style is None else style.rows(start, stop) for style in styles.values()]
         if network:
-            outs = generator.generate_in_styles(tensors(batch), batch_styles, alpha=alpha, mode=mode,
-                                                seed=seed + start)
+            outs = generator.generate_in_styles(tensors(batch, _device(generator)), batch_styles, alpha=alpha, mode=mode,
+                                                seed=seed + start, bf16_sampling=bf16_sampling)
         else:
             outs = [generator.generate(batch, alpha=alpha, mode=mode, seed=seed + start)]
         for label, out in zip(styles, outs):
             emotion = out["emotion"]
-            chunks[label].append(emotion.numpy() if isinstance(emotion, torch.Tensor) else np.asarray(emotion))
+            chunks[label].append(emotion.cpu().numpy() if isinstance(emotion, torch.Tensor) else np.asarray(emotion))
     return {label: np.concatenate(c).astype(np.float32) for label, c in chunks.items()}
 
 
@@ -88,7 +93,8 @@ def model_styles(network, listener: dict[str, np.ndarray], listener_clips: list[
     feats = {k: v for k, v in listener.items() if k in network.mmt.streams}
     total = len(listener_clips)
     with torch.no_grad():
-        latents = torch.cat([network.encode_latent(tensors({k: v[i:i + GENERATION_BATCH] for k, v in feats.items()}))
+        latents = torch.cat([network.encode_latent(tensors({k: v[i:i + GENERATION_BATCH] for k, v in feats.items()},
+                                                           _device(network))).cpu()
                              for i in range(0, total, GENERATION_BATCH)])
     loo = network.lrs.leave_one_out_styles(latents, [person_of(clip) for clip in listener_clips])
     index = torch.as_tensor(indices, dtype=torch.long)
@@ -111,9 +117,12 @@ class ReactionScores:
 
 
 def score_reactions(network, samples: dict[str, Any], appropriate: np.ndarray, alpha: int, mode: str = "offline",
-                    seed: int = 0, indices: np.ndarray | None = None, progress: bool = True) -> ReactionScores:
+                    seed: int = 0, indices: np.ndarray | None = None, progress: bool = True,
+                    bf16_sampling: bool = False) -> ReactionScores:
     """Generate α reactions for the speakers of `samples` (`store.to_samples` of a split; only
     `indices` of them when given) and score every model row with the REACT2024 metrics.
+    `bf16_sampling`: the denoiser under bfloat16 autocast (training-time scoring; see
+    `bf16_sampling_available`).
 
     A subset is scored against the appropriateness matrix restricted to it (every sample's own
     listener is among its appropriate reactions, so no row is left empty)."""
@@ -124,7 +133,7 @@ def score_reactions(network, samples: dict[str, Any], appropriate: np.ndarray, a
     was_training = network.training
     network.eval()
     try:
-        predictions = generate_reactions(network, speaker, alpha, mode, seed, styles, progress)
+        predictions = generate_reactions(network, speaker, alpha, mode, seed, styles, progress, bf16_sampling)
     finally:
         network.train(was_training)
     subset = np.ix_(indices, indices)
@@ -132,6 +141,14 @@ def score_reactions(network, samples: dict[str, Any], appropriate: np.ndarray, a
                                        samples["speaker"]["emotion"][indices], appropriate[subset])
             for label in styles}
     return ReactionScores(rows, predictions, indices)
+
+
+def bf16_sampling_available(device: torch.device) -> bool:
+    """Whether bfloat16 runs natively here: a CUDA device that supports it, or a CPU whose oneDNN
+    has bf16 kernels (AVX-512 BF16 / AMX). Elsewhere bf16 would be emulated, and slower."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def reaction_metrics(rows: dict[str, dict[str, float]], prefix: str = "val_") -> dict[str, float]:

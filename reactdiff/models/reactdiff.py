@@ -190,11 +190,12 @@ class ReactDiff(nn.Module):
     @torch.no_grad()
     def generate_in_styles(
         self, speaker_feats: dict[str, Tensor], listener_styles: list[ListenerStyle | None],
-        alpha: int = 10, mode: Mode = "offline", seed: int | None = None,
+        alpha: int = 10, mode: Mode = "offline", seed: int | None = None, bf16_sampling: bool = False,
     ) -> list[dict[str, Tensor]]:
         """`generate` once per listener style, from one DDIM pass: LRS shifts the sampled latent
         after sampling, so the styles share the samples (evaluation scores the global and the
-        per-listener styles at the cost of one)."""
+        per-listener styles at the cost of one). `bf16_sampling` runs the denoiser under
+        bfloat16 autocast (see `LatentDiffusion.sample`); encoding and decoding stay float32."""
         frames = next(iter(speaker_feats.values())).shape[1]
         conditions = self._conditions(speaker_feats, mode)  # (B, n, ws, D)
         batch, windows, ws, dim = conditions.shape
@@ -205,6 +206,7 @@ class ReactDiff(nn.Module):
             self.ema.module,
             conditions.reshape(-1, ws, dim),
             noise.reshape(-1, ws, dim).to(conditions),
+            bf16=bf16_sampling,
         ).view(batch, alpha, windows * ws, dim)
         block = self.window_size if mode == "online" else None
         return [self._decode(self.lrs.unstandardise(x0, style), frames, block) for style in listener_styles]

@@ -38,8 +38,8 @@ from reactdiff.data.store import (
     PERSONS, Manifest, Store, column, feature_chunks, person_of, role_parts, sample_clips, to_samples,
 )
 from reactdiff.evaluate.validation import (
-    LRS_LABEL, MODEL_LABEL, REACTION_DIRECTIONS, ReconstructionTotals, eval_indices, reaction_metrics,
-    reconstruct, score_reactions,
+    LRS_LABEL, MODEL_LABEL, REACTION_DIRECTIONS, ReconstructionTotals, bf16_sampling_available, eval_indices,
+    reaction_metrics, reconstruct, score_reactions,
 )
 from reactdiff.models.checkpoint import read_checkpoint, save_checkpoint, load_checkpoint
 from reactdiff.models.mmt import MMT, LatentStats, LatentStatsAccumulator
@@ -317,8 +317,11 @@ class ReactionScorer:
             if self.samples is None:
                 self._load()
             start = time.perf_counter()
+            precision = self.cfg.train.eval_precision
+            bf16 = precision == "bf16" or (precision == "auto" and bf16_sampling_available(model.latent_center.device))
             result = score_reactions(model, self.samples, self.appropriate, self.cfg.train.eval_alpha or 10,
-                                     seed=self.cfg.train.seed, indices=self.indices, progress=False)
+                                     seed=self.cfg.train.seed, indices=self.indices, progress=False,
+                                     bf16_sampling=bf16)
             scores[0] = {**reaction_metrics(result.rows), "eval_seconds": time.perf_counter() - start}
         if dist.is_initialized():
             dist.broadcast_object_list(scores, src=0)
@@ -373,7 +376,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         logged_epoch = tracking.last_logged_epoch(run_id)
 
     latest_scores = dict.fromkeys(task.score_names(), math.nan)
-    latest_scores["eval_epoch"] = -1
+    if latest_scores:
+        latest_scores["eval_epoch"] = -1
     for epoch in range(start_epoch, cfg.train.epochs):
         task.model.train()
         train_batches = batches("train", cfg.data.crop_frames, cfg.train.seed * 1000 + epoch * 10 + rank,
@@ -394,7 +398,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         score = is_eval_epoch(epoch, cfg.train.eval_every, cfg.train.epochs)
         validation = task.validate(engine, batches("val", 0, 0), score)
         fresh = {k: v for k, v in validation.items() if k in latest_scores or k == "eval_seconds"}
-        if score:
+        if fresh:
             latest_scores.update(fresh, eval_epoch=epoch)
         totals = _all_reduce([loss_sum, count, count / max(elapsed, 1e-9)])
         slowest = _all_reduce([wait / max(elapsed, 1e-9)], op=dist.ReduceOp.MAX)[0]
