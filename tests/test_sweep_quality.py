@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -46,10 +47,13 @@ def _steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
 
 
 def test_stage2_sweep_ranks_by_frdist_and_promotes_its_winner(tiny_store, untrained_stage1, tracking_uri, local_ray,
-                                                             tmp_path):
+                                                             tmp_path, monkeypatch):
     space = tmp_path / "t_and_ws.yaml"
     space.write_text("model.diffusion.steps: {grid: [2, 4, 8]}\nmodel.diffusion.window_size: {choice: [5, 10, 25]}\n")
-    cfg = _config(tiny_store, untrained_stage1, tracking_uri, tmp_path, "quality", "train.epochs=3")
+    # Paths relative to the caller's folder: trials run in Tune's trial folders, and still find them.
+    monkeypatch.chdir(tmp_path)
+    cfg = _config(Path(os.path.relpath(tiny_store)), Path(os.path.relpath(untrained_stage1)), tracking_uri,
+                  Path("."), "quality", "train.epochs=3")
     result = run_sweep(cfg, space=space, stage=2, num_samples=1)  # objective: the default, val_FRDist
 
     assert result.objectives == [Objective("val_FRDist", "min")]

@@ -343,6 +343,13 @@ def run_sweep(cfg: ExperimentConfig, space: Path, stage: int, num_samples: int =
     if stage == 2 and not cfg.train.stage1_model:
         raise ConfigError("a stage-2 sweep needs train.stage1_model=<stage-1 checkpoint | models:/name@alias> "
                           "(the frozen MMT every trial trains over)")
+    # Trials run with Tune's trial folder as their working directory: paths given relative to
+    # this one are made absolute for them.
+    absolute = {"data.store": str(Path(cfg.data.store).resolve()),
+                "train.storage_path": str(Path(cfg.train.storage_path).resolve())}
+    if stage == 2 and Path(cfg.train.stage1_model).is_file():
+        absolute["train.stage1_model"] = str(Path(cfg.train.stage1_model).resolve())
+    cfg = apply_flat(cfg, absolute, "tune (absolute paths)")
     store = Store(cfg.data.store)  # a clear error now, not in every trial
     parsed = load_space(space, cfg, stage, frames=store.manifest.frames)
     plan = plan_sweep(stage, parsed.objective, metric, mode, objectives, search, scheduler, promote, pick)
