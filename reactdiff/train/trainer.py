@@ -82,7 +82,7 @@ def build_trainer(cfg: ExperimentConfig, tags: dict[str, str] | None = None,
         if not cfg.train.stage1_model:
             raise ValueError("stage 2 needs train.stage1_model=<checkpoint path | models:/name@alias>")
         tracking.mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
-        stage1_checkpoint = str(tracking.resolve_checkpoint(cfg.train.stage1_model))
+        stage1_checkpoint = str(tracking.resolve_checkpoint(cfg.train.stage1_model).resolve())  # workers run elsewhere
 
     ray_init()
     ray.data.DataContext.get_current().enable_progress_bars = False  # per-epoch lines instead
