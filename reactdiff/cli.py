@@ -100,17 +100,14 @@ def cmd_train(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from reactdiff.tune import plan_sweep, run_sweep
-    from reactdiff.tune.space import OBJECTIVE_KEY
-    from reactdiff.config import read_yaml_mapping
+    from reactdiff.tune import load_space, plan_sweep, run_sweep
 
     cfg = _load(args)
-    # The objectives are checked here, before Ray or MLflow start (run_sweep checks them again
-    # together with the space's keys).
-    space = read_yaml_mapping(args.space, "search space", "spaces live in tune_spaces/", "a mapping")
-    space_objective = space.get(OBJECTIVE_KEY)
-    plan_sweep(args.stage, space_objective if isinstance(space_objective, dict) else None, args.metric, args.mode,
-               args.objectives, args.search, args.scheduler, args.promote, args.pick)
+    # The space and the objectives are checked here, before Ray or MLflow start (run_sweep checks
+    # them again, the window sizes also against the store's frame count).
+    space = load_space(args.space, cfg, args.stage)
+    plan_sweep(args.stage, space.objective, args.metric, args.mode, args.objectives, args.search, args.scheduler,
+               args.promote, args.pick)
     run_sweep(cfg, space=args.space, stage=args.stage, num_samples=args.num_samples, search=args.search,
               scheduler=args.scheduler, metric=args.metric, mode=args.mode, objectives=args.objectives,
               promote=args.promote, pick=args.pick)

@@ -130,6 +130,15 @@ def _channel_stats(series: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return mean, np.einsum("nct,nct->nc", centred, centred) / series.shape[1], centred
 
 
+def paired_ccc(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """CCC over time of each series with its own target, per channel: (n, T, C) x2 → (n, C), as
+    FRCorr computes it (a constant channel gives 0)."""
+    mean_p, var_p, centred_p = _channel_stats(pred)
+    mean_t, var_t, centred_t = _channel_stats(target)
+    cov = np.einsum("nct,nct->nc", centred_p, centred_t) / pred.shape[1]
+    return 2 * cov / (var_p + var_t + (mean_p - mean_t) ** 2 + CCC_EPS)
+
+
 def frcorr(preds: np.ndarray, listener: np.ndarray, appropriate: np.ndarray) -> float:
     """FRCorr (↑): mean over samples k of Σ_i max_{j: M[k,j]=1} mean-channel CCC(pred_i, listener_j).
 

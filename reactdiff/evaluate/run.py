@@ -105,11 +105,11 @@ def evaluate(cfg: ExperimentConfig, model: str | None = None, split: str = "test
     mean_seq = baselines.MeanSeqBaseline.fit(train_listeners["emotion"], train_listeners["3dmm"])
 
     samples = to_samples(store.read_split(split, streams=streams), streams)
-    appropriate = store.appropriate(split)
+    split_appropriate = store.appropriate(split)
     n = len(samples["speaker_clip"])
     if max_samples and max_samples < n:
         n = max_samples
-        appropriate = appropriate[:n, :n]
+    appropriate = split_appropriate[:n, :n]
     speaker = {k: v[:n] for k, v in samples["speaker"].items()}
     listener_emotion = samples["listener"]["emotion"][:n]
     speaker_emotion = speaker["emotion"]
@@ -125,7 +125,7 @@ def evaluate(cfg: ExperimentConfig, model: str | None = None, split: str = "test
     else:
         if network is not None:
             start = time.perf_counter()
-            scores = validation.score_reactions(network, samples, store.appropriate(split), alpha, mode, seed,
+            scores = validation.score_reactions(network, samples, split_appropriate, alpha, mode, seed,
                                                 indices=np.arange(n), bf16_sampling=precision == "bf16")
             rows.update(scores.rows)
             predictions.update(scores.predictions)

@@ -113,7 +113,6 @@ def eval_indices(n: int, samples: int, seed: int) -> np.ndarray:
 class ReactionScores:
     rows: dict[str, dict[str, float]]  # {label: {metric: value}}
     predictions: dict[str, np.ndarray] = field(repr=False)  # {label: (n, α, T, 25)}
-    indices: np.ndarray = field(repr=False)  # the split's samples that were scored
 
 
 def score_reactions(network, samples: dict[str, Any], appropriate: np.ndarray, alpha: int, mode: str = "offline",
@@ -140,7 +139,7 @@ def score_reactions(network, samples: dict[str, Any], appropriate: np.ndarray, a
     rows = {label: metrics.compute_all(predictions[label], samples["listener"]["emotion"][indices],
                                        samples["speaker"]["emotion"][indices], appropriate[subset])
             for label in styles}
-    return ReactionScores(rows, predictions, indices)
+    return ReactionScores(rows, predictions)
 
 
 def bf16_sampling_available(device: torch.device) -> bool:
@@ -160,14 +159,6 @@ def reaction_metrics(rows: dict[str, dict[str, float]], prefix: str = "val_") ->
 # --------------------------------------------------------------------------------------------
 # Stage 1: reconstructions
 # --------------------------------------------------------------------------------------------
-
-
-def _ccc(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Per-series, per-channel CCC over time (B, T, C) → (B, C), as in FRCorr (NaN r → 0)."""
-    pm, tm = pred.mean(1), target.mean(1)
-    pv, tv = pred.var(1), target.var(1)
-    cov = ((pred - pm[:, None]) * (target - tm[:, None])).mean(1)
-    return 2 * cov / (pv + tv + (pm - tm) ** 2 + metrics.CCC_EPS)
 
 
 @dataclass
@@ -198,8 +189,7 @@ class ReconstructionTotals:
         self.au_tp += float((predicted & actual).sum())
         self.au_fp += float((predicted & ~actual).sum())
         self.au_fn += float((~predicted & actual).sum())
-        self.va_ccc += float(np.nan_to_num(_ccc(emotion[..., VA_SLICE],
-                                                true_emotion[..., VA_SLICE])).mean(1).sum())
+        self.va_ccc += float(metrics.paired_ccc(emotion[..., VA_SLICE], true_emotion[..., VA_SLICE]).mean(1).sum())
         # FRDist with one prediction per sample and only its own ground truth appropriate is the
         # mean distance of each reconstruction to its ground truth.
         self.distance += len(emotion) * metrics.frdist(emotion[:, None], true_emotion, np.eye(len(emotion)), workers=1)

@@ -270,7 +270,7 @@ class Stage2Task:
 
     def score_names(self) -> list[str]:
         labels = [MODEL_LABEL, LRS_LABEL] if self.use_lrs else [MODEL_LABEL]
-        return list(reaction_metrics({label: dict.fromkeys(REACTION_DIRECTIONS) for label in labels}))
+        return [*reaction_metrics({label: dict.fromkeys(REACTION_DIRECTIONS) for label in labels}), "eval_seconds"]
 
     def validate(self, engine: Engine, batches: Batches, score: bool) -> dict[str, float]:
         """`val_loss` over every worker's val shard (fixed noise and timesteps, so epochs compare);
@@ -397,7 +397,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         task.model.eval()
         score = is_eval_epoch(epoch, cfg.train.eval_every, cfg.train.epochs)
         validation = task.validate(engine, batches("val", 0, 0), score)
-        fresh = {k: v for k, v in validation.items() if k in latest_scores or k == "eval_seconds"}
+        fresh = {k: v for k, v in validation.items() if k in latest_scores}
         if fresh:
             latest_scores.update(fresh, eval_epoch=epoch)
         totals = _all_reduce([loss_sum, count, count / max(elapsed, 1e-9)])
