@@ -1,4 +1,4 @@
-"""Time every REACT2024 metric on emotion-like data of test-set size (DESIGN.md §6).
+"""Time every REACT2024 metric on emotion-like data of test-set size.
 
     .venv/bin/python bench/bench_metrics.py                 # N = 1614, alpha = 10, T = 750
     .venv/bin/python bench/bench_metrics.py --n 200 --workers 1

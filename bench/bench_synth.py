@@ -23,7 +23,7 @@ from reactdiff.data.synth import generate_corpus, write_synthetic_corpus
 
 
 def ccc(target: np.ndarray, pred: np.ndarray) -> float:
-    """Mean over channels of the concordance correlation (Pearson NaN → 0), as in DESIGN.md §6."""
+    """Mean over channels of the concordance correlation (Pearson NaN → 0), as in FRCorr."""
     mt, mp, vt, vp = target.mean(0), pred.mean(0), target.var(0), pred.var(0)
     cov = ((target - mt) * (pred - mp)).mean(0)
     sd = np.sqrt(vt * vp)

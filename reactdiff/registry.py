@@ -1,6 +1,6 @@
 """Model registry: promote the best evaluated run to `champion`, and roll a promotion back.
 
-MLflow 3 deprecates registry stages, so promotion moves aliases (DESIGN §8):
+MLflow 3 deprecates registry stages, so promotion moves aliases:
 
     best FINISHED run ──register──▶ version N ──alias──▶ challenger
                                         └── better than champion (or force) ──alias──▶ champion

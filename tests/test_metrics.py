@@ -15,7 +15,7 @@ FRDIST_REL = 1e-5
 
 
 # --------------------------------------------------------------------------- plain-loop reference
-# Written from the definitions in DESIGN.md §6, one pair / one lag / one channel at a time.
+# Written from the official REACT2024 definitions, one pair / one lag / one channel at a time.
 
 
 def ref_ccc(target: np.ndarray, pred: np.ndarray) -> float:

@@ -1,4 +1,4 @@
-"""`synth`: layout, reproducibility and the learnable structure it promises (DESIGN.md §7)."""
+"""`synth`: layout, reproducibility and the learnable structure it promises."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The (N, N) appropriate-reaction matrix over the role-swapped samples of a split (DESIGN.md §3).
+"""The (N, N) appropriate-reaction matrix over the role-swapped samples of a split.
 
 `M[k, j] = 1` means the real listener reaction of sample j is an appropriate reaction to the
 speaker of sample k. The organisers' matrices can be loaded; `compute_matrix` builds one from

@@ -1,4 +1,4 @@
-"""Reader for the REACT2024 corpus layout (DESIGN.md §3): discovery, split lists, clips, validation.
+"""Reader for the REACT2024 corpus layout: discovery, split lists, clips, validation.
 
 The same reader serves the real corpus and the synthetic one written by `reactdiff synth`.
 

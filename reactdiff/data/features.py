@@ -1,4 +1,4 @@
-"""Per-frame feature extractors (DESIGN.md §4): every stream has one row per video frame (25 fps).
+"""Per-frame feature extractors: every stream has one row per video frame (25 fps).
 
 - `mfcc`: 26 MFCCs from torchaudio, one 40 ms window per video frame.
 - `Wav2Vec2Features` (AFR): wav2vec 2.0 hidden states at 50 Hz, two per video frame, concatenated.

@@ -1,4 +1,4 @@
-"""Facts of the REACT2024 corpus layout (DESIGN.md §3), shared by the reader, `synth` and metrics."""
+"""Facts of the REACT2024 corpus layout, shared by the reader, `synth` and metrics."""
 
 from __future__ import annotations
 

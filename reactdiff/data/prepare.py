@@ -139,7 +139,8 @@ def _detect_frames(corpus: Path, split_rows: dict[str, list]) -> int:
                 return corpus_reader.load_clip(corpus, split, pair.speaker).frames
             except ValueError:
                 continue
-    raise PrepareError(f"no clip of {corpus} could be read; check the layout against DESIGN §3")
+    raise PrepareError(f"no clip of {corpus} could be read; check the layout against the README's section "
+                       "'Your REACT2024 copy and pretrained feature extractors'")
 
 
 def _appropriateness(options: PrepareOptions, store: Store, split: str, kept_pairs: list[int], total_rows: int) -> np.ndarray:
@@ -218,7 +219,7 @@ def prepare(options: PrepareOptions) -> Manifest:
     if total_kept == 0:
         raise PrepareError(
             f"no usable dyad in {corpus}: {len(rejected)} rejected (see the log); "
-            "check the corpus layout against DESIGN §3 or run `reactdiff synth` for a demo corpus"
+            "check the corpus layout against the README's section 'Your REACT2024 copy and pretrained feature extractors' or run `reactdiff synth` for a demo corpus"
         )
     for split, files in kept_by_split.items():
         files.sort()

@@ -1,4 +1,4 @@
-"""`reactdiff synth`: a seeded synthetic corpus in the exact REACT2024 layout (DESIGN.md §3, §7).
+"""`reactdiff synth`: a seeded synthetic corpus in the exact REACT2024 layout.
 
 Generative story, chosen so that a model can learn it:
 

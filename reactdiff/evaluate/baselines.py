@@ -1,4 +1,4 @@
-"""The four naive REACT2024 baselines (DESIGN.md §6), with the model's generation interface.
+"""The four naive REACT2024 baselines, with the model's generation interface.
 
     generate(speaker_feats, alpha=10, mode="offline", listener_style=None, seed=None)
         -> {"3dmm": (B, alpha, T, 58), "emotion": (B, alpha, T, 25)}   numpy float32

@@ -1,4 +1,4 @@
-"""REACT2024 metrics on the 25-d emotion of facial reactions (DESIGN.md §6).
+"""REACT2024 metrics on the 25-d emotion of facial reactions.
 
 Inputs are numpy float arrays (float32 or float64; computed in float64):
 

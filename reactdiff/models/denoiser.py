@@ -1,5 +1,4 @@
-"""The ε-network of stage 2: a 1-D UNet conditioned on the speaker window (paper §3.4,
-DESIGN §5).
+"""The ε-network of stage 2: a 1-D UNet conditioned on the speaker window (paper §3.4).
 
 A window of ws frames × latent_dim is read as ws channels over a length of latent_dim. The
 speaker's window becomes z_bc = SiLU(GroupNorm(Linear(flatten(window)))) of width cond_dim; the

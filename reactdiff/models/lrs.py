@@ -1,6 +1,6 @@
 """Listener Reaction Shifts (LRS): per-listener standardisation of the diffusion target.
 
-The paper names LRS without code; our definition (DESIGN §5). All statistics live in the
+The paper names LRS without code; our definition. All statistics live in the
 normalised latent space (after `LatentStats`, about [-1, 1]), per latent dimension.
 
 - A style is a mean (and a scale, the std over frames) of a listener's latent over reference

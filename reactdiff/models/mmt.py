@@ -1,4 +1,4 @@
-"""Stage 1: the Multi-Modality Transformer (MMT) autoencoder (paper §3.3, DESIGN §5).
+"""Stage 1: the Multi-Modality Transformer (MMT) autoencoder (paper §3.3).
 
 A person's per-frame features → per-frame latent → that person's 3DMM (58) and emotion (25).
 
