@@ -5,6 +5,8 @@
 Audio is 30 s of noise-modulated tone at 44.1 kHz; video is 751 frames of 256×256 H.264. Models
 are the tiny stand-ins from `tiny_models`; `--base` adds a randomly initialised wav2vec2-base-sized
 model (95 M parameters, same cost as the real one) to estimate the paper profile's AFR cost.
+
+Measured figures, with those of earlier rounds and the machines they ran on: docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ prediction is a fresh variation of its cluster's prototype (a model that found t
 Every real listener and every prediction also carries a personal style: a constant offset of the
 latent, of scale `--style` (people differ in baseline valence, arousal and expressiveness).
 `--style 0` removes it: all candidates then look alike, the hardest case for FRDist's pruning.
+
+Measured figures, with those of earlier rounds and the machines they ran on: docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ Random weights and features: speed does not depend on what the model learned.
 
     .venv/bin/python bench/bench_model.py                 # defaults below
     .venv/bin/python bench/bench_model.py --train-frames 750 --threads 2
+
+Measured figures, with those of earlier rounds and the machines they ran on: docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@
   Train's per-worker sharding), whole-block iteration and bare Ray tasks (the ceiling of any
   Ray-based reader on the machine) are timed too. `--read-mb` adds a lite store of that size written by the real writer
   (`store.write_part`) from random features, since a corpus big enough takes long to synthesise.
+
+Measured figures, with those of earlier rounds and the machines they ran on: docs/benchmarks.md.
 """
 
 from __future__ import annotations

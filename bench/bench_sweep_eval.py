@@ -10,6 +10,8 @@ val speaker scored every epoch on the whole val split. The stage-1 MMT is traine
 `--stage1-epochs` only: the evaluation's cost does not depend on how good it is. Reports, from
 the trial's MLflow run, the seconds each scoring took (`eval_seconds`: generation + every
 REACT2024 metric, global and LRS rows) against the trial's wall time (run start to end).
+
+Measured figures, with those of earlier rounds and the machines they ran on: docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ learnability probe on an in-memory corpus: per-sample CCC (REACT2024 definition,
 and MSE of naive baselines against a centred ridge regression from a ±15-frame window of the
 speaker's emotion and speaking turn. The ridge is a crude stand-in for a trained model: it must
 beat Mime on CCC and MeanSeq on MSE for the structure to be learnable.
+
+Measured figures, with those of earlier rounds and the machines they ran on: docs/benchmarks.md.
 """
 
 from __future__ import annotations

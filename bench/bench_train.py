@@ -6,16 +6,18 @@
         --ddp-steps 3 --set model.mmt.d_model=1024 model.mmt.latent_dim=128 model.mmt.decoder_layers=4
 
 For the lite and paper profiles (paper at the paper's stream dims with the demo's MMT, or with the
-paper's MMT through --set: ~14 s per 8-sample step on one core), stage 1
-with 1 and 2 DDP workers through Ray Train (`run_training`, the real job): samples/s of the last
-epoch, scaling efficiency (samples/s at 2 workers) / (2 × samples/s at 1 worker), the data-wait
-fraction of step time (slowest worker), and peak memory of the whole process tree.
+paper's MMT through --set), stage 1 with 1 and 2 DDP workers through Ray Train (`run_training`,
+the real job): samples/s of the last epoch, scaling efficiency (samples/s at 2 workers) /
+(2 × samples/s at 1 worker), the data-wait fraction of step time (slowest worker), and peak
+memory of the whole process tree.
 
 Scaling is weak by default (each worker keeps `--batch-size` samples per step, as data-parallel
 throughput is usually measured); `--fixed-global-batch` measures strong scaling instead. Next to
 it, the same model and step in plain `torch.distributed` DDP (gloo, random inputs, no Ray, no data
 pipeline) gives the ceiling this machine allows: on 2 cores the Ray figure can only be read
 against it. Epochs must hold several steps per worker, or per-epoch start-up dominates.
+
+Measured figures, with those of earlier rounds and the machines they ran on: docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ job and exists on one node only. So before running, a job refuses relative paths
 reads or writes as data (the store, checkpoints, outputs, a `sqlite:///relative.db` tracking
 URI): they would land in that copy and vanish. Inputs that travel with the code (`--config
 configs/…`, `--space tune_spaces/…`) may stay relative. Outside a submitted job (run directly
-with `python -m jobs.…`) the words go to the command unchecked.
+with `python -m jobs.…`) the words go to the command unchecked. Jobs print everything, as
+`reactdiff -v` does: their log is Ray's job log, not a file in the deleted working dir.
 """
 
 from __future__ import annotations
@@ -89,4 +90,5 @@ def run_cli(command: list[str], path_flags: tuple[str, ...] = ()) -> None:
         except ValueError as err:  # JobPathError, or ConfigError for a bad override
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
-    sys.exit(main([*command, *argv]))
+    # A job's log is Ray's job log (`ray job logs`): it keeps everything, as `reactdiff -v` prints it.
+    sys.exit(main(["--verbose", *command, *argv]))

@@ -6,12 +6,13 @@ Heavy imports (torch, ray, mlflow) happen inside the subcommands so `--help` sta
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 import logging
 import sys
 from pathlib import Path
 
 from reactdiff import ray_runtime  # noqa: F401  (first: a local Ray runtime binds loopback only)
+from reactdiff import console
 
 EPILOG = """\
 the pipeline, in order:
@@ -30,6 +31,10 @@ configs are YAML recipes (configs/) plus dotted overrides: train.epochs=3 model.
 """
 
 
+# Commands that start neither Ray nor MLflow print straight to the terminal, with no log file.
+QUICK_COMMANDS = {"config", "synth"}
+
+
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML recipe (see configs/); defaults if omitted")
     # Overrides are the leftover key=value words (see main), so they may come before or after flags.
@@ -37,10 +42,10 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.epilog = "overrides: any number of key=value words, e.g. train.epochs=3 train.num_workers=2"
 
 
-def _load(args) -> "ExperimentConfig":  # noqa: F821
+def _load(args, stage: int | None = None, sweep: bool = False) -> "ExperimentConfig":  # noqa: F821
     from reactdiff.config import load_config
 
-    return load_config(args.config, args.overrides)
+    return load_config(args.config, args.overrides, stage=stage, sweep=sweep)
 
 
 # ---- subcommands -------------------------------------------------------------------------------
@@ -57,16 +62,19 @@ def cmd_config(args) -> int:
 def cmd_synth(args) -> int:
     from reactdiff.data.synth import write_synthetic_corpus
 
-    dyads = {"train": args.dyads, "val": args.val_dyads or max(2, args.dyads // 4),
-             "test": args.test_dyads or max(2, args.dyads // 4)}
-    summary = write_synthetic_corpus(args.out, dyads=dyads, frames_on_disk=args.frames + 1, seed=args.seed,
-                                     video_size=args.video_size)
-    print(f"wrote a synthetic REACT2024 corpus to {args.out}: {summary}")
+    sizes = _load(args).corpus
+    for flag in ("dyads", "val_dyads", "test_dyads", "frames", "seed", "video_size"):
+        if getattr(args, flag) is not None:
+            setattr(sizes, flag, getattr(args, flag))
+    summary = write_synthetic_corpus(args.out, dyads={"train": sizes.dyads, "val": sizes.val_dyads,
+                                                      "test": sizes.test_dyads},
+                                     frames_on_disk=sizes.frames + 1, seed=sizes.seed, video_size=sizes.video_size)
+    console.result(f"wrote a synthetic REACT2024 corpus to {args.out}: {summary}")
     return 0
 
 
 def cmd_prepare(args) -> int:
-    from reactdiff.data.prepare import PrepareError, PrepareOptions, prepare
+    from reactdiff.data.prepare import PrepareOptions, prepare
 
     facial = {}
     for item in args.facial or []:
@@ -77,13 +85,9 @@ def cmd_prepare(args) -> int:
         wav2vec2_dir=args.wav2vec2, facial_predictors=facial, appropriate_dir=args.appropriate,
         threshold=args.threshold, workers=args.workers,
     )
-    try:
-        manifest = prepare(options)
-    except PrepareError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    manifest = prepare(options)  # PrepareError (nothing usable) is reported by main, status 1
     splits = ", ".join(f"{s}: {v['rows']} dyads" for s, v in manifest.splits.items())
-    print(f"feature store {args.out} ({manifest.profile} profile, {manifest.frames} frames): {splits}; "
+    console.result(f"feature store {args.out} ({manifest.profile} profile, {manifest.frames} frames): {splits}; "
           f"{manifest.rejected_count} rejected (see {args.out}/rejected.json)")
     return 0
 
@@ -91,26 +95,40 @@ def cmd_prepare(args) -> int:
 def cmd_train(args) -> int:
     from reactdiff.train.trainer import run_training
 
-    cfg = _load(args)
-    cfg.train.stage = 1 if args.stage == "stage1" else 2
+    stage = 1 if args.stage == "stage1" else 2
+    cfg = _load(args, stage=stage)
+    what = "the MMT autoencoder" if stage == 1 else "the latent conditional DDIM (MMT frozen)"
+    console.say(f"train stage {stage}: {what}, {cfg.train.epochs} epochs on {cfg.train.num_workers} "
+                f"{cfg.train.strategy} worker(s), run name {cfg.train.name}-stage{stage}")
     result = run_training(cfg)
-    print(json.dumps({"run_id": result.run_id, "model_uri": result.model_uri,
-                      "checkpoint": str(result.checkpoint), "metrics": result.metrics}, indent=2, default=str))
+    shown = {k: v for k, v in result.metrics.items() if k in ("train_loss", "val_loss", "val_recon_FRDist", "val_FRDist")}
+    console.say(f"done: run {result.run_id}, checkpoint {result.checkpoint}, " +
+                ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
+    console.result(result.model_uri)
     return 0
 
 
 def cmd_tune(args) -> int:
     from reactdiff.tune import load_space, plan_sweep, run_sweep
 
-    cfg = _load(args)
+    cfg = _load(args, stage=args.stage, sweep=True)
+    space_path = args.space or cfg.tune.space
+    if space_path is None:
+        raise ConfigError("no search space: give --space tune_spaces/<file>.yaml or set tune.space in the recipe")
+    num_samples = args.num_samples or cfg.tune.num_samples
     # The space and the objectives are checked here, before Ray or MLflow start (run_sweep checks
     # them again, the window sizes also against the store's frame count).
-    space = load_space(args.space, cfg, args.stage)
+    space = load_space(space_path, cfg, args.stage)
     plan_sweep(args.stage, space.objective, args.metric, args.mode, args.objectives, args.search, args.scheduler,
                args.promote, args.pick)
-    run_sweep(cfg, space=args.space, stage=args.stage, num_samples=args.num_samples, search=args.search,
-              scheduler=args.scheduler, metric=args.metric, mode=args.mode, objectives=args.objectives,
-              promote=args.promote, pick=args.pick)
+    console.say(f"tune: {num_samples} stage-{args.stage} trials over {space_path}, {cfg.train.epochs} epochs each, "
+                f"sweep name {cfg.train.name}")
+    sweep = run_sweep(cfg, space=space_path, stage=args.stage, num_samples=num_samples, search=args.search,
+                      scheduler=args.scheduler, metric=args.metric, mode=args.mode, objectives=args.objectives,
+                      promote=args.promote, pick=args.pick)
+    console.result(sweep.summary)
+    if sweep.promotion is not None:
+        console.result(sweep.promotion.summary())
     return 0
 
 
@@ -118,8 +136,10 @@ def cmd_evaluate(args) -> int:
     from reactdiff.evaluate.run import evaluate
 
     cfg = _load(args)
-    evaluate(cfg, model=args.model, split=args.split, mode=args.mode, alpha=args.alpha, out_dir=args.out,
-             max_samples=args.max_samples, precision=args.precision)
+    evaluation = evaluate(cfg, model=args.model, split=args.split, mode=args.mode, alpha=args.alpha,
+                          out_dir=args.out, max_samples=args.max_samples, precision=args.precision)
+    console.result(evaluation.summary())
+    console.say(f"tables and plots: {evaluation.out_dir} (and in MLflow run {evaluation.run_id})")
     return 0
 
 
@@ -131,11 +151,11 @@ def cmd_promote(args) -> int:
     name = args.model_name or cfg.tracking.registered_model
     if args.rollback:
         version = registry.rollback(uri, name)
-        print(f"champion of {name} rolled back to version {version}")
+        console.result(f"champion of {name} rolled back to version {version}")
         return 0
     result = registry.promote(uri, args.experiment or cfg.tracking.experiment, args.metric, args.mode, name,
                               split=args.split, force=args.force)
-    print(result.summary())
+    console.result(result.summary())
     return 0
 
 
@@ -145,7 +165,7 @@ def cmd_generate(args) -> int:
     files = generate_to_dir(args.model, args.speaker, args.out, alpha=args.alpha, mode=args.mode,
                             listener_ref=args.listener_ref, seed=args.seed, tracking_uri=args.tracking_uri,
                             max_clips=args.max_clips)
-    print(f"wrote {len(files)} files under {args.out}")
+    console.result(f"wrote {len(files)} files under {args.out}")
     return 0
 
 
@@ -164,27 +184,38 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, sweep, evaluate, promote and serve ReactDiff facial-reaction models on Ray.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    # -v and --log-dir work before or after the subcommand (the subcommand's copy must not reset
+    # the value given before it, hence SUPPRESS).
+    common = argparse.ArgumentParser(add_help=False)
+    for target, default in ((parser, None), (common, argparse.SUPPRESS)):
+        target.add_argument("-v", "--verbose", action="store_true", default=default or False,
+                            help="print everything (Ray, MLflow and library output, debug logging) instead of "
+                            "writing it to the log file")
+        target.add_argument("--log-dir", type=Path, default=default or Path("logs"),
+                            help="where the log file goes (default logs/; the demo: <workdir>/logs)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_parser = functools.partial(sub.add_parser, parents=[common])
 
-    p = sub.add_parser("config", help="print the effective configuration (defaults + recipe + overrides)")
+    p = add_parser("config", help="print the effective configuration (defaults + recipe + overrides)")
     _add_config_args(p)
     p.set_defaults(func=cmd_config)
 
-    p = sub.add_parser("synth", help="write a seeded synthetic corpus in the REACT2024 layout",
+    p = add_parser("synth", help="write a seeded synthetic corpus in the REACT2024 layout",
                        description="Write a synthetic corpus (WAV, Emotion CSV, 3DMM NPY, MP4, split CSVs) "
                        "whose listeners react to their speakers with a lag, a personal style and "
                        "several reaction modes, so models have something real to learn.")
     p.add_argument("--out", type=Path, required=True, help="new, empty folder for the corpus")
-    p.add_argument("--dyads", type=int, default=40, help="train dyads (split CSV rows); val/test default to a quarter")
-    p.add_argument("--val-dyads", type=int, default=0)
-    p.add_argument("--test-dyads", type=int, default=0)
-    p.add_argument("--frames", type=int, default=750, help="frames used per clip (files hold one more, like REACT2024)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--video-size", type=int, default=64, help="pixels of the square MP4s")
+    # Sizes come from the recipe's corpus: section (`reactdiff config` shows the defaults); flags win.
+    p.add_argument("--dyads", type=int, help="train dyads (split CSV rows)")
+    p.add_argument("--val-dyads", type=int)
+    p.add_argument("--test-dyads", type=int)
+    p.add_argument("--frames", type=int, help="frames used per clip (files hold one more, like REACT2024)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--video-size", type=int, help="pixels of the square MP4s")
+    _add_config_args(p)
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("prepare", help="extract per-frame features into a Parquet feature store (Ray Data)",
+    p = add_parser("prepare", help="extract per-frame features into a Parquet feature store (Ray Data)",
                        description="Read a REACT2024-layout corpus, skip and report bad clips "
                        "(<out>/rejected.json), and write one Parquet row per dyad plus manifest.json "
                        "and the appropriate-reaction matrices. Exit status 1 only when nothing usable remains.")
@@ -203,14 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="parallel Ray Data extraction actors")
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("train", help="train stage 1 (MMT) or stage 2 (latent DDIM) with Ray Train",
+    p = add_parser("train", help="train stage 1 (MMT) or stage 2 (latent DDIM) with Ray Train",
                        description="Run a Ray Train TorchTrainer (DDP or DeepSpeed). Re-running the same "
                        "train.name resumes from its latest checkpoint and MLflow run.")
     p.add_argument("stage", choices=["stage1", "stage2"])
     _add_config_args(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser(
+    p = add_parser(
         "tune", help="Ray Tune sweep over a YAML search space (tune_spaces/), ranked by reaction quality",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Every trial is a Ray Train run scored on val in units that mean the same in every trial:\n"
@@ -226,9 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
         "  ... --promote                  evaluate the best trial on val (α = 10) and promote it\n"
         "  ... --objectives ... --promote --pick <trial>   promote a Pareto-front member",
     )
-    p.add_argument("--space", type=Path, required=True)
-    p.add_argument("--stage", type=int, choices=[1, 2], required=True)
-    p.add_argument("--num-samples", type=int, default=4)
+    p.add_argument("--space", type=Path, help="search space YAML (default: the recipe's tune.space)")
+    p.add_argument("--stage", type=int, choices=[1, 2], required=True,
+                   help="the stage trained; the recipe's stage<k>: and sweep: blocks apply")
+    p.add_argument("--num-samples", type=int, help="trials (default: the recipe's tune.num_samples)")
     p.add_argument("--search", choices=["random", "optuna"], default="random",
                    help="several objectives always use Optuna's NSGA-II")
     p.add_argument("--scheduler", choices=["asha", "none"], default=None,
@@ -241,11 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--promote", action="store_true",
                    help="after the sweep, evaluate the winner on val with α = 10 and register it as challenger "
                    "(champion if it beats the current one)")
-    p.add_argument("--pick", help="multi-objective sweeps: the Pareto-front trial to promote (name or id)")
+    p.add_argument("--pick", help="multi-objective sweeps: the Pareto-front trial to promote: its name, its id, "
+                   "or its row in the printed front table (1 = first)")
     _add_config_args(p)
     p.set_defaults(func=cmd_tune)
 
-    p = sub.add_parser("evaluate", help="REACT2024 metrics for a model and the four naive baselines")
+    p = add_parser("evaluate", help="REACT2024 metrics for a model and the four naive baselines")
     p.add_argument("--model", help="checkpoint path or MLflow URI; omit to evaluate the baselines only")
     p.add_argument("--split", default="test")
     p.add_argument("--mode", choices=["offline", "online"], default="offline")
@@ -258,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("promote", help="register the best run and move the champion alias if it is better",
+    p = add_parser("promote", help="register the best run and move the champion alias if it is better",
                        description="Pick the best finished run on --metric, register its model, alias it "
                        "'challenger', and move 'champion' only if it beats the current one (or --force). "
                        "Undo with: reactdiff promote --rollback")
@@ -273,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_promote)
 
-    p = sub.add_parser("generate", help="generate listener reactions in REACT2024 formats")
+    p = add_parser("generate", help="generate listener reactions in REACT2024 formats")
     p.add_argument("--model", required=True, help="checkpoint or MLflow URI, e.g. models:/reactdiff@champion")
     p.add_argument("--speaker", required=True, help="<store dir>:<split> for every speaker of a split, or a corpus clip file "
                    "(e.g. <root>/test/Audio_files/NoXI/<session>/Expert_video/3.wav; lite-profile models)")
@@ -287,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("demo", help="the whole pipeline on a synthetic corpus, locally, end to end",
+    p = add_parser("demo", help="the whole pipeline on a synthetic corpus, locally, end to end",
                        description="synth → prepare → stage 1 → stage 2 → sweep → evaluate → promote → "
                        "generate from models:/…@champion, on a local Ray runtime with an MLflow server "
                        "on a SQLite file (127.0.0.1). Ends with the metric table against the naive "
@@ -315,12 +348,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from reactdiff.config import ConfigError
+    from reactdiff.data.prepare import PrepareError
 
+    # Errors whose message says what to do: printed alone (no traceback), with this exit status.
+    user_errors = {ConfigError: 2, PrepareError: 1}
+    log_dir = args.workdir / "logs" if args.command == "demo" else args.log_dir
+    log = None
     try:
-        return args.func(args)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        if args.command in QUICK_COMMANDS:
+            return args.func(args)
+        with console.session(log_dir, args.command, args.verbose, expected=tuple(user_errors)) as log:
+            return args.func(args)
+    except tuple(user_errors) as err:
+        print(f"error: {err}" + (f"\n(log: {log})" if log else ""), file=sys.stderr)
+        return next(status for kind, status in user_errors.items() if isinstance(err, kind))
 
 
 if __name__ == "__main__":

@@ -46,8 +46,8 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from tqdm import tqdm
 
+from reactdiff import console
 from reactdiff.data import corpus, features, layout
 from reactdiff.data.store import Store, to_samples
 from reactdiff.models.checkpoint import load_checkpoint
@@ -233,7 +233,7 @@ def generate_to_dir(model_uri: str | Path, speaker: str | Path, out_dir: str | P
     style = listener_style(generator.model, listener_ref) if listener_ref else None
     out_dir = Path(out_dir)
     written: list[Path] = []
-    for i, clip in enumerate(tqdm(speakers.clips, desc="generate", unit="clip")):
+    for i, clip in enumerate(console.progress(speakers.clips, total=len(speakers.clips), desc="generate", unit="clip")):
         feats = {name: values[i: i + 1] for name, values in speakers.feats.items()
                  if name in generator.model.mmt.streams}
         out = generator(feats, alpha, mode, None if seed is None else seed + i, style)

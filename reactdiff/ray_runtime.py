@@ -15,10 +15,30 @@ if not os.environ.get("RAY_ADDRESS"):
 # A local runtime advertises this many logical CPUs beyond the cores: training workers hold their
 # CPUs for a whole run, and Ray Data's I/O-bound read tasks would otherwise starve behind them.
 LOCAL_EXTRA_CPUS = 2
-# Every Ray process runs `tune_ray_data` when it starts (jobs/runtime_env.yaml names it too).
-SETUP_HOOK = f"{__name__}.tune_ray_data"
+# Every Ray process runs `setup_ray_process` when it starts (jobs/runtime_env.yaml names it too).
+SETUP_HOOK = f"{__name__}.setup_ray_process"
 # How often Ray Data refreshes its resource limits (Ray 2.60 default: 1 s), see tune_ray_data.
 RAY_DATA_LIMITS_REFRESH_S = 0.1
+
+
+def quiet_train_internals() -> None:
+    """Silence Ray Train's PlacementGroupCleaner in this process.
+
+    Every Train run starts that detached actor; once a second it asks the State API whether the
+    run's controller lives, to free its placement group if the controller died without doing so.
+    The State API is served by the dashboard, which a local runtime here does not start (one less
+    listening server and ~100 MB less on small machines), so every query fails and logs "Failed to
+    query Ray Train Controller actor state" once a second for the whole run. Nothing is lost
+    without it: a controller that ends, even by an exception, removes its placement group itself,
+    and sweeps free any left over (`tune.sweep.release_orphaned_placement_groups`).
+    """
+    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
+
+
+def setup_ray_process() -> None:
+    """Run in every Ray worker process (a worker_process_setup_hook)."""
+    tune_ray_data()
+    quiet_train_internals()
 
 
 def tune_ray_data() -> None:
@@ -52,7 +72,7 @@ def ray_init() -> None:
 
     if ray.is_initialized():
         return
-    tune_ray_data()
+    setup_ray_process()  # the driver runs Ray Data executions and Train controllers' code too
     if os.environ.get("RAY_ADDRESS"):
         ray.init()  # the job's runtime env (jobs/runtime_env.yaml) carries the setup hook
     else:

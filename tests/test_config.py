@@ -40,3 +40,46 @@ def test_guidance_without_condition_dropout_is_refused():
         load_config(None, ["model.diffusion.guidance_scale=2"])
     assert load_config(None, ["model.diffusion.guidance_scale=2",
                               "model.diffusion.condition_dropout=0.1"]).model.diffusion.guidance_scale == 2
+
+
+def test_stage_and_sweep_blocks_lay_over_the_recipe_and_overrides_win(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("train: {epochs: 5, lr: 0.1}\n"
+                      "stage1: {train: {epochs: 10}}\n"
+                      "stage2: {train: {epochs: 20}, data: {crop_frames: 70}}\n"
+                      "sweep: {train: {epochs: 2, num_workers: 1}}\n")
+    assert load_config(recipe).train.epochs == 10  # stage 1 is the default stage
+    stage2 = load_config(recipe, stage=2)
+    assert (stage2.train.stage, stage2.train.epochs, stage2.data.crop_frames, stage2.train.lr) == (2, 20, 70, 0.1)
+    assert load_config(recipe, ["train.stage=2"]).train.epochs == 20  # the override picks the block
+    trial = load_config(recipe, stage=2, sweep=True)
+    assert (trial.train.epochs, trial.train.num_workers, trial.data.crop_frames) == (2, 1, 70)
+    assert load_config(recipe, ["train.epochs=3"], stage=2, sweep=True).train.epochs == 3
+
+
+def test_a_recipe_builds_on_its_base(tmp_path):
+    (tmp_path / "base.yaml").write_text("model: {mmt: {d_model: 64, n_heads: 4}}\nstage1: {train: {epochs: 10}}\n"
+                                        "tune: {num_samples: 8}\n")
+    (tmp_path / "small.yaml").write_text("base: base.yaml\nmodel: {mmt: {d_model: 32}}\ntune: {num_samples: 1}\n")
+    cfg = load_config(tmp_path / "small.yaml")
+    assert (cfg.model.mmt.d_model, cfg.model.mmt.n_heads, cfg.train.epochs, cfg.tune.num_samples) == (32, 4, 10, 1)
+    (tmp_path / "base.yaml").write_text("base: small.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "small.yaml")
+
+
+def test_a_typo_in_an_unused_block_is_still_refused(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("stage2: {train: {epoch: 20}}\n")
+    with pytest.raises(ConfigError, match="(?s)block 'stage2'.*train.epoch"):
+        load_config(recipe, stage=1)
+
+
+def test_the_shipped_recipes_carry_what_the_demo_needs():
+    from reactdiff.demo import RECIPES
+
+    full, small = (load_config(RECIPES[size], stage=2, sweep=True) for size in ("full", "small"))
+    root = RECIPES["full"].parents[1]
+    assert (root / full.tune.space).is_file() and (root / small.tune.space).is_file()
+    assert small.corpus.dyads < full.corpus.dyads and small.train.epochs <= full.train.epochs
+    assert small.train.name == full.train.name == "demo-sweep"  # small builds on full, not a copy

@@ -13,7 +13,8 @@ import pytest
 
 from reactdiff.data import corpus
 from reactdiff.data.layout import EMOTION_DIM
-from reactdiff.demo import SIZES
+from reactdiff.config import load_config
+from reactdiff.demo import RECIPES
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_inprocess_ray")]
 
@@ -24,9 +25,20 @@ def test_demo_small_runs_every_stage(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "reactdiff.cli", "demo", "--size", "small", "--workdir", str(workdir)],
                           capture_output=True, text=True, env=env, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    out = proc.stdout
-    for step in ("synth", "prepare", "train stage 1", "train stage 2", "sweep", "evaluate", "promote", "generate"):
-        assert step in out, f"step '{step}' missing from the demo output"
+    out, progress = proc.stdout, proc.stderr
+    for step, name in enumerate(("synth", "prepare", "train stage 1", "train stage 2", "sweep", "evaluate",
+                                 "promote", "generate"), start=1):
+        assert f"[{step}/8] {name}" in progress, f"step '{name}' missing from the demo's progress lines"
+    # A quiet terminal: stage and epoch lines (with an ETA), results; Ray's, Tune's and MLflow's
+    # own output went to the log file named on the first line.
+    stage1_epochs = load_config(RECIPES["small"], stage=1).train.epochs
+    assert f"stage 1 epoch {stage1_epochs}/{stage1_epochs}" in progress and "ETA" in progress
+    for noise in ("RayTrainWorker", "PlacementGroupCleaner", "Trial status", "View run"):
+        assert noise not in out + progress, f"'{noise}' reached the terminal"
+    log = workdir / "logs"
+    (log_file,) = log.glob("demo-*.log")
+    assert str(log_file) in progress.splitlines()[0]
+    assert "RayTrainWorker" in log_file.read_text(errors="replace")  # the workers' output is kept there
     for baseline in ("B_Random", "B_Mime", "B_MeanSeq", "B_MeanFr", "ReactDiff"):
         assert baseline in out
     assert "mlflow ui --backend-store-uri sqlite:///" in out and "--host 127.0.0.1" in out
@@ -52,7 +64,7 @@ def test_demo_small_runs_every_stage(tmp_path):
 
     # Generated reactions parse back with the corpus reader.
     csvs = sorted((workdir / "generated").rglob("*.csv"))
-    assert len(csvs) == 10 * SIZES["small"].generated_clips  # α = 10 per generated speaker
+    assert len(csvs) == 10 * load_config(RECIPES["small"]).demo.generated_clips  # α = 10 per generated speaker
     emotion = corpus.read_emotion(csvs[0])
     assert emotion.shape[1] == EMOTION_DIM
     face = np.load(csvs[0].with_suffix(".npy"))

@@ -14,7 +14,7 @@ from reactdiff.tracking import EVAL_SPLIT_TAG
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_baselines_only_evaluation(tiny_store, tracking_uri, tmp_path, capsys):
+def test_baselines_only_evaluation(tiny_store, tracking_uri, tmp_path):
     cfg = load_config(REPO / "configs" / "tiny.yaml", [
         f"data.store={tiny_store}", f"tracking.tracking_uri={tracking_uri}", "tracking.experiment=test-evaluate"])
     result = evaluate(cfg, model=None, split="test", alpha=3, out_dir=tmp_path / "eval")
@@ -23,9 +23,9 @@ def test_baselines_only_evaluation(tiny_store, tracking_uri, tmp_path, capsys):
     # Mimicry reproduces the speaker exactly: FRSyn offset 0, and no diversity across α.
     assert result.rows["B_Mime"]["FRSyn"] == 0.0 and result.rows["B_Mime"]["FRDiv"] == 0.0
     assert result.rows["B_Random"]["FRDiv"] > 0.1  # ≈ 1/6 for i.i.d. uniform predictions
-    printed = capsys.readouterr().out
+    summary = result.summary()  # what `reactdiff evaluate` prints
     for name in ("B_Random", "B_Mime", "B_MeanSeq", "B_MeanFr", "FRDist"):
-        assert name in printed
+        assert name in summary
     written = {p.name for p in result.files}
     assert {"results.md", "results.csv", "results.json", "metrics.png", "sample_0.png"} <= written
     assert json.loads((tmp_path / "eval" / "results.json").read_text()) == result.rows

@@ -86,7 +86,8 @@ def test_nothing_usable_exits_non_zero(tiny_corpus, tmp_path, capsys):
     shutil.copytree(tiny_corpus, broken)
     for csv_file in broken.rglob("Emotion/**/*.csv"):
         csv_file.write_text("garbage\n1,2\n")
-    status = cli_main(["prepare", "--corpus", str(broken), "--out", str(tmp_path / "store"), "--workers", "1"])
+    status = cli_main(["prepare", "--corpus", str(broken), "--out", str(tmp_path / "store"), "--workers", "1",
+                       "--log-dir", str(tmp_path / "logs")])
     assert status == 1
     err = capsys.readouterr().err
     assert err.startswith("error:") and str(broken) in err

@@ -21,6 +21,7 @@ import numpy as np
 from reactdiff.data import corpus as corpus_reader
 from reactdiff.data.appropriateness import DEFAULT_THRESHOLD, compute_matrix, load_matrix
 from reactdiff.data.layout import FPS
+from reactdiff import console
 from reactdiff.ray_runtime import ray_init
 from reactdiff.data.store import (
     Manifest,
@@ -91,7 +92,7 @@ class PartWriter:
         return feats
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        results: dict[str, list] = {"split": [], "file": [], "rows": [], "rejected": [], "stats": []}
+        results: dict[str, list] = {"split": [], "part": [], "file": [], "rows": [], "rejected": [], "stats": []}
         for split, part, rows_json in zip(batch["split"], batch["part"], batch["rows"]):
             kept, rejected = [], []
             for pair_id, clip_a, clip_b in json.loads(rows_json):
@@ -110,8 +111,10 @@ class PartWriter:
                 rel = f"{split}/part-{int(part):05d}.parquet"
                 write_part(self.options.out / rel, kept, self.manifest)
             face = np.concatenate([r[p]["3dmm"] for r in kept for p in "ab"]) if kept else np.zeros((0, 58))
-            stats = {"n": int(face.shape[0]), "sum": face.sum(0).tolist(), "sumsq": (face.astype(np.float64) ** 2).sum(0).tolist()}
+            face = face.astype(np.float64)
+            stats = {"n": int(face.shape[0]), "sum": face.sum(0).tolist(), "sumsq": (face**2).sum(0).tolist()}
             results["split"].append(split)
+            results["part"].append(int(part))
             results["file"].append(rel)
             results["rows"].append(json.dumps([r["pair_id"] for r in kept]))
             results["rejected"].append(json.dumps(rejected))
@@ -193,13 +196,19 @@ def prepare(options: PrepareOptions) -> Manifest:
 
     ray_init()
     dataset = ray.data.from_items(parts, override_num_blocks=max(1, len(parts)))
-    results = dataset.map_batches(
+    written = dataset.map_batches(
         PartWriter,
         fn_constructor_args=(options, streams, frames),
         batch_size=1,
         concurrency=max(1, min(options.workers, len(parts))),
         num_cpus=1,
-    ).take_all()
+    )
+    clips = sum(len(json.loads(p["rows"])) for p in parts) * 2
+    results = list(console.progress(written.iter_rows(), total=len(parts),
+                                    desc=f"prepare: {clips} person-clips in {len(parts)} parts", unit="part"))
+    # Parts finish in any order; reduced in part order, the statistics (and so the store and
+    # its fingerprint) do not depend on scheduling.
+    results.sort(key=lambda r: (options.splits.index(r["split"]), r["part"]))
 
     manifest = Manifest(profile=options.profile, frames=frames, fps=FPS, streams=streams)
     rejected: list[dict[str, Any]] = []

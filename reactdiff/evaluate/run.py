@@ -44,7 +44,11 @@ class Evaluation:
     out_dir: Path
     run_id: str
     verdict: str  # per model row and metric, which naive baselines it beats
+    heading: str  # what was measured, on which split and how many samples
     files: list[Path] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return f"{self.heading}:\n\n{self.table_markdown}" + (f"\n{self.verdict}" if self.verdict else "")
 
 
 def _run_for_model(client: mlflow.MlflowClient, model: str) -> str | None:
@@ -175,11 +179,8 @@ def evaluate(cfg: ExperimentConfig, model: str | None = None, split: str = "test
         client.log_artifact(run_id, str(path), artifact_path=f"evaluation/{split}-{mode}")
 
     what = "reconstruction metrics" if is_mmt else f"REACT2024 metrics (α={alpha}, {mode})"
-    print(f"\n{what} on '{split}' ({n} samples):\n")
-    print(markdown)
     verdict = "\n".join(report.baseline_verdict(rows, label) for label in (validation.MODEL_LABEL, validation.LRS_LABEL)
                         if label in rows)
-    if verdict:
-        print(verdict)
-    return Evaluation(rows=rows, table_markdown=markdown, out_dir=out_dir, run_id=run_id, verdict=verdict,
+    heading = f"{what} on '{split}' ({n} samples)"
+    return Evaluation(rows=rows, table_markdown=markdown, out_dir=out_dir, run_id=run_id, verdict=verdict, heading=heading,
                       files=files)

@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from reactdiff import console
 from reactdiff.data.layout import AU_SLICE, VA_SLICE
 from reactdiff.evaluate import metrics
 from reactdiff.models.lrs import ListenerStyle
@@ -64,7 +64,7 @@ def generate_reactions(generator: Any, speaker: dict[str, np.ndarray], alpha: in
     chunks: dict[str, list[np.ndarray]] = {label: [] for label in styles}
     batches = range(0, n, GENERATION_BATCH)
     if progress:
-        batches = tqdm(batches, desc=f"generate {' + '.join(styles)}", unit="batch", leave=False)
+        batches = console.progress(batches, total=len(batches), desc=f"generate {' + '.join(styles)}", unit="batch")
     for start in batches:
         stop = start + GENERATION_BATCH
         batch = {k: v[start:stop] for k, v in speaker.items()}

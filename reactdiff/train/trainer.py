@@ -130,9 +130,15 @@ def build_trainer(cfg: ExperimentConfig, tags: dict[str, str] | None = None,
 
 
 def run_training(cfg: ExperimentConfig) -> TrainResult:
-    trainer, run_id, export_dir = build_trainer(cfg)
+    """Fit stage `cfg.train.stage`, printing one line per epoch to the terminal."""
+    from reactdiff.train.progress import EpochLines
+
+    ray_init()
+    lines = EpochLines(f"stage {cfg.train.stage}", cfg.train.epochs)
+    trainer, run_id, export_dir = build_trainer(cfg, callbacks=[lines.callback])
     try:
-        result = trainer.fit()
+        with lines:
+            result = trainer.fit()
     except Exception:
         tracking.finish_run(run_id, status="FAILED")
         raise

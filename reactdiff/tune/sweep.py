@@ -34,7 +34,7 @@ from typing import Any
 
 from mlflow import MlflowClient
 
-from reactdiff import tracking
+from reactdiff import console, tracking
 from reactdiff.config import ConfigError, ExperimentConfig, apply_flat, flatten
 from reactdiff.evaluate import report
 from reactdiff.tune.objectives import Objective, evaluation_metric, pareto_front, parse_objectives
@@ -166,6 +166,28 @@ def _orphan_release_callback(interval_s: float = 5.0):
                 release_orphaned_placement_groups()
 
     return ReleaseOrphanedPlacementGroups()
+
+
+def _trial_lines(epochs: int):
+    """A Tune callback (it runs in the driver) printing one terminal line per trial epoch."""
+    from ray import tune
+
+    from reactdiff.train.progress import EpochClock
+
+    class TrialLines(tune.Callback):
+        def __init__(self):
+            self.clock = EpochClock()
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            console.say(self.clock.line(f"trial {trial.trial_id}", result, epochs))
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            console.say(f"trial {trial.trial_id} finished")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            console.say(f"trial {trial.trial_id} failed: see the log, and its error.txt under {trial.local_path}")
+
+    return TrialLines()
 
 
 def max_concurrent_trials(cfg: ExperimentConfig) -> int:
@@ -313,7 +335,7 @@ def _promote(cfg: ExperimentConfig, result: "SweepResult", row: TrialRow, object
     if row.status != "completed" or not row.run_id:
         raise ConfigError(f"trial {row.trial} is {row.status} and cannot be promoted; pick a completed trial")
     model_uri = f"runs:/{row.run_id}/{tracking.MODEL_ARTIFACT}"
-    print(f"\npromote: evaluating {row.trial} ({model_uri}) on '{cfg.data.val_split}' with α = 10")
+    console.say(f"promote: evaluating {row.trial} ({model_uri}) on '{cfg.data.val_split}' with α = 10")
     evaluate(cfg, model=model_uri, split=cfg.data.val_split, alpha=10,
              out_dir=Path(cfg.train.storage_path) / result.name / "promotion-eval")
     promotion = registry.promote(
@@ -321,7 +343,6 @@ def _promote(cfg: ExperimentConfig, result: "SweepResult", row: TrialRow, object
         cfg.tracking.registered_model, split=cfg.data.val_split, run_id=row.run_id,
         record={SWEEP_RUN_TAG: result.parent_run_id, SWEEP_TAG: result.name, TRIAL_TAG: row.trial},
     )
-    print(promotion.summary())
     return promotion
 
 
@@ -384,7 +405,7 @@ def run_sweep(cfg: ExperimentConfig, space: Path, stage: int, num_samples: int =
     )
     path = storage / sweep_name
     if tune.Tuner.can_restore(path):
-        print(f"resuming sweep {sweep_name} from {path}")
+        console.say(f"resuming sweep {sweep_name} from {path}")
         tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
     else:
         # Concurrency is set on the search algorithm: Tune ignores TuneConfig.max_concurrent_trials
@@ -415,7 +436,7 @@ def run_sweep(cfg: ExperimentConfig, space: Path, stage: int, num_samples: int =
                 trial_dirname_creator=_trial_dirname,
             ),
             run_config=tune.RunConfig(name=sweep_name, storage_path=str(storage), verbose=1,
-                                      callbacks=[_orphan_release_callback()]),
+                                      callbacks=[_orphan_release_callback(), _trial_lines(base.train.epochs)]),
         )
     try:
         results = tuner.fit()
@@ -440,7 +461,6 @@ def run_sweep(cfg: ExperimentConfig, space: Path, stage: int, num_samples: int =
         summary += "\n" + front_table
         client.log_text(parent_run_id, front_table, "sweep/pareto.md")
         client.log_text(parent_run_id, _csv(front_header, front_body), "sweep/pareto.csv")
-    print("\n" + summary)
 
     client.log_text(parent_run_id, summary, "sweep/ranking.md")
     client.log_text(parent_run_id, _csv(header, body), "sweep/ranking.csv")
@@ -479,7 +499,13 @@ def run_sweep(cfg: ExperimentConfig, space: Path, stage: int, num_samples: int =
 
 
 def _picked(rows: list[TrialRow], pick: str, sweep_name: str) -> TrialRow:
-    """The front member named by --pick (the trial name or its id)."""
+    """The front member named by --pick: the trial name, its id, or its rank in the printed front table."""
+    front = [row for row in rows if row.on_front]
+    if pick.isdigit():
+        if not 1 <= int(pick) <= len(front):
+            raise ConfigError(f"--pick {pick}: the Pareto front of sweep {sweep_name} has {len(front)} trials "
+                              f"(ranks 1-{len(front)} of its table): " + ", ".join(r.trial for r in front))
+        return front[int(pick) - 1]
     for row in rows:
         if pick in (row.trial, row.trial[len(sweep_name) + 1:]):
             if not row.on_front:
