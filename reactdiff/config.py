@@ -13,6 +13,7 @@ Validation errors name the file (or override) and the dotted key, and say what w
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -196,7 +197,9 @@ class TrainConfig(_Strict):
 
 class TrackingConfig(_Strict):
     tracking_uri: str = Field(
-        "sqlite:///mlflow.db", description="an MLflow server URL or a local sqlite:/// URI"
+        default_factory=lambda: os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
+        description="an MLflow server URL or a local sqlite:/// URI (default: $MLFLOW_TRACKING_URI, "
+        "as for MLflow's own tools, else sqlite:///mlflow.db)",
     )
     experiment: str = "reactdiff"
     registered_model: str = Field("reactdiff", description="registry name for promoted models")
@@ -234,7 +237,7 @@ class ExperimentConfig(_Strict):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
-    tracking: TrackingConfig = TrackingConfig()
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)  # reads $MLFLOW_TRACKING_URI at load time
     tune: TuneConfig = TuneConfig()
     corpus: CorpusConfig = CorpusConfig()
     demo: DemoConfig = DemoConfig()

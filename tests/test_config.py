@@ -83,3 +83,11 @@ def test_the_shipped_recipes_carry_what_the_demo_needs():
     assert (root / full.tune.space).is_file() and (root / small.tune.space).is_file()
     assert small.corpus.dyads < full.corpus.dyads and small.train.epochs <= full.train.epochs
     assert small.train.name == full.train.name == "demo-sweep"  # small builds on full, not a copy
+
+
+def test_the_tracking_uri_defaults_to_mlflows_environment_variable(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert load_config(None).tracking.tracking_uri == "http://127.0.0.1:5999"
+    assert load_config(None, ["tracking.tracking_uri=sqlite:////tmp/x.db"]).tracking.tracking_uri == "sqlite:////tmp/x.db"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert load_config(None).tracking.tracking_uri == "sqlite:///mlflow.db"
