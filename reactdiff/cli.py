@@ -23,6 +23,7 @@ the pipeline, in order:
   reactdiff evaluate --model <uri> --config configs/demo.yaml --split test
   reactdiff promote  --experiment reactdiff --metric FRDist --mode min
   reactdiff generate --model models:/reactdiff@champion --speaker data/store:test --out out/
+  reactdiff serve-request --model models:/reactdiff@champion --speaker data/store:test --out request.json
   reactdiff demo                                           # all of the above, end to end
 
 configs are YAML recipes (configs/) plus dotted overrides: train.epochs=3 model.lrs.mode=off
@@ -146,6 +147,16 @@ def cmd_generate(args) -> int:
                             listener_ref=args.listener_ref, seed=args.seed, tracking_uri=args.tracking_uri,
                             max_clips=args.max_clips)
     print(f"wrote {len(files)} files under {args.out}")
+    return 0
+
+
+def cmd_serve_request(args) -> int:
+    from reactdiff.generate import serving_request
+
+    body = serving_request(args.model, args.speaker, max_clips=args.max_clips, alpha=args.alpha, mode=args.mode,
+                           seed=args.seed, tracking_uri=args.tracking_uri)
+    args.out.write_text(json.dumps(body))
+    print(f"wrote the request body for {args.model} to {args.out}")
     return 0
 
 
@@ -286,6 +297,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generate for the first N speaker clips of a split only (0: all)")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("serve-request", help="write a JSON request body for `mlflow models serve` of a model",
+                       description="Speaker features from a store split or a corpus clip, in the JSON body "
+                       "that the served pyfunc takes: POST it to http://<host>:<port>/invocations "
+                       "(README, 'Serving the champion').")
+    p.add_argument("--model", required=True, help="the served model (its streams are sent), e.g. "
+                   "models:/reactdiff@champion")
+    p.add_argument("--speaker", required=True, help="<store dir>:<split> or a corpus clip file, as for generate")
+    p.add_argument("--max-clips", type=int, default=1, help="the first N speaker clips (0: all)")
+    p.add_argument("--alpha", type=int, default=10)
+    p.add_argument("--mode", choices=["offline", "online"], default="offline")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--tracking-uri")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_serve_request)
 
     p = sub.add_parser("demo", help="the whole pipeline on a synthetic corpus, locally, end to end",
                        description="synth → prepare → stage 1 → stage 2 → sweep → evaluate → promote → "
