@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import logging
 import sys
 from pathlib import Path
@@ -15,19 +16,23 @@ from reactdiff import ray_runtime  # noqa: F401  (first: a local Ray runtime bin
 from reactdiff import console
 
 EPILOG = """\
-the pipeline, in order:
-  reactdiff synth    --out data/corpus --dyads 40          # a synthetic REACT2024-layout corpus
-  reactdiff prepare  --corpus data/corpus --out data/store # Ray Data → Parquet feature store
-  reactdiff train    stage1 --config configs/demo.yaml     # MMT autoencoder (Ray Train)
-  reactdiff train    stage2 --config configs/demo.yaml train.stage1_model=<uri>
-  reactdiff tune     --space tune_spaces/stage2.yaml --stage 2 --config configs/demo.yaml
-  reactdiff evaluate --model <uri> --config configs/demo.yaml --split test
-  reactdiff promote  --experiment reactdiff --metric FRDist --mode min
+the pipeline, in order (the README's "Using it" runs exactly these):
+  reactdiff synth    --config configs/demo.yaml --out data/corpus   # a synthetic REACT2024-layout corpus
+  reactdiff prepare  --corpus data/corpus --out data/store          # Ray Data → Parquet feature store
+  MMT=$(reactdiff train stage1 --config configs/demo.yaml)         # MMT autoencoder; prints its model URI
+  reactdiff evaluate --model $MMT --split val --config configs/demo.yaml
+  reactdiff promote  --model-name reactdiff-mmt --metric recon_FRDist --mode min --config configs/demo.yaml
+  reactdiff train    stage2 --config configs/demo.yaml train.stage1_model=models:/reactdiff-mmt@champion
+  reactdiff tune     --stage 2 --config configs/demo.yaml train.stage1_model=models:/reactdiff-mmt@champion
+  reactdiff evaluate --model <uri> --split val --config configs/demo.yaml
+  reactdiff promote  --metric FRDist --mode min --config configs/demo.yaml
   reactdiff generate --model models:/reactdiff@champion --speaker data/store:test --out out/
-  reactdiff demo                                           # all of the above, end to end
+  reactdiff serve-request --model models:/reactdiff@champion --speaker data/store:test --out request.json
+  reactdiff demo                                            # all of the above, end to end
 
-configs are YAML recipes (configs/) plus dotted overrides: train.epochs=3 model.lrs.mode=off
-`reactdiff config` prints every field with its default.
+configs are YAML recipes (configs/) plus dotted overrides: train.epochs=3 model.lrs.mode=off;
+`reactdiff config --config configs/demo.yaml` prints every effective value.
+the terminal shows stages, epochs and results; Ray's and MLflow's output goes to logs/ (-v: here).
 """
 
 
@@ -166,6 +171,16 @@ def cmd_generate(args) -> int:
                             listener_ref=args.listener_ref, seed=args.seed, tracking_uri=args.tracking_uri,
                             max_clips=args.max_clips)
     console.result(f"wrote {len(files)} files under {args.out}")
+    return 0
+
+
+def cmd_serve_request(args) -> int:
+    from reactdiff.generate import serving_request
+
+    body = serving_request(args.model, args.speaker, max_clips=args.max_clips, alpha=args.alpha, mode=args.mode,
+                           seed=args.seed, tracking_uri=args.tracking_uri)
+    args.out.write_text(json.dumps(body))
+    console.result(f"wrote the request body for {args.model} to {args.out}")
     return 0
 
 
@@ -319,6 +334,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generate for the first N speaker clips of a split only (0: all)")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_generate)
+
+    p = add_parser("serve-request", help="write a JSON request body for `mlflow models serve` of a model",
+                       description="Speaker features from a store split or a corpus clip, in the JSON body "
+                       "that the served pyfunc takes: POST it to http://<host>:<port>/invocations "
+                       "(README, 'Serving the champion').")
+    p.add_argument("--model", required=True, help="the served model (its streams are sent), e.g. "
+                   "models:/reactdiff@champion")
+    p.add_argument("--speaker", required=True, help="<store dir>:<split> or a corpus clip file, as for generate")
+    p.add_argument("--max-clips", type=int, default=1, help="the first N speaker clips (0: all)")
+    p.add_argument("--alpha", type=int, default=10)
+    p.add_argument("--mode", choices=["offline", "online"], default="offline")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--tracking-uri")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_serve_request)
 
     p = add_parser("demo", help="the whole pipeline on a synthetic corpus, locally, end to end",
                        description="synth → prepare → stage 1 → stage 2 → sweep → evaluate → promote → "

@@ -253,6 +253,23 @@ def generate_to_dir(model_uri: str | Path, speaker: str | Path, out_dir: str | P
     return written
 
 
+def serving_request(model_uri: str | Path, speaker: str | Path, max_clips: int = 1, alpha: int = 10,
+                    mode: str = "offline", seed: int | None = None, tracking_uri: str | None = None) -> dict:
+    """The JSON body for the served pyfunc (`mlflow models serve`, README "Serving the champion"):
+    the model's streams of the first `max_clips` speaker clips of `speaker` (0: all), and the params.
+
+        {"inputs": {<stream>: B x T x D numbers, ...}, "params": {"alpha": α, "mode": ..., "seed": ...}}
+    """
+    if max_clips < 0:
+        raise ValueError(f"max_clips: expected a number of speaker clips (0 = all), got {max_clips}")
+    streams = Generator(model_uri, tracking_uri).model.mmt.streams
+    speakers = load_speakers(speaker, list(streams))
+    clips = max_clips or len(speakers.clips)
+    # float32 → Python float is exact, so the server sees the store's values bit for bit.
+    return {"inputs": {name: speakers.feats[name][:clips].tolist() for name in streams},
+            "params": {"alpha": alpha, "mode": mode, **({} if seed is None else {"seed": seed})}}
+
+
 @dataclass
 class RealTime:
     """Streaming online generation timed window by window against the clip's own clock."""

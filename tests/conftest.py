@@ -90,6 +90,18 @@ def tracking_uri(tmp_path_factory: pytest.TempPathFactory):
         yield uri
 
 
+@pytest.fixture(scope="module")
+def uri(tracking_uri: str) -> str:
+    """`tracking_uri`, also set as the fluent API's URI for a module (tracking.log_model logs
+    through it)."""
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(tracking_uri)
+    yield tracking_uri
+    mlflow.set_tracking_uri(previous)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _shutdown_ray():
     """A Ray runtime a test started is shut down at the end."""

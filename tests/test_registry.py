@@ -7,7 +7,6 @@ import json
 import threading
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
@@ -20,16 +19,6 @@ from test_generate import save_tiny_checkpoint
 
 METRIC = "FRDist"
 STORE = "store-1"
-
-
-@pytest.fixture(scope="module")
-def uri(tracking_uri: str) -> str:
-    """conftest's session `mlflow server`, also set as the fluent API's URI for this module
-    (tracking.log_model logs through it)."""
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(tracking_uri)
-    yield tracking_uri
-    mlflow.set_tracking_uri(previous)
 
 
 @pytest.fixture(scope="module")

@@ -104,20 +104,24 @@ class ReactDiff(nn.Module):
             )
         return (self.mmt.encode(feats, causal_block) - self.latent_center) / self.latent_half_range
 
+    def check_frames(self, frames: int) -> None:
+        """Raises ValueError if clips of `frames` frames cannot be windowed (see `pad_mode`)."""
+        ws = self.window_size
+        if frames % ws and self.config.diffusion.pad_mode == "drop":
+            raise ValueError(
+                f"clip length {frames} frames is not a multiple of "
+                f"model.diffusion.window_size={ws} and model.diffusion.pad_mode='drop': crop "
+                f"clips to a multiple of {ws} frames or set model.diffusion.pad_mode=replicate"
+            )
+
     def _windows(self, latent: Tensor) -> Tensor:
         """(B, T, D) → (B, n, ws, D), padding the last window per `pad_mode`."""
         batch, frames, dim = latent.shape
-        ws = self.window_size
-        missing = -frames % ws
+        self.check_frames(frames)
+        missing = -frames % self.window_size
         if missing:
-            if self.config.diffusion.pad_mode == "drop":
-                raise ValueError(
-                    f"clip length {frames} frames is not a multiple of "
-                    f"model.diffusion.window_size={ws} and model.diffusion.pad_mode='drop': crop "
-                    f"clips to a multiple of {ws} frames or set model.diffusion.pad_mode=replicate"
-                )
             latent = torch.cat([latent, latent[:, -1:].expand(batch, missing, dim)], dim=1)
-        return latent.view(batch, -1, ws, dim)
+        return latent.view(batch, -1, self.window_size, dim)
 
     def _conditions(self, speaker_feats: dict[str, Tensor], mode: Mode) -> Tensor:
         """Speaker condition per listener window (B, n, ws, D)."""
