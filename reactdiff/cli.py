@@ -28,6 +28,8 @@ the pipeline, in order (the README's "Using it" runs exactly these):
   reactdiff promote  --metric FRDist --mode min --config configs/demo.yaml
   reactdiff generate --model models:/reactdiff@champion --speaker data/store:test --out out/
   reactdiff serve-request --model models:/reactdiff@champion --speaker data/store:test --out request.json
+  reactdiff render   out/ --corpus data/corpus --out reaction.mp4     # watch them beside the speaker
+  reactdiff score    out/ --store data/store --split test             # REACT2024 metrics of any predictions
   reactdiff demo                                            # all of the above, end to end
 
 configs are YAML recipes (configs/) plus dotted overrides: train.epochs=3 model.lrs.mode=off;
@@ -142,9 +144,51 @@ def cmd_evaluate(args) -> int:
 
     cfg = _load(args)
     evaluation = evaluate(cfg, model=args.model, split=args.split, mode=args.mode, alpha=args.alpha,
-                          out_dir=args.out, max_samples=args.max_samples, precision=args.precision)
+                          out_dir=args.out, max_samples=args.max_samples, precision=args.precision,
+                          videos=args.videos)
     console.result(evaluation.summary())
-    console.say(f"tables and plots: {evaluation.out_dir} (and in MLflow run {evaluation.run_id})")
+    console.say(f"tables, plots and videos: {evaluation.out_dir} (and in MLflow run {evaluation.run_id})")
+    return 0
+
+
+class Refused(ValueError):
+    """Inputs `render` or `score` refuse; the message names the file, the field and what to do."""
+
+
+def cmd_render(args) -> int:
+    from reactdiff.render import render
+
+    try:
+        path = render(args.source, args.out, speaker=args.speaker, clip=args.clip, corpus_root=args.corpus,
+                      alpha=args.alpha, seed=args.seed, tracking_uri=args.tracking_uri, truth=not args.no_truth,
+                      face_size=args.face_size, renderer=args.renderer, still=args.still)
+    except (ValueError, FileNotFoundError) as err:
+        raise Refused(str(err)) from None
+    console.result(f"wrote {path}")
+    return 0
+
+
+def cmd_score(args) -> int:
+    from reactdiff import tracking
+    from reactdiff.evaluate.score import load_predictions, score, truth_from_corpus, truth_from_store
+
+    if (args.corpus is None) == (args.store is None):
+        raise Refused("give the ground truth as exactly one of --corpus ROOT or --store DIR (with --split)")
+    try:
+        truth = (truth_from_corpus(args.corpus, args.split, args.appropriate) if args.corpus else
+                 truth_from_store(args.store, args.split, args.appropriate))
+        predictions = load_predictions(args.predictions, truth, args.threedmm, args.clips)
+    except ValueError as err:  # ScoreError, and the corpus reader's, store's and matrix loader's refusals
+        raise Refused(str(err)) from None
+    rows, markdown, files = score(predictions, truth, args.out, label=args.label, with_baselines=args.baselines)
+    console.result(f"REACT2024 metrics of {predictions.source} (α={predictions.emotion.shape[1]}) on {truth.source} "
+                   f"({len(truth.listener)} samples):\n\n{markdown}")
+    console.say(f"tables and plots: {args.out}")
+    if args.tracking_uri:
+        run_id = tracking.log_scoring(args.tracking_uri, args.experiment, f"score-{args.label}", rows, args.label,
+                                      files, f"evaluation/{args.split}-score",
+                                      {tracking.EVAL_SPLIT_TAG: args.split, tracking.EVAL_MODE_TAG: "score"})
+        console.result(f"logged to MLflow run {run_id} ({args.tracking_uri}, experiment '{args.experiment}')")
     return 0
 
 
@@ -302,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="the denoiser's precision while sampling; bf16 is ~1.7x faster on CPUs with native bf16 "
                    "(AVX-512 BF16/AMX) and moves the metrics slightly; fp32 is the reference")
+    p.add_argument("--videos", type=int, default=2,
+                   help="stage-2 models: this many seeded samples as MP4s (speaker video and audio beside "
+                   "3 reactions and the real listener), logged next to the plots; needs data.corpus=<corpus root>")
     p.add_argument("--out", type=Path, default=Path("runs/eval"), help="tables and plots")
     _add_config_args(p)
     p.set_defaults(func=cmd_evaluate)
@@ -350,12 +397,76 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_serve_request)
 
+    p = add_parser(
+        "render", help="an MP4 of a speaker (real video and audio) beside drawn faces of the reactions",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="The faces are drawn from the 25 emotion values and the 6 pose values of the 3DMM\n"
+        "(reactdiff/render.py documents which channel moves which feature); a bar strip under each face shows\n"
+        "valence, arousal and the 8 expression probabilities. α reactions form a grid; the real listener\n"
+        "(the speaker's partner in the split CSV) is one more face. 25 fps, H.264 + AAC: plays in browsers.",
+        epilog="examples:\n"
+        "  reactdiff generate --model models:/reactdiff@champion --speaker data/store:test --out out/ --max-clips 2\n"
+        "  reactdiff render out/ --corpus data/corpus --out reaction.mp4             # out/'s first clip\n"
+        "  reactdiff render out/ --corpus data/corpus --clip NoXI/001_test/Expert_video/1 --out r.mp4\n"
+        "  reactdiff render models:/reactdiff@champion --out r.mp4 \\\n"
+        "      --speaker data/corpus/test/Audio_files/NoXI/001_test/Expert_video/1.wav\n"
+        "  reactdiff render out/ --corpus data/corpus --renderer mypkg.faceverse:render --out mesh.mp4\n"
+        "      (a 3DMM mesh renderer of your own: f(emotion (25,), 3dmm (58,), size) -> (size, size, 3) uint8)")
+    p.add_argument("source", help="a folder written by `reactdiff generate`, or a model (checkpoint or MLflow URI)")
+    p.add_argument("--out", type=Path, required=True, help="the MP4 to write")
+    p.add_argument("--speaker", help="with a model: the speaker, a corpus clip file outside the Emotion tree")
+    p.add_argument("--clip", help="with a folder: the speaker clip to render (default: its first)")
+    p.add_argument("--corpus", type=Path, help="the corpus root, where the folder's speakers came from a store split")
+    p.add_argument("--alpha", type=int, default=10, help="with a model: reactions to generate")
+    p.add_argument("--seed", type=int, default=0, help="with a model: the generation seed")
+    p.add_argument("--tracking-uri", help="with an MLflow model URI: the tracking server")
+    p.add_argument("--no-truth", action="store_true", help="leave the real listener out")
+    p.add_argument("--face-size", type=int, default=128, help="pixels of each face")
+    p.add_argument("--still", type=int, metavar="FRAME", help="write this frame as a PNG instead of the video")
+    p.add_argument("--renderer", default="drawn",
+                   help="'drawn' (built in) or package.module:function of your own (e.g. a FaceVerse mesh renderer)")
+    p.set_defaults(func=cmd_render)
+
+    p = add_parser(
+        "score", help="REACT2024 metrics for predictions made elsewhere (the official shapes)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Score emotion predictions (N, α, T, 25) against a split's ground truth, with the same\n"
+        "table, JSON and plots as `evaluate`. Sample order: with R rows in <split>.csv, sample s < R is row s\n"
+        "as written (speaker_path speaks), sample R + s is row s role-swapped (listener_path speaks).\n"
+        "Refused, naming the file and field: a wrong shape or sample count, NaN/inf, an AU or expression\n"
+        "probability outside [0, 1], valence/arousal outside [-1, 1], a matrix of the wrong size, clips\n"
+        "that do not match the split. Details: docs/scoring.md.",
+        epilog="examples:\n"
+        "  reactdiff score emotion.npy --corpus /data/REACT2024 --split test \\\n"
+        "      --appropriate /data/REACT2024/neighbour_emotion_test.npy --out score_out/\n"
+        "  reactdiff score preds.pt --threedmm 3dmm.npy --corpus /data/REACT2024 --split val --clips order.txt\n"
+        "  reactdiff score out/ --store data/store --split test          # a folder written by `generate`\n"
+        "  reactdiff score csv_folder/ --corpus data/corpus --split test --baselines \\\n"
+        "      --tracking-uri http://127.0.0.1:5000 --label my-team   # also a run of its own in MLflow")
+    p.add_argument("predictions", type=Path,
+                   help="emotion .npy/.pt (N, α, T, 25), a `generate` folder, or a folder of per-clip CSVs")
+    p.add_argument("--corpus", type=Path, help="ground truth: a REACT2024-layout corpus root")
+    p.add_argument("--store", type=Path, help="ground truth: a feature store (its matrix included)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--appropriate", type=Path,
+                   help="the (N, N) appropriateness matrix (.npy/.csv), e.g. the official neighbour_emotion_test.npy; "
+                   "default: the store's, or for a corpus computed from speaker similarity like `prepare`")
+    p.add_argument("--threedmm", type=Path, help="3DMM predictions (N, α, T, 58), checked for shape and values")
+    p.add_argument("--clips", type=Path,
+                   help="the speaker clip of each prediction row, one per line, to match an array to the split")
+    p.add_argument("--label", default="predictions", help="the row name in the table and MLflow")
+    p.add_argument("--baselines", action="store_true", help="add B_Random and B_Mime rows (each costs a scoring)")
+    p.add_argument("--out", type=Path, default=Path("runs/score"), help="tables and plots")
+    p.add_argument("--tracking-uri", help="log the results to this MLflow server as a run of its own")
+    p.add_argument("--experiment", default="reactdiff-score", help="the MLflow experiment of that run")
+    p.set_defaults(func=cmd_score)
+
     p = add_parser("demo", help="the whole pipeline on a synthetic corpus, locally, end to end",
                        description="synth → prepare → stage 1 → stage 2 → sweep → evaluate → promote → "
                        "generate from models:/…@champion, on a local Ray runtime with an MLflow server "
                        "on a SQLite file (127.0.0.1). Ends with the metric table against the naive "
-                       "baselines, the real-time factor of online generation, where the plots and the "
-                       "MLflow database are, and the command that opens the MLflow UI. The full size "
+                       "baselines, the real-time factor of online generation, where the plots, a reaction "
+                       "video and the MLflow database are, and the command that opens the MLflow UI. The full size "
                        "takes about 15 minutes on 2 CPU cores.")
     p.add_argument("--workdir", type=Path, default=Path("demo_out"),
                    help="folder for the corpus, store, checkpoints, MLflow database, plots and "
@@ -381,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     from reactdiff.data.prepare import PrepareError
 
     # Errors whose message says what to do: printed alone (no traceback), with this exit status.
-    user_errors = {ConfigError: 2, PrepareError: 1}
+    user_errors = {ConfigError: 2, PrepareError: 1, Refused: 1}
     log_dir = args.workdir / "logs" if args.command == "demo" else args.log_dir
     log = None
     try:

@@ -129,6 +129,9 @@ class ModelConfig(_Strict):
 
 class DataConfig(_Strict):
     store: Path = Field(Path("data/store"), description="feature store written by `prepare`")
+    corpus: Path | None = Field(
+        None, description="the corpus the store was prepared from; `evaluate` reads the speakers' real video "
+        "and audio from it for its videos (none: no videos)")
     train_split: str = "train"
     val_split: str = "val"
     crop_frames: int = Field(

@@ -60,7 +60,8 @@ def run_demo(workdir: Path, size: str = "full") -> int:
 
     mlflow_dir = workdir / "mlflow"
     with mlflow_server(mlflow_dir) as tracking_uri:
-        common = [f"data.store={store}", f"train.storage_path={runs}", f"tracking.tracking_uri={tracking_uri}"]
+        common = [f"data.store={store}", f"data.corpus={corpus}", f"train.storage_path={runs}",
+                  f"tracking.tracking_uri={tracking_uri}"]
         stage1_cfg = load_config(recipe, common, stage=1)
         _step(3, f"train stage 1: the MMT autoencoder, {stage1_cfg.train.epochs} epochs "
                  f"(Ray Train, {stage1_cfg.train.num_workers} {stage1_cfg.train.strategy} workers)")
@@ -99,7 +100,8 @@ def run_demo(workdir: Path, size: str = "full") -> int:
                                 workdir / "generated", alpha=10, mode="offline", seed=0,
                                 tracking_uri=tracking_uri, max_clips=generated)
         online = evaluate(eval_cfg, model=stage2.model_uri, split="test", mode="online", alpha=10,
-                          out_dir=workdir / "eval_online", max_samples=sizes.demo.online_samples, precision=precision)
+                          out_dir=workdir / "eval_online", max_samples=sizes.demo.online_samples, precision=precision,
+                          videos=0)
         model = load_checkpoint(stage2.checkpoint)
         first = load_speakers(f"{store}:test", list(model.mmt.streams))
         clip = {name: torch.from_numpy(values[:1]) for name, values in first.feats.items()
@@ -118,6 +120,7 @@ def run_demo(workdir: Path, size: str = "full") -> int:
         f"streaming online generation, α = 10, one speaker, {torch.get_num_threads()} torch threads: "
         f"{real_time.summary()}\n\n"
         f"plots:            {workdir / 'eval'}/*.png (also in MLflow under evaluation/)\n"
+        f"a reaction video: {evaluation.videos[0]}  (open it in a browser; also in MLflow under evaluation/)\n"
         f"generated files:  {workdir / 'generated'} ({len(files)} files)\n"
         f"MLflow database:  {mlflow_dir / 'mlflow.db'}  (artifacts in {mlflow_dir / 'artifacts'})\n"
         "open the MLflow UI on 127.0.0.1 with:\n"

@@ -24,12 +24,17 @@ Output, per speaker clip `<dataset>/<session>/<person>/<clip>` and reaction k = 
     <out>/reactions/<dataset>/<session>/<person>/<clip>/<k>.csv   Emotion: header + (T, 25)
     <out>/reactions/<dataset>/<session>/<person>/<clip>/<k>.npy   3DMM: (T, 1, 58) float32
     <out>/reactions/<dataset>/<session>/<person>/<clip>/emotion.png   valence/arousal vs speaker
-    <out>/generation.json                                         model, options, clips
+    <out>/emotion.npy    all emotion reactions, (N, α, T, 25) float32, clip i in row i, AUs raw
+    <out>/3dmm.npy       all 3DMM reactions, (N, α, T, 58) float32
+    <out>/generation.json                                         model, options, clips (row order)
 
-T is the model's frame count (no extra on-disk frame). AUs are written as occurrences (the
-generated value thresholded at 0.5), as the REACT2024 Emotion format stores them; the files parse
-with the corpus reader's Emotion/3DMM readers. Clip i is generated with seed `seed + i`, so the
-outputs do not depend on how many clips are generated together.
+T is the model's frame count (no extra on-disk frame). AUs are written to the CSVs as occurrences
+(the generated value thresholded at 0.5), as the REACT2024 Emotion format stores them; the files
+parse with the corpus reader's Emotion/3DMM readers. `emotion.npy` keeps the generated AU
+probabilities, which is what `evaluate` scores, so `reactdiff score` on this folder reproduces
+`evaluate`'s numbers for a store split (same α, mode and seed). Clip i is generated with seed
+`seed + i`, in batches of `GENERATION_BATCH` clips like `evaluate`, so the reactions are the
+ones `evaluate` scores.
 """
 
 from __future__ import annotations
@@ -52,12 +57,11 @@ from reactdiff.data import corpus, features, layout
 from reactdiff.data.store import Store, to_samples
 from reactdiff.models.checkpoint import load_checkpoint
 from reactdiff.models.lrs import ListenerStyle
-from reactdiff.models.reactdiff import ReactDiff
+from reactdiff.models.reactdiff import GENERATION_BATCH, ReactDiff
 
 log = logging.getLogger(__name__)
 
 LITE_STREAMS = ("emotion", "3dmm", "mfcc")
-REACTIONS_DIR = "reactions"
 
 
 @dataclass
@@ -73,24 +77,9 @@ class Speakers:
 # --------------------------------------------------------------------------------------------
 
 
-def locate_clip(path: str | Path) -> tuple[Path, str, corpus.ClipRef]:
-    """`<root>/<split>/<tree>/<dataset>/<session>/<person>/<clip>.<ext>` → (root, split, clip)."""
-    parts = Path(path).parts
-    for i in range(len(parts) - 5):
-        if parts[i] in layout.SPLITS and parts[i + 1] in corpus.TREES:
-            if parts[i + 1] == layout.EMOTION_DIR:
-                break  # P1/P2 folders do not name the person unambiguously (RECOLA)
-            return Path(*parts[:i]), parts[i], corpus.parse_clip_path("/".join(parts[i + 2:]), str(path))
-    raise ValueError(
-        f"speaker/listener clip '{path}': expected a file of a REACT2024-layout corpus outside the "
-        "Emotion tree, <root>/<split>/{Audio_files,Video_files,3D_FV_files}/<dataset>/<session>/"
-        "<person>/<clip>.<ext>, or a feature store split as <store dir>:<split>"
-    )
-
-
 def lite_features(path: str | Path) -> tuple[str, dict[str, np.ndarray]]:
     """A corpus clip's lite-profile features {stream: (T, D)}, as `prepare --profile lite` computes them."""
-    root, split, ref = locate_clip(path)
+    root, split, ref = corpus.locate_clip(path)
     clip = corpus.load_clip(root, split, ref)
     audio, rate = clip.read_audio()
     return ref.path, {"emotion": clip.emotion, "3dmm": clip.face3d,
@@ -171,7 +160,8 @@ class Generator:
 
     def __call__(self, feats: dict[str, np.ndarray], alpha: int, mode: str, seed: int | None,
                  style: ListenerStyle | None) -> dict[str, np.ndarray]:
-        """{stream: (1, T, D)} → {"3dmm": (1, α, T, 58), "emotion": (1, α, T, 25)} numpy."""
+        """{stream: (B, T, D)} → {"3dmm": (B, α, T, 58), "emotion": (B, α, T, 25)} numpy; speaker b
+        is seeded `seed + b`."""
         if self.pyfunc is not None and style is None:
             params = {"alpha": alpha, "mode": mode, **({} if seed is None else {"seed": seed})}
             if self.declared_params >= set(params):
@@ -232,24 +222,37 @@ def generate_to_dir(model_uri: str | Path, speaker: str | Path, out_dir: str | P
         speakers = Speakers(speakers.clips[:max_clips], {k: v[:max_clips] for k, v in speakers.feats.items()})
     style = listener_style(generator.model, listener_ref) if listener_ref else None
     out_dir = Path(out_dir)
-    written: list[Path] = []
-    for i, clip in enumerate(console.progress(speakers.clips, total=len(speakers.clips), desc="generate", unit="clip")):
-        feats = {name: values[i: i + 1] for name, values in speakers.feats.items()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n, frames = len(speakers.clips), int(speakers.feats["emotion"].shape[1])
+    # The whole run in the REACT2024 shape, written batch by batch (a test split's 3DMM is ~1 GB).
+    arrays = {key: np.lib.format.open_memmap(out_dir / name, mode="w+", dtype=np.float32, shape=(n, alpha, frames, dim))
+              for key, name, dim in (("emotion", layout.EMOTION_FILE, layout.EMOTION_DIM),
+                                     ("3dmm", layout.FACE3D_FILE, layout.FACE3D_DIM))}
+    written: list[Path] = [out_dir / layout.EMOTION_FILE, out_dir / layout.FACE3D_FILE]
+    starts = range(0, n, GENERATION_BATCH)
+    for start in console.progress(starts, total=len(starts), desc="generate", unit="batch"):
+        stop = min(start + GENERATION_BATCH, n)
+        feats = {name: values[start:stop] for name, values in speakers.feats.items()
                  if name in generator.model.mmt.streams}
-        out = generator(feats, alpha, mode, None if seed is None else seed + i, style)
-        folder = out_dir / REACTIONS_DIR / clip
-        folder.mkdir(parents=True, exist_ok=True)
-        for k in range(alpha):
-            write_emotion_csv(folder / f"{k}.csv", out["emotion"][0, k])
-            np.save(folder / f"{k}.npy", out["3dmm"][0, k][:, None, :].astype(np.float32))
-            written += [folder / f"{k}.csv", folder / f"{k}.npy"]
-        plot_emotion(folder / "emotion.png", clip, speakers.feats["emotion"][i], out["emotion"][0])
-        written.append(folder / "emotion.png")
+        out = generator(feats, alpha, mode, None if seed is None else seed + start, style)
+        for key, array in arrays.items():
+            array[start:stop] = out[key]
+        for b, clip in enumerate(speakers.clips[start:stop]):
+            folder = out_dir / layout.REACTIONS_DIR / clip
+            folder.mkdir(parents=True, exist_ok=True)
+            for k in range(alpha):
+                write_emotion_csv(folder / f"{k}.csv", out["emotion"][b, k])
+                np.save(folder / f"{k}.npy", out["3dmm"][b, k][:, None, :].astype(np.float32))
+                written += [folder / f"{k}.csv", folder / f"{k}.npy"]
+            plot_emotion(folder / "emotion.png", clip, speakers.feats["emotion"][start + b], out["emotion"][b])
+            written.append(folder / "emotion.png")
+    for array in arrays.values():
+        array.flush()
     summary = {"model": str(model_uri), "speaker": str(speaker), "alpha": alpha, "mode": mode,
                "seed": seed, "listener_ref": [str(p) for p in listener_ref or []],
-               "frames": int(speakers.feats["emotion"].shape[1]), "clips": speakers.clips}
-    (out_dir / "generation.json").write_text(json.dumps(summary, indent=2))
-    written.append(out_dir / "generation.json")
+               "frames": frames, "clips": speakers.clips}
+    (out_dir / layout.SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    written.append(out_dir / layout.SUMMARY_FILE)
     return written
 
 

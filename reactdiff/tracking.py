@@ -77,6 +77,42 @@ def last_logged_epoch(run_id: str, key: str = "train_loss") -> int:
     return max((m.step for m in history), default=-1)
 
 
+def create_finished_run(tracking_uri: str, experiment: str, run_name: str) -> str:
+    """A new, finished run of its own in `experiment` (created if missing), for results logged
+    after the fact (`reactdiff score`); returns its id."""
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    run_id = client.create_run(experiment_id, run_name=run_name).info.run_id
+    client.set_terminated(run_id)
+    return run_id
+
+
+def log_scores(client: MlflowClient, run_id: str, rows: dict[str, dict[str, float]], main_label: str,
+               files: list[Path], artifact_path: str, tags: dict[str, str]) -> None:
+    """An evaluation's results into a run: tags, the metrics of the `main_label` row under their
+    own names (what promotion ranks by) and every other row's as `<row>.<metric>`, and the files
+    as artifacts under `artifact_path`. Non-finite values are not logged."""
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+    flat = dict(rows.get(main_label, {}))
+    flat.update({f"{label}.{name}": value for label, row in rows.items() if label != main_label
+                 for name, value in row.items()})
+    for key, value in flat.items():
+        if np.isfinite(value):
+            client.log_metric(run_id, key, float(value))
+    for path in files:
+        client.log_artifact(run_id, str(path), artifact_path=artifact_path)
+
+
+def log_scoring(tracking_uri: str, experiment: str, run_name: str, rows: dict[str, dict[str, float]],
+                main_label: str, files: list[Path], artifact_path: str, tags: dict[str, str]) -> str:
+    """A scoring of predictions made elsewhere as a run of its own (`log_scores`); returns its id."""
+    run_id = create_finished_run(tracking_uri, experiment, run_name)
+    log_scores(MlflowClient(tracking_uri), run_id, rows, main_label, files, artifact_path, tags)
+    return run_id
+
+
 def finish_run(run_id: str, status: str = "FINISHED") -> None:
     MlflowClient().set_terminated(run_id, status=status)
 

@@ -133,6 +133,21 @@ class Sample:
         return self.pair.speaker if self.swapped else self.pair.listener
 
 
+def locate_clip(path: str | Path) -> tuple[Path, str, ClipRef]:
+    """`<root>/<split>/<tree>/<dataset>/<session>/<person>/<clip>.<ext>` → (root, split, clip)."""
+    parts = Path(path).parts
+    for i in range(len(parts) - 5):
+        if parts[i] in layout.SPLITS and parts[i + 1] in TREES:
+            if parts[i + 1] == layout.EMOTION_DIR:
+                break  # P1/P2 folders do not name the person unambiguously (RECOLA)
+            return Path(*parts[:i]), parts[i], parse_clip_path("/".join(parts[i + 2:]), str(path))
+    raise ValueError(
+        f"speaker/listener clip '{path}': expected a file of a REACT2024-layout corpus outside the "
+        "Emotion tree, <root>/<split>/{Audio_files,Video_files,3D_FV_files}/<dataset>/<session>/"
+        "<person>/<clip>.<ext>, or a feature store split as <store dir>:<split>"
+    )
+
+
 def read_split(root: str | Path, split: str) -> list[Pair]:
     """Rows of `<root>/<split>.csv` (header `,speaker_path,listener_path`), in file order."""
     path = split_csv(root, split)

@@ -44,3 +44,8 @@ def emotion_person(dataset: str, person: str) -> str:
             f"unknown person folder '{person}' for dataset '{dataset}' "
             f"(expected one of: {known})"
         ) from None
+
+# What `generate` writes under its output folder, read back by `render` and `score`.
+REACTIONS_DIR = "reactions"  # reactions/<dataset>/<session>/<person>/<clip>/<k>.csv and <k>.npy
+EMOTION_FILE, FACE3D_FILE = "emotion.npy", "3dmm.npy"  # (N, α, T, 25) / (N, α, T, 58), clip i in row i
+SUMMARY_FILE = "generation.json"  # model, options and the clips, in row order

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 import matplotlib
@@ -16,6 +17,7 @@ from reactdiff.data.layout import AU_SLICE, EMOTION_DIM, EXPR_SLICE, EXPRESSION_
 from reactdiff.evaluate.metrics import DIRECTIONS  # noqa: E402
 from reactdiff.evaluate.validation import RECONSTRUCTION_DIRECTIONS  # noqa: E402
 
+PLOTTED_SAMPLES = 3  # sample plots an evaluation or a scoring writes
 # Which direction is better for each metric; unknown metrics get no arrow.
 HIGHER_IS_BETTER = {name: direction == "max" for name, direction in
                     {**DIRECTIONS, **RECONSTRUCTION_DIRECTIONS}.items()}
@@ -47,6 +49,20 @@ def results_table(rows: dict[str, dict[str, float]]) -> tuple[str, str]:
     writer.writerow(["method"] + metrics)  # plain names in CSV: easier to parse
     writer.writerows(body)
     return markdown + "\n", buffer.getvalue()
+
+
+def write_results(out_dir: str | Path, rows: dict[str, dict[str, float]]) -> tuple[str, list[Path]]:
+    """`results.md`, `results.csv`, `results.json` and the `metrics.png` chart of `rows` in
+    `out_dir`; returns (the markdown table, the files)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    markdown, csv_text = results_table(rows)
+    files = [out_dir / "results.md", out_dir / "results.csv", out_dir / "results.json"]
+    files[0].write_text(markdown)
+    files[1].write_text(csv_text)
+    files[2].write_text(json.dumps(rows, indent=2))
+    files.append(plot_metric_comparison(out_dir / "metrics.png", rows))
+    return markdown, files
 
 
 def baseline_verdict(rows: dict[str, dict[str, float]], model: str,

@@ -7,14 +7,14 @@ promoted under its own registered name (`reactdiff promote --model-name reactdif
 recon_FRDist --mode min`) and trained over as `train.stage1_model=models:/reactdiff-mmt@champion`.
 
 Runs before a trained model exists (baselines only) and after. Writes a results table
-(stdout, `results.md`, `results.csv`), sample plots and a metric chart to `out_dir`, and logs all
-of it to MLflow: into the model's own training run when the model is a `runs:/` or `models:/`
-URI (so `reactdiff promote` can rank runs by these metrics), else into a new evaluation run.
+(stdout, `results.md`, `results.csv`), sample plots, a metric chart and (for a stage-2 model with
+the corpus known) a few sample videos to `out_dir`, and logs all of it to MLflow: into the
+model's own training run when the model is a `runs:/` or `models:/` URI (so `reactdiff promote`
+can rank runs by these metrics), else into a new evaluation run.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -32,9 +32,12 @@ from reactdiff.models.mmt import MMT
 
 log = logging.getLogger(__name__)
 
-PLOTTED_SAMPLES = 3
 EVAL_PRECISION_TAG = "reactdiff.eval_precision"
 MMT_LABEL = "MMT"  # the row of a stage-1 model, scored on its reconstructions
+# Reactions per evaluation video (of α), beside the real listener: enough to see how they differ,
+# few enough that two 750-frame videos add seconds to an evaluation.
+VIDEO_REACTIONS = 3
+VIDEO_FACE_SIZE = 96  # pixels per face: ~5 CPU-s per 750-frame video here (bench/bench_render.py)
 
 
 @dataclass
@@ -46,6 +49,7 @@ class Evaluation:
     verdict: str  # per model row and metric, which naive baselines it beats
     heading: str  # what was measured, on which split and how many samples
     files: list[Path] = field(default_factory=list)
+    videos: list[Path] = field(default_factory=list)  # also among `files`
 
     def summary(self) -> str:
         return f"{self.heading}:\n\n{self.table_markdown}" + (f"\n{self.verdict}" if self.verdict else "")
@@ -83,10 +87,38 @@ def _reconstructions(reconstructor, listener: dict[str, np.ndarray],
     return np.concatenate(emotions), totals.metrics(prefix="")
 
 
+def _videos(network, samples: dict, scored: int, split: str, alpha: int, mode: str, seed: int, count: int,
+            corpus_root: Path, out_dir: Path, bf16_sampling: bool) -> list[Path]:
+    """`count` of the first `scored` samples, a seeded choice, as videos (`render.write_video`): the speaker's real video
+    and audio, the first `VIDEO_REACTIONS` of the model's α reactions (global style) and the
+    real listener. Each sample's reactions are generated again alone, with the seed it had in the
+    scored batch (`seed + i`), so they are the scored ones up to batched rounding (~1e-7)."""
+    from reactdiff import render
+    from reactdiff.data import corpus
+
+    videos = []
+    for i in validation.eval_indices(scored, count, seed):
+        feats = validation.tensors({k: samples["speaker"][k][i:i + 1] for k in network.mmt.streams},
+                                   next(network.parameters()).device)
+        (out,) = network.generate_in_styles(feats, [None], min(alpha, VIDEO_REACTIONS), mode, seed=int(seed + i),
+                                            bf16_sampling=bf16_sampling)
+        faces = [render.Face(f"reaction {k}", out["emotion"][0, k].float().cpu().numpy(),
+                             out["3dmm"][0, k].float().cpu().numpy()) for k in range(out["emotion"].shape[1])]
+        faces.append(render.Face("real listener", samples["listener"]["emotion"][i], samples["listener"]["3dmm"][i]))
+        clip = samples["speaker_clip"][i]
+        speaker = corpus.load_clip(corpus_root, split, clip, len(faces[-1].emotion))
+        videos.append(render.write_video(out_dir / f"video_sample_{i}.mp4", speaker, faces, VIDEO_FACE_SIZE,
+                                         title=f"{split} sample {i}: speaker {clip}"))
+    return videos
+
+
 def evaluate(cfg: ExperimentConfig, model: str | None = None, split: str = "test", mode: str = "offline",
              alpha: int = 10, out_dir: Path = Path("runs/eval"), max_samples: int = 0, seed: int = 0,
-             precision: str = "fp32") -> Evaluation:
+             precision: str = "fp32", videos: int = 2) -> Evaluation:
     """Score `model` (none: the baselines only) on `split`; see the module docstring.
+
+    `videos` samples of a stage-2 model, a seeded choice, are rendered as MP4s next to the plots
+    (`_videos`); they need the corpus (`cfg.data.corpus`) for the speakers' video and audio.
 
     `precision` "bf16" runs a ReactDiff's denoiser under bfloat16 autocast while sampling (encoding,
     decoding and DDIM steps stay fp32): faster where bf16 is native, and the reactions, hence the
@@ -144,43 +176,36 @@ def evaluate(cfg: ExperimentConfig, model: str | None = None, split: str = "test
                                                       appropriate)
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    markdown, csv_text = report.results_table(rows)
-    files = [out_dir / "results.md", out_dir / "results.csv", out_dir / "results.json"]
-    files[0].write_text(markdown)
-    files[1].write_text(csv_text)
-    files[2].write_text(json.dumps(rows, indent=2))
-    files.append(report.plot_metric_comparison(out_dir / "metrics.png", rows))
+    markdown, files = report.write_results(out_dir, rows)
     shown = (MMT_LABEL if is_mmt else validation.MODEL_LABEL) if model else baselines.MimeBaseline.name
-    for k in range(min(PLOTTED_SAMPLES, n)):
+    for k in range(min(report.PLOTTED_SAMPLES, n)):
         files.append(report.plot_sample(
             out_dir / f"sample_{k}.png", speaker_emotion[k], listener_emotion[k], predictions[shown][k],
             title=f"{shown} | {split} sample {k}: speaker {samples['speaker_clip'][k]}",
         ))
 
+    videos_written: list[Path] = []
+    if videos and network is not None and not is_mmt:
+        if cfg.data.corpus is None:
+            log.warning("no videos: the speakers' real video and audio are in the corpus the store was prepared "
+                        "from; set data.corpus=<corpus root> (or pass --videos 0)")
+        else:
+            videos_written = _videos(network, samples, n, split, alpha, mode, seed, videos, cfg.data.corpus,
+                                     out_dir, precision == "bf16")
+            files += videos_written
+
     run_id = _run_for_model(client, model) if model else None
     if run_id is None:
-        experiment_id = mlflow.set_experiment(cfg.tracking.experiment).experiment_id
         name = f"evaluate-{Path(model).stem}" if model else f"baselines-{split}"
-        run_id = client.create_run(experiment_id, run_name=name).info.run_id
-        client.set_terminated(run_id)
+        run_id = tracking.create_finished_run(cfg.tracking.tracking_uri, cfg.tracking.experiment, name)
     tags = {tracking.EVAL_SPLIT_TAG: split, tracking.EVAL_MODE_TAG: mode, EVAL_PRECISION_TAG: precision,
             tracking.STORE_FINGERPRINT_TAG: manifest.store_fingerprint}
-    for key, value in tags.items():
-        client.set_tag(run_id, key, value)
-    main_label = MMT_LABEL if is_mmt else validation.MODEL_LABEL
-    flat = dict(rows.get(main_label, {}))
-    flat.update({f"{label}.{name}": value for label, row in rows.items() if label != main_label
-                 for name, value in row.items()})
-    for key, value in flat.items():
-        if np.isfinite(value):
-            client.log_metric(run_id, key, float(value))
-    for path in files:
-        client.log_artifact(run_id, str(path), artifact_path=f"evaluation/{split}-{mode}")
+    tracking.log_scores(client, run_id, rows, MMT_LABEL if is_mmt else validation.MODEL_LABEL, files,
+                        f"evaluation/{split}-{mode}", tags)
 
     what = "reconstruction metrics" if is_mmt else f"REACT2024 metrics (α={alpha}, {mode})"
     verdict = "\n".join(report.baseline_verdict(rows, label) for label in (validation.MODEL_LABEL, validation.LRS_LABEL)
                         if label in rows)
     heading = f"{what} on '{split}' ({n} samples)"
     return Evaluation(rows=rows, table_markdown=markdown, out_dir=out_dir, run_id=run_id, verdict=verdict, heading=heading,
-                      files=files)
+                      files=files, videos=videos_written)

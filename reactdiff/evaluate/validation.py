@@ -26,12 +26,12 @@ from reactdiff import console
 from reactdiff.data.layout import AU_SLICE, VA_SLICE
 from reactdiff.evaluate import metrics
 from reactdiff.models.lrs import ListenerStyle
+from reactdiff.models.reactdiff import GENERATION_BATCH
 
 Direction = Literal["min", "max"]
 
 MODEL_LABEL = "ReactDiff"
 LRS_LABEL = "ReactDiff-LRS"
-GENERATION_BATCH = 8  # speakers per batched generate() call (α samples each)
 
 REACTION_DIRECTIONS: dict[str, Direction] = metrics.DIRECTIONS
 RECONSTRUCTION_DIRECTIONS: dict[str, Direction] = {

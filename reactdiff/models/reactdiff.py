@@ -29,6 +29,11 @@ from reactdiff.models.diffusion import LatentDiffusion
 from reactdiff.models.lrs import LRS, ListenerStyle
 from reactdiff.models.mmt import MMT, LatentStats
 
+# Speakers per batched generate() call, in evaluation and in `reactdiff generate` alike: batched
+# matrix products round differently from one-speaker ones (~1e-7), so both batch the same way
+# for their reactions to be identical.
+GENERATION_BATCH = 8
+
 Mode = Literal["offline", "online"]
 
 
@@ -169,14 +174,20 @@ class ReactDiff(nn.Module):
 
     @staticmethod
     def _noise(
-        shape: tuple[int, ...], windows: int, generator: torch.Generator | None
+        shape: tuple[int, ...], windows: int, generators: list[torch.Generator | None]
     ) -> list[Tensor]:
-        # One draw per window, in window order: the streaming API draws the same numbers.
-        return [torch.randn(shape, generator=generator) for _ in range(windows)]
+        """(B, *shape) per window, in window order (the streaming API draws the same numbers),
+        speaker b's part from generators[b]."""
+        return [torch.stack([torch.randn(shape, generator=g) for g in generators]) for _ in range(windows)]
 
     @staticmethod
-    def _generator(seed: int | None) -> torch.Generator | None:
-        return None if seed is None else torch.Generator().manual_seed(seed)
+    def _generators(seed: int | None, batch: int) -> list[torch.Generator | None]:
+        """One generator per speaker of the batch, seeded `seed + b`: a speaker's reactions depend
+        on its own seed only, not on which speakers share its batch (evaluate generates in
+        batches, generate clip by clip, and both give speaker i the seed `seed + i`)."""
+        if seed is None:
+            return [None] * batch
+        return [torch.Generator().manual_seed(seed + b) for b in range(batch)]
 
     @torch.no_grad()
     def generate(
@@ -203,8 +214,7 @@ class ReactDiff(nn.Module):
         frames = next(iter(speaker_feats.values())).shape[1]
         conditions = self._conditions(speaker_feats, mode)  # (B, n, ws, D)
         batch, windows, ws, dim = conditions.shape
-        generator = self._generator(seed)
-        noise = torch.stack(self._noise((batch, alpha, ws, dim), windows, generator), dim=2)
+        noise = torch.stack(self._noise((alpha, ws, dim), windows, self._generators(seed, batch)), dim=2)
         conditions = conditions.unsqueeze(1).expand(batch, alpha, windows, ws, dim)
         x0 = self.diffusion.sample(
             self.ema.module,
@@ -225,7 +235,7 @@ class ReactDiff(nn.Module):
         `generate(mode="online")` with the same seed."""
         frames = next(iter(speaker_feats.values())).shape[1]
         ws = self.window_size
-        generator = self._generator(seed)
+        generators = self._generators(seed, next(iter(speaker_feats.values())).shape[0])
         listener: list[Tensor] = []  # generated normalised latent windows (B, α, ws, D)
         for t in range(-(-frames // ws)):
             if t == 0:
@@ -236,7 +246,7 @@ class ReactDiff(nn.Module):
                 prefix = {name: x[:, : t * ws] for name, x in speaker_feats.items()}
                 condition = self.encode_latent(prefix, ws)[:, (t - 1) * ws:]
             batch, _, dim = condition.shape
-            (noise,) = self._noise((batch, alpha, ws, dim), 1, generator)
+            (noise,) = self._noise((alpha, ws, dim), 1, generators)
             x0 = self.diffusion.sample(
                 self.ema.module,
                 condition.unsqueeze(1).expand(batch, alpha, ws, dim).reshape(-1, ws, dim),
