@@ -69,7 +69,7 @@ def cmd_config(args) -> int:
 def cmd_synth(args) -> int:
     from reactdiff.data.synth import write_synthetic_corpus
 
-    sizes = _load(args).corpus
+    sizes = _load(args).synth
     for flag in ("dyads", "val_dyads", "test_dyads", "frames", "seed", "video_size"):
         if getattr(args, flag) is not None:
             setattr(sizes, flag, getattr(args, flag))
@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "whose listeners react to their speakers with a lag, a personal style and "
                        "several reaction modes, so models have something real to learn.")
     p.add_argument("--out", type=Path, required=True, help="new, empty folder for the corpus")
-    # Sizes come from the recipe's corpus: section (`reactdiff config` shows the defaults); flags win.
+    # Sizes come from the recipe's synth: section (`reactdiff config` shows the defaults); flags win.
     p.add_argument("--dyads", type=int, help="train dyads (split CSV rows)")
     p.add_argument("--val-dyads", type=int)
     p.add_argument("--test-dyads", type=int)

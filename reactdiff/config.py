@@ -215,7 +215,7 @@ class TuneConfig(_Strict):
     num_samples: int = Field(4, ge=1, description="trials; --num-samples overrides")
 
 
-class CorpusConfig(_Strict):
+class SynthConfig(_Strict):
     """The synthetic corpus `reactdiff synth --config` and `reactdiff demo` write."""
 
     dyads: int = Field(40, ge=1, description="train dyads (split CSV rows)")
@@ -242,7 +242,7 @@ class ExperimentConfig(_Strict):
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)  # reads $MLFLOW_TRACKING_URI at load time
     tune: TuneConfig = TuneConfig()
-    corpus: CorpusConfig = CorpusConfig()
+    synth: SynthConfig = SynthConfig()
     demo: DemoConfig = DemoConfig()
 
 

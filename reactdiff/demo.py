@@ -4,7 +4,7 @@ synth → prepare (lite) → stage 1 → stage 2 → a small stage-2 sweep → e
 naive baselines) → promote → generate from `models:/reactdiff@champion`, on a local Ray runtime and a
 local MLflow server over a SQLite file, all under `--workdir`. Everything it does, sizes included,
 comes from one recipe: `configs/demo.yaml` (`--size full`) or `configs/demo_small.yaml`
-(`--size small`, used by the end-to-end test): its `corpus:`, `stage1:`, `stage2:`, `sweep:`,
+(`--size small`, used by the end-to-end test): its `synth:`, `stage1:`, `stage2:`, `sweep:`,
 `tune:` and `demo:` blocks.
 """
 
@@ -49,7 +49,7 @@ def run_demo(workdir: Path, size: str = "full") -> int:
         shutil.rmtree(path, ignore_errors=True)
     workdir.mkdir(parents=True, exist_ok=True)
     console.say(f"reactdiff demo: recipe {recipe.relative_to(ROOT)}, outputs under {workdir}")
-    c = sizes.corpus
+    c = sizes.synth
     _step(1, f"synth: a synthetic REACT2024 corpus ({c.dyads} train, {c.val_dyads} val, {c.test_dyads} test "
              f"dyads of {c.frames} frames) → {corpus}")
     write_synthetic_corpus(corpus, dyads={"train": c.dyads, "val": c.val_dyads, "test": c.test_dyads},

@@ -81,7 +81,7 @@ def test_the_shipped_recipes_carry_what_the_demo_needs():
     full, small = (load_config(RECIPES[size], stage=2, sweep=True) for size in ("full", "small"))
     root = RECIPES["full"].parents[1]
     assert (root / full.tune.space).is_file() and (root / small.tune.space).is_file()
-    assert small.corpus.dyads < full.corpus.dyads and small.train.epochs <= full.train.epochs
+    assert small.synth.dyads < full.synth.dyads and small.train.epochs <= full.train.epochs
     assert small.train.name == full.train.name == "demo-sweep"  # small builds on full, not a copy
 
 
