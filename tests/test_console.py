@@ -59,3 +59,16 @@ def test_an_unexpected_failure_shows_the_log_tail_and_path(tmp_path, capfd, erro
     err = capfd.readouterr().err
     assert ("full log: " in err) == shows_tail
     assert ("the line before the failure" in err) == shows_tail
+
+
+def test_epoch_lines_show_the_metrics_and_an_eta_once_a_rate_is_known():
+    from reactdiff.train.progress import EpochClock
+
+    clock = EpochClock()
+    first = clock.line("stage 1", {"epoch": 0, "train_loss": 1.5, "val_loss": float("nan"),
+                                   "data_wait_fraction": 0.25}, epochs=3)
+    assert first.startswith("stage 1 epoch 1/3  train_loss 1.5  data_wait_fraction 25.0%")
+    assert "with start-up" in first and "ETA" not in first and "val_loss" not in first  # NaN: not scored yet
+    second = clock.line("stage 1", {"epoch": 1, "train_loss": 1.0}, epochs=3)
+    assert second.startswith("stage 1 epoch 2/3  train_loss 1  ") and "/epoch, ETA " in second
+    assert "with start-up" in clock.line("trial a", {"epoch": 0}, epochs=3)  # each run has its own clock

@@ -40,18 +40,19 @@ class EpochClock:
     def line(self, label: str, metrics: dict[str, Any], epochs: int) -> str:
         epoch, now = int(metrics.get("epoch", 0)), time.perf_counter()
         first = self.first.get(label)
-        if first is None or epoch <= first[0]:  # a resumed run's first report is a later epoch
-            self.first[label] = (epoch, now)
-            per_epoch = now - self.started  # includes the workers' start-up
-        else:
-            per_epoch = (now - first[1]) / (epoch - first[0])
         parts = [f"{label} epoch {epoch + 1}/{epochs}"]
         for key in SHOWN:
             value = metrics.get(key)
             if isinstance(value, (int, float)) and math.isfinite(value):
                 parts.append(f"{key} {value:.1%}" if key.endswith("fraction") else f"{key} {value:.4g}")
-        remaining = max(0, epochs - epoch - 1)
-        parts.append(f"{console.duration(per_epoch)}/epoch, ETA {console.duration(remaining * per_epoch)}")
+        if first is None or epoch <= first[0]:  # a resumed run's first report is a later epoch
+            self.first[label] = (epoch, now)
+            # The first report also waited for the workers to start: no rate to project yet.
+            parts.append(f"{console.duration(now - self.started)} with start-up")
+        else:
+            per_epoch = (now - first[1]) / (epoch - first[0])
+            remaining = max(0, epochs - epoch - 1)
+            parts.append(f"{console.duration(per_epoch)}/epoch, ETA {console.duration(remaining * per_epoch)}")
         return "  ".join(parts)
 
 
