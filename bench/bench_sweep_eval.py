@@ -27,7 +27,7 @@ from mlflow import MlflowClient
 from reactdiff.config import load_config
 from reactdiff.data.prepare import PrepareOptions, prepare
 from reactdiff.data.synth import write_synthetic_corpus
-from reactdiff.demo import CONFIGS, SIZES, SPACES
+from reactdiff.demo import RECIPES, ROOT
 from reactdiff.mlflow_server import mlflow_server
 from reactdiff.train.trainer import run_training
 from reactdiff.tune import run_sweep
@@ -39,31 +39,32 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="keep the corpus, store and stage-1 model of a "
                         "previous run in --workdir")
     parser.add_argument("--alpha", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=SIZES["full"].sweep_epochs)
+    parser.add_argument("--epochs", type=int, help="epochs of the trial (default: the demo recipe's sweep: block)")
     parser.add_argument("--stage1-epochs", type=int, default=1)
     parser.add_argument("--stage1", type=Path, help="a stage-1 checkpoint to use instead of training one")
     args = parser.parse_args()
 
-    demo, workdir = SIZES["full"], args.workdir.resolve()
+    recipe, workdir = RECIPES["full"], args.workdir.resolve()
+    sizes = load_config(recipe).synth
     corpus, store, runs = workdir / "corpus", workdir / "store", workdir / "runs"
     if not (args.reuse and (store / "manifest.json").is_file()):
-        write_synthetic_corpus(corpus, dyads={"train": demo.dyads, "val": demo.val_dyads, "test": demo.test_dyads},
-                               frames_on_disk=demo.frames + 1, seed=demo.seed, video_size=32)
+        write_synthetic_corpus(corpus, dyads={"train": sizes.dyads, "val": sizes.val_dyads, "test": sizes.test_dyads},
+                               frames_on_disk=sizes.frames + 1, seed=sizes.seed, video_size=sizes.video_size)
         prepare(PrepareOptions(corpus=corpus, out=store, profile="lite"))
-    recipe = CONFIGS / "demo.yaml"
     with mlflow_server(workdir / "bench-mlflow") as uri:
         common = [f"data.store={store}", f"train.storage_path={runs}", f"tracking.tracking_uri={uri}",
                   "tracking.experiment=bench-sweep-eval"]
         stage1 = args.stage1 or runs / "bench-stage1-stage1" / "export" / "model.pt"
         if not stage1.is_file():
             stage1 = run_training(load_config(recipe, common + [
-                "train.stage=1", f"train.epochs={args.stage1_epochs}", "train.name=bench-stage1"])).checkpoint
+                f"train.epochs={args.stage1_epochs}", "train.name=bench-stage1"], stage=1)).checkpoint
         name = f"bench-sweep-{int(time.time())}"
+        # The demo's sweep trial (its sweep: block), scoring the whole val split every epoch.
         cfg = load_config(recipe, common + [
-            "train.stage=2", f"train.stage1_model={stage1}", f"data.crop_frames={demo.stage2_crop_frames}",
-            f"train.epochs={args.epochs}", "train.num_workers=1", f"train.name={name}", "train.eval_every=1",
-            f"train.eval_alpha={args.alpha}"])
-        result = run_sweep(cfg, space=SPACES / demo.sweep_space, stage=2, num_samples=1, scheduler="none")
+            f"train.stage1_model={stage1}", f"train.name={name}", "train.eval_every=1", "train.eval_samples=0",
+            f"train.eval_alpha={args.alpha}"] + ([f"train.epochs={args.epochs}"] if args.epochs else []),
+            stage=2, sweep=True)
+        result = run_sweep(cfg, space=ROOT / cfg.tune.space, stage=2, num_samples=1, scheduler="none")
         client = MlflowClient(uri)
         for row in result.table:
             run = client.get_run(row.run_id)

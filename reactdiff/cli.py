@@ -116,6 +116,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_tune(args) -> int:
+    from reactdiff.config import ConfigError
     from reactdiff.tune import load_space, plan_sweep, run_sweep
 
     cfg = _load(args, stage=args.stage, sweep=True)

@@ -29,20 +29,22 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_healthy(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+def wait_until_answering(url: str, process: subprocess.Popen, log: Path, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+    """Poll `url` until it answers 200; fail with the server's log if the process exits or time runs out.
+    (`mlflow server` answers /health, `mlflow models serve` /ping.)"""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {process.returncode}; its log ({log}):\n"
+            raise RuntimeError(f"the server exited with {process.returncode}; its log ({log}):\n"
                                f"{log.read_text()[-4000:]}")
         try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         time.sleep(0.5)
-    raise TimeoutError(f"mlflow server at {url} not healthy after {STARTUP_TIMEOUT_S:.0f} s; log: {log}")
+    raise TimeoutError(f"{url} not answered after {timeout_s:.0f} s; log:\n{log.read_text()[-4000:]}")
 
 
 @contextmanager
@@ -69,7 +71,7 @@ def mlflow_server(tmp_dir: str | Path) -> Iterator[str]:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
                                    start_new_session=True, cwd=tmp_dir, env=env)
     try:
-        _wait_healthy(url, process, log)
+        wait_until_answering(f"{url}/health", process, log)
         yield url
     finally:
         _kill_group(process, signal.SIGTERM)

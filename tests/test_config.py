@@ -91,3 +91,11 @@ def test_the_tracking_uri_defaults_to_mlflows_environment_variable(monkeypatch):
     assert load_config(None, ["tracking.tracking_uri=sqlite:////tmp/x.db"]).tracking.tracking_uri == "sqlite:////tmp/x.db"
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     assert load_config(None).tracking.tracking_uri == "sqlite:///mlflow.db"
+
+
+def test_tune_without_a_space_says_where_to_give_one(tmp_path, capsys):
+    from reactdiff.cli import main
+
+    status = main(["tune", "--stage", "2", "--log-dir", str(tmp_path)])  # the defaults name no space
+    assert status == 2
+    assert "no search space: give --space" in capsys.readouterr().err

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -23,7 +22,7 @@ from mlflow.exceptions import MlflowException
 
 from reactdiff import registry, tracking
 from reactdiff.generate import serving_request
-from reactdiff.mlflow_server import _free_port, _kill_group
+from reactdiff.mlflow_server import _free_port, _kill_group, wait_until_answering
 from reactdiff.models import load_checkpoint
 from test_generate import save_tiny_checkpoint
 from test_registry import METRIC, make_run
@@ -41,20 +40,6 @@ def post(url: str, body: dict) -> tuple[int, dict]:
             return response.status, json.load(response)
     except urllib.error.HTTPError as err:
         return err.code, json.load(err)
-
-
-def wait_for_ping(url: str, server: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        assert server.poll() is None, f"mlflow models serve exited with {server.returncode}:\n{log.read_text()[-4000:]}"
-        try:
-            with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"{url}/ping not answered after {STARTUP_TIMEOUT_S:.0f} s; log:\n{log.read_text()[-4000:]}")
 
 
 def bad_requests(good: dict) -> list[tuple[str, dict, list[str]]]:
@@ -111,7 +96,7 @@ def test_served_champion_answers_like_the_pyfunc_and_refuses_bad_requests(uri, t
                                   stderr=subprocess.STDOUT, start_new_session=True, env=env)
     group = [psutil.Process(server.pid)]
     try:
-        wait_for_ping(url, server, log)
+        wait_until_answering(f"{url}/ping", server, log, STARTUP_TIMEOUT_S)
         group += group[0].children(recursive=True)
         listening = {(c.laddr.ip, c.laddr.port) for p in group for c in p.net_connections("inet")
                      if c.status == psutil.CONN_LISTEN}

@@ -93,7 +93,7 @@ class PartWriter:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         results: dict[str, list] = {"split": [], "part": [], "file": [], "rows": [], "rejected": [], "stats": []}
-        for split, part, rows_json in zip(batch["split"], batch["part"], batch["rows"]):
+        for split, part, rows_json in zip(batch["split"], batch["part"], batch["rows"], strict=True):
             kept, rejected = [], []
             for pair_id, clip_a, clip_b in json.loads(rows_json):
                 pair = corpus_reader.Pair(pair_id, corpus_reader.parse_clip_path(clip_a),
