@@ -53,10 +53,6 @@ EXPORT_FILE = "model.pt"
 # epoch's training steps (Ray registers the previous epoch's checkpoint in the meantime).
 CRASH_ENV = "REACTDIFF_CRASH_ONCE"
 VAL_GENERATOR_SEED = 1234  # fixed noise/timesteps: stage-2 val losses comparable across epochs
-# `Batches.collate` reads Arrow's read-only buffers through torch.from_numpy and only copies from
-# them. One filter for exactly this message: `warnings.catch_warnings` per call would swap the
-# process-wide filters from Ray's collate thread while the training thread runs.
-warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
 
 
 def _maybe_crash(epoch: int, rank: int) -> None:
@@ -334,6 +330,11 @@ class ReactionScorer:
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    # `Batches.collate` reads Arrow's read-only buffers through torch.from_numpy and only copies from
+    # them. One filter for exactly this message, set in the worker process that trains (not at
+    # import): `warnings.catch_warnings` per call would swap the process-wide filters from Ray's
+    # collate thread while the training thread runs.
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
     cfg = ExperimentConfig.model_validate(loop_config["config"])
     manifest = Manifest.from_json(loop_config["manifest"], "store manifest")
     context = ray.train.get_context()
