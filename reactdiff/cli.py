@@ -100,6 +100,7 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from reactdiff.train.progress import format_metrics
     from reactdiff.train.trainer import run_training
 
     stage = 1 if args.stage == "stage1" else 2
@@ -108,9 +109,7 @@ def cmd_train(args) -> int:
     console.say(f"train stage {stage}: {what}, {cfg.train.epochs} epochs on {cfg.train.num_workers} "
                 f"{cfg.train.strategy} worker(s), run name {cfg.train.name}-stage{stage}")
     result = run_training(cfg)
-    shown = {k: v for k, v in result.metrics.items() if k in ("train_loss", "val_loss", "val_recon_FRDist", "val_FRDist")}
-    console.say(f"done: run {result.run_id}, checkpoint {result.checkpoint}, " +
-                ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
+    console.say(f"done: run {result.run_id}, checkpoint {result.checkpoint}  " + "  ".join(format_metrics(result.metrics)))
     console.result(result.model_uri)
     return 0
 

@@ -29,6 +29,16 @@ class _ForwardReports(ray.train.UserCallback):
         self.queue.put(dict(metrics[0]))  # rank 0's report; every rank reports the same scores
 
 
+def format_metrics(metrics: dict[str, Any]) -> list[str]:
+    """`key value` for each SHOWN metric the report has a finite value for (NaN: not scored yet)."""
+    parts = []
+    for key in SHOWN:
+        value = metrics.get(key)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            parts.append(f"{key} {value:.1%}" if key.endswith("fraction") else f"{key} {value:.4g}")
+    return parts
+
+
 class EpochClock:
     """Formats epoch lines with the time per epoch and an ETA, for one run or several (sweep trials),
     from when their reports arrive."""
@@ -40,11 +50,7 @@ class EpochClock:
     def line(self, label: str, metrics: dict[str, Any], epochs: int) -> str:
         epoch, now = int(metrics.get("epoch", 0)), time.perf_counter()
         first = self.first.get(label)
-        parts = [f"{label} epoch {epoch + 1}/{epochs}"]
-        for key in SHOWN:
-            value = metrics.get(key)
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                parts.append(f"{key} {value:.1%}" if key.endswith("fraction") else f"{key} {value:.4g}")
+        parts = [f"{label} epoch {epoch + 1}/{epochs}", *format_metrics(metrics)]
         if first is None or epoch <= first[0]:  # a resumed run's first report is a later epoch
             self.first[label] = (epoch, now)
             # The first report also waited for the workers to start: no rate to project yet.
