@@ -11,7 +11,7 @@ the flags and `key=value` overrides of the command line (`reactdiff <command> --
 
     jobs.prepare       reactdiff prepare          jobs.evaluate   reactdiff evaluate
     jobs.train_stage1  reactdiff train stage1     jobs.tune       reactdiff tune
-    jobs.train_stage2  reactdiff train stage2
+    jobs.train_stage2  reactdiff train stage2     jobs.serve      reactdiff serve
 
 A submitted job runs in a temporary copy of the uploaded working dir, which is deleted with the
 job and exists on one node only. So before running, a job refuses relative paths for what it

@@ -6,6 +6,7 @@ Heavy imports (torch, ray, mlflow) happen inside the subcommands so `--help` sta
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import logging
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from reactdiff import ray_runtime  # noqa: F401  (first: a local Ray runtime binds loopback only)
 from reactdiff import console
+from reactdiff.serve import ServeOptions
 
 EPILOG = """\
 the pipeline, in order (the README's "Using it" runs exactly these):
@@ -28,6 +30,7 @@ the pipeline, in order (the README's "Using it" runs exactly these):
   reactdiff promote  --metric FRDist --mode min --config configs/demo.yaml
   reactdiff generate --model models:/reactdiff@champion --speaker data/store:test --out out/
   reactdiff serve-request --model models:/reactdiff@champion --speaker data/store:test --out request.json
+  reactdiff serve    --model models:/reactdiff@champion          # Ray Serve: /react, /stream; follows the alias
   reactdiff render   out/ --corpus data/corpus --out reaction.mp4     # watch them beside the speaker
   reactdiff score    out/ --store data/store --split test             # REACT2024 metrics of any predictions
   reactdiff demo                                            # all of the above, end to end
@@ -152,7 +155,7 @@ def cmd_evaluate(args) -> int:
 
 
 class Refused(ValueError):
-    """Inputs `render` or `score` refuse; the message names the file, the field and what to do."""
+    """Inputs `render`, `score` or `serve` refuse; the message names the file, the field and what to do."""
 
 
 def cmd_render(args) -> int:
@@ -225,6 +228,37 @@ def cmd_serve_request(args) -> int:
                            seed=args.seed, tracking_uri=args.tracking_uri)
     args.out.write_text(json.dumps(body))
     console.result(f"wrote the request body for {args.model} to {args.out}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    import os
+    import signal
+    import threading
+
+    from mlflow.exceptions import MlflowException
+
+    from reactdiff.serve import app as serve
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ServeOptions)}
+    given["tracking_uri"] = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    given["data_root"] = str(args.data_root.resolve()) if args.data_root else None
+    options = ServeOptions(**given)
+    try:
+        names = serve.check_source(options)
+    except (ValueError, OSError, MlflowException) as err:
+        raise Refused(f"--model {args.model}: {err}") from None
+    console.say(f"serve: {args.model} names {names}; replicas {args.min_replicas}-{args.max_replicas}, "
+                f"{args.num_cpus} CPU each" + (f", alias polled every {args.poll_s} s" if "@" in args.model else ""))
+    url = serve.deploy(options)
+    console.result(url)
+    console.say("serving: POST /react, WebSocket /stream, GET /model; Ctrl-C (or SIGTERM) stops it")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    serve.undeploy()
+    console.say("stopped")
     return 0
 
 
@@ -396,6 +430,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_serve_request)
+
+    p = add_parser(
+        "serve", help="serve reactions over HTTP and WebSocket with Ray Serve, following a registry alias",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="A Ray Serve application (reactdiff/serve.py) on this machine's Ray runtime, or the cluster\n"
+        "in RAY_ADDRESS. It serves the model the alias names and polls the registry every --poll-s seconds:\n"
+        "when `reactdiff promote` moves the alias, replicas load the new version and switch to it; requests\n"
+        "and streams already running finish on the version they started with.\n\n"
+        "  POST /react    speaker features (the body of `reactdiff serve-request`, {\"inputs\": ..., \"params\": ...})\n"
+        "                 or {\"speaker\": \"<store>:<split>\" | \"<clip file>\"} under --data-root; answers the\n"
+        "                 REACT2024 layout as JSON, or .npy / .npz (\"format\", or the Accept header)\n"
+        "  WS   /stream   {\"alpha\": 10, \"seed\": 0}, then one speaker window per message; each is answered\n"
+        "                 with the next listener window (online mode)\n"
+        "  GET  /model    the registered name, version and run id served\n\n"
+        "Bad input is answered 4xx with the reason; over the size limits, 413. Prints the URL; runs until\n"
+        "Ctrl-C or SIGTERM (`ray job stop` for jobs.serve), then deletes the app.",
+        epilog="examples:\n"
+        "  reactdiff serve                                   # models:/reactdiff@champion on 127.0.0.1:8000\n"
+        "  reactdiff serve --data-root data --port 8001      # requests may name data/store:test etc.\n"
+        "  reactdiff serve --model models:/reactdiff/3 --max-replicas 4 --num-cpus 2\n"
+        "  curl -s http://127.0.0.1:8000/model\n"
+        "(README, \"Serving with Ray Serve\", has curl and a Python WebSocket client)")
+    serving = ServeOptions()  # the defaults
+    p.add_argument("--model", default=serving.model,
+                   help="models:/<name>@<alias> (followed), models:/<name>/<version>, runs:/<id>/model or a "
+                   "checkpoint file (default: %(default)s)")
+    p.add_argument("--tracking-uri", help="the MLflow server of the registry (default: $MLFLOW_TRACKING_URI)")
+    p.add_argument("--host", default=serving.host,
+                   help="address Serve's HTTP proxy binds (default %(default)s; 0.0.0.0 exposes it to the network)")
+    p.add_argument("--port", type=int, default=serving.port, help="default %(default)s")
+    p.add_argument("--data-root", type=Path,
+                   help="requests may name speaker paths under this folder (stores, corpus clips); without it, "
+                   "features only")
+    p.add_argument("--poll-s", type=float, default=serving.poll_s,
+                   help="seconds between looks at the alias (default %(default)s)")
+    p.add_argument("--min-replicas", type=int, default=serving.min_replicas, help="default %(default)s")
+    p.add_argument("--max-replicas", type=int, default=serving.max_replicas,
+                   help="the autoscaler adds replicas up to this under load (default %(default)s)")
+    p.add_argument("--target-ongoing-requests", type=float, default=serving.target_ongoing_requests,
+                   help="requests (an open stream is one) per replica the autoscaler aims for (default %(default)s)")
+    p.add_argument("--max-ongoing-requests", type=int, default=serving.max_ongoing_requests,
+                   help="requests and open streams one replica takes at once; more wait in Serve's queue "
+                   "(default %(default)s)")
+    p.add_argument("--num-cpus", type=float, default=serving.num_cpus,
+                   help="CPUs per replica, its torch threads (default %(default)s)")
+    p.add_argument("--max-clips", type=int, default=serving.max_clips,
+                   help="the most speaker clips (B) in one /react request (default %(default)s)")
+    p.add_argument("--max-frames", type=int, default=serving.max_frames,
+                   help="the most frames (T) per clip of one /react request (default %(default)s)")
+    p.add_argument("--max-stream-frames", type=int, default=serving.max_stream_frames,
+                   help="the most listener frames one /stream generates (default %(default)s: 5 minutes at 25 fps)")
+    p.add_argument("--max-body-mb", type=float, default=serving.max_body_mb,
+                   help="the largest /react body (default %(default)s)")
+    p.set_defaults(func=cmd_serve)
 
     p = add_parser(
         "render", help="an MP4 of a speaker (real video and audio) beside drawn faces of the reactions",

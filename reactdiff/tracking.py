@@ -19,6 +19,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.tracking import MlflowClient
 
+from reactdiff import request_checks
+from reactdiff.request_checks import BadRequest
+
 RUN_NAME_TAG = "reactdiff.run_name"
 STAGE_TAG = "reactdiff.stage"
 # Written by training and evaluation, read by promotion (reactdiff.registry).
@@ -117,65 +120,10 @@ def finish_run(run_id: str, status: str = "FINISHED") -> None:
     MlflowClient().set_terminated(run_id, status=status)
 
 
-# Served-model parameters. REACT2024 scores α = 10 reactions per speaker clip. A request samples
-# B·α·(T / window) DDIM windows in one batch, so memory and time grow linearly with α; the cap keeps
-# one request from exhausting the server, and 100 is 10x what the protocol needs.
-DEFAULT_ALPHA = 10
-MAX_ALPHA = 100
-MODES = ("offline", "online")  # the first is the default
-
-
-def _bad_request(message: str) -> MlflowException:
+def _bad_request(err: BadRequest) -> MlflowException:
     # INVALID_PARAMETER_VALUE is answered with HTTP 400 and this message by the scoring server;
     # any other exception from predict becomes a 400 with a generic message that hides the cause.
-    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
-
-
-def _speaker_features(model_input: Any, streams: dict[str, int]) -> dict[str, np.ndarray]:
-    """A request's speaker features, checked against the model's streams → {stream: (B, T, D) float32}."""
-    expected = ", ".join(f'"{name}": (B, T, {dim})' for name, dim in streams.items())
-    send = (f'send {{"inputs": {{{expected}}}}}: every stream as a nested list of B clips × T frames '
-            "× D values, with the same B and T for all streams")
-    if not isinstance(model_input, dict):
-        raise _bad_request(f"expected named speaker feature streams, got {type(model_input).__name__}; {send}")
-    unknown = sorted(set(model_input) - set(streams))
-    if unknown:
-        raise _bad_request(f"unknown stream(s) {unknown}: this model reads {list(streams)}; {send}")
-    missing = [name for name in streams if name not in model_input]
-    if missing:
-        raise _bad_request(f"missing stream(s) {missing}: this model reads all of {list(streams)}; {send}")
-    feats = {}
-    for name, dim in streams.items():
-        values = np.asarray(model_input[name])
-        if values.ndim != 3 or values.shape[2] != dim or 0 in values.shape:
-            raise _bad_request(f"stream '{name}': expected shape (B, T, {dim}) with B, T >= 1, got "
-                               f"{values.shape}; {send}")
-        if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
-            raise _bad_request(f"stream '{name}': expected numbers, got {values.dtype} values; {send}")
-        feats[name] = values.astype(np.float32)
-        # After the cast: a float64 beyond float32's range would become inf here.
-        bad = np.argwhere(~np.isfinite(feats[name]))
-        if len(bad):
-            clip, frame = bad[0][:2]
-            raise _bad_request(f"stream '{name}': {len(bad)} NaN or infinite value(s) (the first in clip "
-                               f"{clip}, frame {frame}); send finite float32 numbers")
-    sizes = {name: values.shape[:2] for name, values in feats.items()}
-    if len(set(sizes.values())) > 1:
-        raise _bad_request(f"streams differ in (B clips, T frames): {sizes}; {send}")
-    return feats
-
-
-def _generation_params(params: dict[str, Any] | None) -> tuple[int, str, int | None]:
-    """(alpha, mode, seed) of a request, checked."""
-    params = params or {}
-    alpha, mode, seed = params.get("alpha", DEFAULT_ALPHA), params.get("mode", MODES[0]), params.get("seed")
-    if not 1 <= alpha <= MAX_ALPHA:
-        raise _bad_request(f"params.alpha: expected the number of reactions per speaker clip, 1 to "
-                           f"{MAX_ALPHA} (REACT2024 uses 10), got {alpha}")
-    if mode not in MODES:
-        raise _bad_request(f"params.mode: expected one of {list(MODES)} (online: each frame sees only "
-                           f"earlier speaker windows), got {mode!r}")
-    return int(alpha), mode, None if seed is None else int(seed)
+    return MlflowException(str(err), error_code=INVALID_PARAMETER_VALUE)
 
 
 class ReactDiffPyfunc(mlflow.pyfunc.PythonModel):
@@ -200,17 +148,18 @@ class ReactDiffPyfunc(mlflow.pyfunc.PythonModel):
         from reactdiff.models.mmt import MMT
 
         stage1 = isinstance(self.model, MMT)
-        feats = _speaker_features(model_input, self.model.streams if stage1 else self.model.mmt.streams)
+        try:
+            feats = request_checks.speaker_features(model_input, self.model.streams if stage1 else self.model.mmt.streams)
+            if not stage1:
+                alpha, mode, seed = request_checks.generation_params(params)
+                request_checks.clip_frames(self.model, next(iter(feats.values())).shape[1])
+        except BadRequest as err:
+            raise _bad_request(err) from None
         tensors = {name: torch.from_numpy(values) for name, values in feats.items()}
         with torch.inference_mode():
             if stage1:
                 threedmm, emotion = self.model.decode(self.model.encode(tensors))
                 return {"3dmm": threedmm.numpy(), "emotion": emotion.numpy()}
-            alpha, mode, seed = _generation_params(params)
-            try:
-                self.model.check_frames(next(iter(feats.values())).shape[1])
-            except ValueError as err:
-                raise _bad_request(str(err)) from None
             out = self.model.generate(tensors, alpha=alpha, mode=mode, seed=seed)
         return {"3dmm": out["3dmm"].numpy(), "emotion": out["emotion"].numpy()}
 
@@ -225,7 +174,7 @@ def _signature():
     from mlflow.types import ParamSchema, ParamSpec
 
     return ModelSignature(params=ParamSchema([
-        ParamSpec("alpha", "long", DEFAULT_ALPHA), ParamSpec("mode", "string", MODES[0]),
+        ParamSpec("alpha", "long", request_checks.DEFAULT_ALPHA), ParamSpec("mode", "string", request_checks.MODES[0]),
         ParamSpec("seed", "long", None),
     ]))
 

@@ -1,0 +1,110 @@
+"""Checks of a generation request, shared by every server of the model: the MLflow pyfunc
+(`mlflow models serve`, tracking.ReactDiffPyfunc) and the Ray Serve app (`reactdiff serve`).
+
+Each check raises `BadRequest` (or `TooLarge`) with a message that names the field, what was
+expected and what to send; the servers turn it into their own HTTP 4xx (`status`).
+
+Two forms of speaker features:
+- a request: {stream: B clips × T frames × D values}, every stream of the model, the same B and T;
+- a window of a stream (`window=ws`): {stream: ws frames × D values}, one clip, one window.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+# REACT2024 scores α = 10 reactions per speaker clip. A request samples B·α·(T / window) DDIM
+# windows in one batch, so memory and time grow linearly with α; the cap keeps one request from
+# exhausting the server, and 100 is 10x what the protocol needs.
+DEFAULT_ALPHA = 10
+MAX_ALPHA = 100
+MODES = ("offline", "online")  # the first is the default
+
+
+class BadRequest(ValueError):
+    """A request the model refuses; HTTP `status`."""
+
+    status = 400
+
+
+class TooLarge(BadRequest):
+    """A request over a server's size limit."""
+
+    status = 413
+
+
+def speaker_features(model_input: Any, streams: dict[str, int], window: int | None = None) -> dict[str, np.ndarray]:
+    """A request's speaker features, checked against the model's streams → {stream: (B, T, D) float32}
+    (B = 1 for a `window`)."""
+    if window is None:
+        expected = ", ".join(f'"{name}": (B, T, {dim})' for name, dim in streams.items())
+        send = (f'send {{"inputs": {{{expected}}}}}: every stream as a nested list of B clips × T frames '
+                "× D values, with the same B and T for all streams")
+    else:
+        expected = ", ".join(f'"{name}": ({window}, {dim})' for name, dim in streams.items())
+        send = f"send each window as {{{expected}}}: every stream as {window} frames × D values"
+    if not isinstance(model_input, dict):
+        raise BadRequest(f"expected named speaker feature streams, got {type(model_input).__name__}; {send}")
+    unknown = sorted(set(model_input) - set(streams))
+    if unknown:
+        raise BadRequest(f"unknown stream(s) {unknown}: this model reads {list(streams)}; {send}")
+    missing = [name for name in streams if name not in model_input]
+    if missing:
+        raise BadRequest(f"missing stream(s) {missing}: this model reads all of {list(streams)}; {send}")
+    feats = {}
+    for name, dim in streams.items():
+        shape = f"(B, T, {dim}) with B, T >= 1" if window is None else f"({window}, {dim}), one window"
+        try:
+            values = np.asarray(model_input[name])
+        except ValueError:  # ragged nested lists
+            raise BadRequest(f"stream '{name}': expected shape {shape}, got nested lists of unequal "
+                             f"lengths; {send}") from None
+        if window is not None and values.ndim == 2:
+            values = values[None]
+        if (values.ndim != 3 or values.shape[2] != dim or 0 in values.shape
+                or (window is not None and values.shape[1] != window)):
+            got = values.shape[1:] if window is not None and values.ndim == 3 else values.shape
+            raise BadRequest(f"stream '{name}': expected shape {shape}, got {got}; {send}")
+        if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
+            raise BadRequest(f"stream '{name}': expected numbers, got {values.dtype} values; {send}")
+        feats[name] = values.astype(np.float32)
+        # After the cast: a float64 beyond float32's range would become inf here.
+        bad = np.argwhere(~np.isfinite(feats[name]))
+        if len(bad):
+            clip, frame = bad[0][:2]
+            where = f"frame {frame}" if window is not None else f"clip {clip}, frame {frame}"
+            raise BadRequest(f"stream '{name}': {len(bad)} NaN or infinite value(s) (the first in {where}); "
+                             "send finite float32 numbers")
+    sizes = {name: values.shape[:2] for name, values in feats.items()}
+    if len(set(sizes.values())) > 1:
+        raise BadRequest(f"streams differ in (B clips, T frames): {sizes}; {send}")
+    return feats
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def generation_params(params: dict[str, Any] | None) -> tuple[int, str, int | None]:
+    """(alpha, mode, seed) of a request, checked."""
+    params = params or {}
+    alpha, mode, seed = params.get("alpha", DEFAULT_ALPHA), params.get("mode", MODES[0]), params.get("seed")
+    if not _integer(alpha) or not 1 <= alpha <= MAX_ALPHA:
+        raise BadRequest(f"params.alpha: expected the number of reactions per speaker clip, 1 to "
+                         f"{MAX_ALPHA} (REACT2024 uses 10), got {alpha!r}")
+    if mode not in MODES:
+        raise BadRequest(f"params.mode: expected one of {list(MODES)} (online: each frame sees only "
+                         f"earlier speaker windows), got {mode!r}")
+    if seed is not None and not _integer(seed):
+        raise BadRequest(f"params.seed: expected an integer (or none for random reactions), got {seed!r}")
+    return int(alpha), mode, None if seed is None else int(seed)
+
+
+def clip_frames(model, frames: int) -> None:
+    """Refuses clips of `frames` frames that the model cannot cut into windows (`pad_mode=drop`)."""
+    try:
+        model.check_frames(frames)
+    except ValueError as err:
+        raise BadRequest(str(err)) from None
