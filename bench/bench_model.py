@@ -95,7 +95,6 @@ def main() -> None:
         print(f"online generate, per-window latency ({name}): first {seconds[0]:.2f} s, median "
               f"{statistics.median(seconds):.2f} s, last {seconds[-1]:.2f} s over {len(laps)} "
               f"windows (a window lasts {ws / FPS:.1f} s)")
-    print("  (grows with the prefix: speaker encode and listener decode rerun up to the window)")
     print(f"peak RSS after generation: {peak_rss_gib():.2f} GiB")
 
     # Stage 1: one warm-up step, then one timed step (ReactDiff froze this MMT: unfreeze it).

@@ -13,7 +13,7 @@ import torch
 from reactdiff.config import DiffusionConfig, LRSConfig, MMTConfig, ModelConfig
 from reactdiff.data.layout import AU_SLICE, EXPR_SLICE, VA_SLICE
 from reactdiff.models import (
-    LRS, MMT, LatentStatsAccumulator, ReactDiff, load_checkpoint, read_checkpoint, save_checkpoint,
+    LRS, MMT, CausalCache, LatentStatsAccumulator, ReactDiff, load_checkpoint, read_checkpoint, save_checkpoint,
 )
 
 torch.set_num_threads(1)
@@ -307,17 +307,100 @@ def test_online_training_condition_never_sees_the_last_speaker_window():
     assert (losses["offline"][0] - losses["offline"][1]).abs() > 1e-4
 
 
-def test_streaming_online_matches_batched_online():
-    model = stage2(LITE)
-    speaker = features(LITE, 2, 23, seed=3)  # 5 windows, the last padded
+@pytest.mark.parametrize("streams", [LITE, PAPER_TINY], ids=["lite", "paper-tiny"])
+def test_streaming_online_matches_batched_online(streams):
+    model = stage2(streams, tiny_config(mmt=tiny_config().mmt.model_copy(update={"decoder_layers": 2})))
+    speaker = features(streams, 2, 23, seed=3)  # 5 windows, the last padded
     batched = model.generate(speaker, alpha=2, mode="online", seed=5)
     windows = list(model.generate_online(speaker, alpha=2, seed=5))
     assert [w["3dmm"].shape[2] for w in windows] == [5, 5, 5, 5, 3]
+    # The stream API by hand: window 0 from nothing, then listener window t from speaker window t-1.
+    stream = model.open_stream(batch=2, alpha=2, seed=5)
+    by_hand = [stream.step(None)] + [
+        stream.step({name: x[:, (t - 1) * WS: t * WS] for name, x in speaker.items()}, frames=3 if t == 4 else None)
+        for t in range(1, 5)
+    ]
+    assert stream.windows_done == 5
     # Same noise and conditions (equal to ~1e-7); the batch shapes differ, and DDIM's first x0
     # estimate divides by sqrt(alpha_bar_T) (tiny at T = 4), which magnifies float rounding.
     for key in ("3dmm", "emotion", "latent"):
         streamed = torch.cat([w[key] for w in windows], dim=2)
         torch.testing.assert_close(streamed, batched[key], atol=2e-3, rtol=0.0)
+        torch.testing.assert_close(torch.cat([w[key] for w in by_hand], dim=2), streamed, atol=0.0, rtol=0.0)
+
+
+@pytest.mark.parametrize("streams", [LITE, PAPER_TINY], ids=["lite", "paper-tiny"])
+def test_cached_block_by_block_equals_the_masked_whole_clip(streams):
+    model = stage2(streams, tiny_config(mmt=tiny_config().mmt.model_copy(update={"decoder_layers": 2})))
+    clip = features(streams, 2, 4 * WS, seed=4)
+    latent = torch.randn(2, 4 * WS, 8, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        encoded, decoded = model.mmt.encode(clip, WS), model.mmt.decode(latent, WS)
+        encoder_cache, decoder_cache = CausalCache(), CausalCache()
+        blocks = [slice(t * WS, (t + 1) * WS) for t in range(4)]
+        encoded_blocks = [model.mmt.encode({k: x[:, b] for k, x in clip.items()}, cache=encoder_cache)
+                          for b in blocks]
+        decoded_blocks = [model.mmt.decode(latent[:, b], cache=decoder_cache) for b in blocks]
+    assert encoder_cache.frames == decoder_cache.frames == 4 * WS
+    torch.testing.assert_close(torch.cat(encoded_blocks, dim=1), encoded, atol=1e-5, rtol=1e-5)
+    for i in range(2):  # 3DMM, emotion
+        torch.testing.assert_close(torch.cat([d[i] for d in decoded_blocks], dim=1), decoded[i],
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_stream_work_per_window_does_not_grow():
+    """Rows (frames × batch) through the MMT's linear layers per window: the encoder and the
+    decoder run the new window only, however long the stream. (Without the caches, window t
+    would re-run t windows.)"""
+    model = stage2(PAPER_TINY)
+    rows = {"encoder": 0, "decoder": 0}
+
+    def count(part: str):
+        def hook(module: torch.nn.Linear, inputs: tuple[torch.Tensor], _output) -> None:
+            rows[part] += inputs[0].numel() // module.in_features
+        return hook
+
+    for name, module in model.mmt.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            module.register_forward_hook(count("decoder" if name.startswith(("decoder", "head_")) else "encoder"))
+    speaker = features(PAPER_TINY, 1, 8 * WS, seed=6)
+    stream = model.open_stream(batch=1, alpha=3, seed=0)
+    per_window = []
+    for t in range(8):
+        rows.update(encoder=0, decoder=0)
+        stream.step(None if t == 0 else {k: x[:, (t - 1) * WS: t * WS] for k, x in speaker.items()})
+        per_window.append(dict(rows))
+    assert per_window[0]["encoder"] == 0  # window 0 is conditioned on no speaker frames
+    assert per_window[1]["encoder"] > 0 and per_window[1]["decoder"] > 0
+    assert all(work == per_window[1] for work in per_window[1:]), per_window
+    assert per_window[0]["decoder"] == per_window[1]["decoder"]
+
+
+def test_stream_refuses_bad_input_with_what_it_expected():
+    model = stage2(LITE)
+    window = features(LITE, 1, WS, seed=7)
+    stream = model.open_stream(batch=1, alpha=2, seed=0)
+    with pytest.raises(ValueError, match=r"call step\(None\) first"):
+        stream.step(window)
+    stream.step(None)
+    with pytest.raises(ValueError, match="needs speaker window 0; got None"):
+        stream.step(None)
+    with pytest.raises(ValueError, match=r"unknown \['afr'\] and missing \['mfcc'\]"):
+        stream.step({**{k: v for k, v in window.items() if k != "mfcc"}, "afr": window["mfcc"]})
+    with pytest.raises(ValueError, match=r"'mfcc': expected shape \(1, 5, 26\).*got \(1, 3, 26\); a clip's short"):
+        stream.step({**window, "mfcc": window["mfcc"][:, :3]})
+    with pytest.raises(ValueError, match=r"'emotion': expected shape \(1, 5, 25\).*got \(1, 5, 24\)$"):
+        stream.step({**window, "emotion": window["emotion"][..., :24]})
+    nan = window["3dmm"].clone()
+    nan[0, 2, 7] = float("nan")
+    with pytest.raises(ValueError, match="'3dmm': NaN or infinite"):
+        stream.step({**window, "3dmm": nan})
+    with pytest.raises(ValueError, match="frames: expected 1 … window_size=5 listener frames, got 6"):
+        stream.step(window, frames=6)
+    assert stream.windows_done == 1  # refused steps leave the stream where it was
+    assert stream.step(window)["emotion"].shape == (1, 2, WS, 25)
+    with pytest.raises(ValueError, match="alpha >= 1"):
+        model.open_stream(alpha=0)
 
 
 def test_window_padding_replicate_and_drop():

@@ -4,10 +4,10 @@ from reactdiff.models.checkpoint import load_checkpoint, read_checkpoint, save_c
 from reactdiff.models.denoiser import Denoiser
 from reactdiff.models.diffusion import LatentDiffusion
 from reactdiff.models.lrs import LRS, ListenerStyle
-from reactdiff.models.mmt import MMT, LatentStats, LatentStatsAccumulator
-from reactdiff.models.reactdiff import ReactDiff
+from reactdiff.models.mmt import MMT, CausalCache, LatentStats, LatentStatsAccumulator
+from reactdiff.models.reactdiff import OnlineStream, ReactDiff
 
 __all__ = [
-    "LRS", "MMT", "Denoiser", "LatentDiffusion", "LatentStats", "LatentStatsAccumulator",
-    "ListenerStyle", "ReactDiff", "load_checkpoint", "read_checkpoint", "save_checkpoint",
+    "LRS", "MMT", "CausalCache", "Denoiser", "LatentDiffusion", "LatentStats", "LatentStatsAccumulator",
+    "ListenerStyle", "OnlineStream", "ReactDiff", "load_checkpoint", "read_checkpoint", "save_checkpoint",
 ]

@@ -10,7 +10,9 @@ Decoder: Transformer encoder layers over the whole clip and two linear heads.
 All attention runs over time. `causal_block=k` restricts every attention to frames of the same or
 earlier blocks of k frames, so frame t depends only on frames < (t // k + 1) * k: online
 generation uses k = window size, and encoding a prefix gives the same values as encoding the
-whole clip with that mask.
+whole clip with that mask. Under that mask the keys and values of finished blocks never change, so
+a `CausalCache` lets `encode`/`decode` take a clip one block at a time, each block costing the
+same whatever its index (online streaming).
 """
 
 from __future__ import annotations
@@ -37,9 +39,51 @@ def block_causal_mask(frames: int, block: int, device: torch.device) -> Tensor:
     return blocks[None, :] > blocks[:, None]
 
 
-def positional_encoding(frames: int, dim: int, device: torch.device) -> Tensor:
-    # The sinusoidal transformer encoding is the same function as the diffusion time embedding.
-    return get_timestep_embedding(torch.arange(frames, device=device), dim)
+def positional_encoding(frames: int, dim: int, device: torch.device, offset: int = 0) -> Tensor:
+    """Sinusoidal encoding of frames offset … offset + frames − 1 (the same function as the
+    diffusion time embedding)."""
+    return get_timestep_embedding(torch.arange(offset, offset + frames, device=device), dim)
+
+
+class CausalCache:
+    """Block-by-block inference state: how many frames were encoded (or decoded) so far, and per
+    attention layer the keys and values (B, heads, frames, head_dim) of those frames.
+
+    Pass the same cache to consecutive `MMT.encode` (or `MMT.decode`) calls, each with the next
+    block of frames: each block attends every earlier frame and itself, which is the block-causal
+    mask, so the values equal one masked call over the whole clip while a block's cost does not
+    grow with its index (only its attention's key length does). One cache per direction and clip:
+    an encoder cache and a decoder cache have different layers and batches.
+    """
+
+    def __init__(self):
+        self.frames = 0
+        self._keys: dict[nn.Module, Tensor] = {}
+        self._values: dict[nn.Module, Tensor] = {}
+
+    def extend(self, layer: nn.Module, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+        """Append a block's keys/values for the attention `layer`; return all of its so far."""
+        if layer in self._keys:
+            keys = torch.cat([self._keys[layer], keys], dim=2)
+            values = torch.cat([self._values[layer], values], dim=2)
+        self._keys[layer], self._values[layer] = keys, values
+        return keys, values
+
+
+def cached_attention(attn: nn.MultiheadAttention, query: Tensor, context: Tensor, cache: CausalCache) -> Tensor:
+    """`attn(query, context, context)` over the context frames `cache` holds for `attn` plus `context`,
+    with `attn`'s own weights (inference: no dropout). query (B, Lq, d), context (B, Lc, d)."""
+    heads = attn.num_heads
+    w_query, w_key, w_value = attn.in_proj_weight.chunk(3)
+    b_query, b_key, b_value = attn.in_proj_bias.chunk(3)
+
+    def split_heads(x: Tensor) -> Tensor:  # (B, L, d) -> (B, heads, L, d / heads)
+        return x.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+    keys, values = cache.extend(attn, split_heads(F.linear(context, w_key, b_key)),
+                                split_heads(F.linear(context, w_value, b_value)))
+    attended = F.scaled_dot_product_attention(split_heads(F.linear(query, w_query, b_query)), keys, values)
+    return attn.out_proj(attended.transpose(1, 2).flatten(2))
 
 
 def activate_emotion(raw: Tensor) -> Tensor:
@@ -66,10 +110,14 @@ class CrossAttentionBlock(nn.Module):
             nn.Linear(ff_mult * d_model, d_model), nn.Dropout(dropout),
         )
 
-    def forward(self, query: Tensor, context: Tensor, mask: Tensor | None) -> Tensor:
+    def forward(self, query: Tensor, context: Tensor, mask: Tensor | None,
+                cache: CausalCache | None = None) -> Tensor:
         context = self.norm_context(context)
-        attended, _ = self.attn(self.norm_query(query), context, context, attn_mask=mask,
-                                need_weights=False)
+        if cache is None:
+            attended, _ = self.attn(self.norm_query(query), context, context, attn_mask=mask,
+                                    need_weights=False)
+        else:
+            attended = cached_attention(self.attn, self.norm_query(query), context, cache)
         query = query + attended
         return query + self.ff(self.norm_ff(query))
 
@@ -149,7 +197,7 @@ class MMT(nn.Module):
     def normalise_3dmm(self, threedmm: Tensor) -> Tensor:
         return (threedmm - self.threedmm_mean) / self.threedmm_std
 
-    def _embed(self, name: str, feats: dict[str, Tensor], frames: int) -> Tensor:
+    def _embed(self, name: str, feats: dict[str, Tensor], frames: int, offset: int) -> Tensor:
         if name not in feats:
             raise KeyError(
                 f"MMT input is missing stream '{name}'; it was built for streams "
@@ -164,41 +212,62 @@ class MMT(nn.Module):
         if name == "3dmm":  # lite profile: the 3DMM input gets the same normalisation as targets
             x = self.normalise_3dmm(x)
         h = self.embed[name](x)
-        return h + positional_encoding(h.shape[1], h.shape[2], h.device)
+        return h + positional_encoding(h.shape[1], h.shape[2], h.device, offset)
 
-    def encode(self, feats: dict[str, Tensor], causal_block: int | None = None) -> Tensor:
-        """Features `{stream: (B, T, dim)}` → latent (B, T, latent_dim)."""
+    def encode(self, feats: dict[str, Tensor], causal_block: int | None = None,
+               cache: CausalCache | None = None) -> Tensor:
+        """Features `{stream: (B, T, dim)}` → latent (B, T, latent_dim). With `cache`, `feats`
+        are the next block after the frames the cache has seen (see `CausalCache`)."""
         first = self.modalities[0][0]
         frames = feats[first].shape[1] if first in feats else 0  # a missing stream raises below
-        mask = None if causal_block is None else block_causal_mask(
+        offset = 0 if cache is None else cache.frames
+        mask = None if causal_block is None or cache is not None else block_causal_mask(
             frames, causal_block, next(self.parameters()).device
         )
         outputs = []
         for names in self.modalities:
-            query = self._embed(names[0], feats, frames)
+            query = self._embed(names[0], feats, frames, offset)
             for name in names[1:] or names[:1]:
-                context = query if name == names[0] else self._embed(name, feats, frames)
-                query = self.intra[name](query, context, mask)
+                context = query if name == names[0] else self._embed(name, feats, frames, offset)
+                query = self.intra[name](query, context, mask, cache)
             outputs.append(query)
         if self.inter is not None:
-            outputs[0] = self.inter(outputs[0], outputs[1], mask)
+            outputs[0] = self.inter(outputs[0], outputs[1], mask, cache)
+        if cache is not None:
+            cache.frames += frames
         return self.to_latent(torch.cat(outputs, dim=-1))
 
     def decode_normalised(
-        self, latent: Tensor, causal_block: int | None = None
+        self, latent: Tensor, causal_block: int | None = None, cache: CausalCache | None = None
     ) -> tuple[Tensor, Tensor]:
         """Latent → (normalised 3DMM (B, T, 58), activated emotion (B, T, 25))."""
         h = self.decoder_in(latent)
-        h = h + positional_encoding(h.shape[1], h.shape[2], h.device)
-        mask = None if causal_block is None else block_causal_mask(
-            h.shape[1], causal_block, h.device
-        )
-        h = self.decoder(h, mask=mask)
+        h = h + positional_encoding(h.shape[1], h.shape[2], h.device, 0 if cache is None else cache.frames)
+        if cache is None:
+            mask = None if causal_block is None else block_causal_mask(
+                h.shape[1], causal_block, h.device
+            )
+            h = self.decoder(h, mask=mask)
+        else:
+            h = self._decode_block(h, cache)
         return self.head_3dmm(h), activate_emotion(self.head_emotion(h))
 
-    def decode(self, latent: Tensor, causal_block: int | None = None) -> tuple[Tensor, Tensor]:
-        """Latent (B, T, latent_dim) → (raw 3DMM (B, T, 58), emotion (B, T, 25))."""
-        threedmm, emotion = self.decode_normalised(latent, causal_block)
+    def _decode_block(self, h: Tensor, cache: CausalCache) -> Tensor:
+        """`self.decoder(h)` for the next block of frames, its self-attention reading the keys
+        and values of the earlier blocks from `cache` (the pre-norm `TransformerEncoderLayer`
+        forward, unrolled with its own modules)."""
+        for layer in self.decoder.layers:
+            normed = layer.norm1(h)
+            h = h + layer.dropout1(cached_attention(layer.self_attn, normed, normed, cache))
+            h = h + layer._ff_block(layer.norm2(h))
+        cache.frames += h.shape[1]
+        return self.decoder.norm(h)
+
+    def decode(self, latent: Tensor, causal_block: int | None = None,
+               cache: CausalCache | None = None) -> tuple[Tensor, Tensor]:
+        """Latent (B, T, latent_dim) → (raw 3DMM (B, T, 58), emotion (B, T, 25)). With `cache`,
+        `latent` holds the next block after the frames the cache has seen (see `CausalCache`)."""
+        threedmm, emotion = self.decode_normalised(latent, causal_block, cache)
         return threedmm * self.threedmm_std + self.threedmm_mean, emotion
 
     def loss(
@@ -244,10 +313,8 @@ class LatentStatsAccumulator:
 
     Mergeable across workers: `count` sums and `low`/`high` reduce with min/max, e.g.
     `dist.all_reduce(acc.low, op=ReduceOp.MIN)`, `... acc.high, op=ReduceOp.MAX`,
-    `... acc.count, op=ReduceOp.SUM` (see `REDUCE_OPS`), or `acc.merge(other)` in one process.
+    `... acc.count, op=ReduceOp.SUM`, or `acc.merge(other)` in one process.
     """
-
-    REDUCE_OPS = {"count": "sum", "low": "min", "high": "max"}
 
     def __init__(self, latent_dim: int):
         self.count = torch.zeros((), dtype=torch.float64)

@@ -11,11 +11,13 @@ Data path (per clip of T frames, latent width D, window ws, n = ceil(T / ws) win
 Online mode: listener window t is conditioned on speaker window t−1 (zeros for t = 0), and the
 MMT encoder and decoder run window-causally (`causal_block = ws`), so every listener frame of
 window t depends on speaker frames before window t only — no frame sees a future speaker frame.
+`OnlineStream` generates those windows one at a time as the speaker speaks, with the encoder's
+and decoder's key/value caches (`CausalCache`), so every window costs the same.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Literal
 
 import torch
@@ -27,7 +29,7 @@ from reactdiff.data.layout import AU_SLICE
 from reactdiff.models.denoiser import Denoiser
 from reactdiff.models.diffusion import LatentDiffusion
 from reactdiff.models.lrs import LRS, ListenerStyle
-from reactdiff.models.mmt import MMT, LatentStats
+from reactdiff.models.mmt import MMT, CausalCache, LatentStats
 
 # Speakers per batched generate() call, in evaluation and in `reactdiff generate` alike: batched
 # matrix products round differently from one-speaker ones (~1e-7), so both batch the same way
@@ -99,15 +101,17 @@ class ReactDiff(nn.Module):
     # ---------------------------------------------------------------- latents and windows
 
     @torch.no_grad()
-    def encode_latent(self, feats: dict[str, Tensor], causal_block: int | None = None) -> Tensor:
-        """Features → normalised latent (B, T, D), about [-1, 1] (what LRS.fit takes)."""
+    def encode_latent(self, feats: dict[str, Tensor], causal_block: int | None = None,
+                      cache: CausalCache | None = None) -> Tensor:
+        """Features → normalised latent (B, T, D), about [-1, 1] (what LRS.fit takes). `cache`:
+        see `MMT.encode`."""
         if not bool(self.latent_stats_set):
             raise RuntimeError(
                 "ReactDiff latent statistics are not set: accumulate MMT.encode outputs over the "
                 "training split with LatentStatsAccumulator and call "
                 "set_latent_stats(acc.finalize())"
             )
-        return (self.mmt.encode(feats, causal_block) - self.latent_center) / self.latent_half_range
+        return (self.mmt.encode(feats, causal_block, cache) - self.latent_center) / self.latent_half_range
 
     def check_frames(self, frames: int) -> None:
         """Raises ValueError if clips of `frames` frames cannot be windowed (see `pad_mode`)."""
@@ -139,11 +143,12 @@ class ReactDiff(nn.Module):
             windows = torch.cat([torch.zeros_like(windows[:, :1]), windows[:, :-1]], dim=1)
         return windows
 
-    def _decode(self, latent: Tensor, frames: int, causal_block: int | None) -> dict[str, Tensor]:
+    def _decode(self, latent: Tensor, frames: int, causal_block: int | None,
+                cache: CausalCache | None = None) -> dict[str, Tensor]:
         """Normalised latent (B, α, T', D) → outputs trimmed to `frames`."""
         batch, alpha = latent.shape[:2]
         raw = latent.flatten(0, 1) * self.latent_half_range + self.latent_center
-        threedmm, emotion = self.mmt.decode(raw, causal_block)
+        threedmm, emotion = self.mmt.decode(raw, causal_block, cache)
         if self.config.binarise_au:
             emotion[..., AU_SLICE] = (emotion[..., AU_SLICE] >= 0.5).to(emotion)
         out = {"3dmm": threedmm, "emotion": emotion, "latent": latent.flatten(0, 1)}
@@ -214,46 +219,131 @@ class ReactDiff(nn.Module):
         frames = next(iter(speaker_feats.values())).shape[1]
         conditions = self._conditions(speaker_feats, mode)  # (B, n, ws, D)
         batch, windows, ws, dim = conditions.shape
-        noise = torch.stack(self._noise((alpha, ws, dim), windows, self._generators(seed, batch)), dim=2)
-        conditions = conditions.unsqueeze(1).expand(batch, alpha, windows, ws, dim)
-        x0 = self.diffusion.sample(
-            self.ema.module,
-            conditions.reshape(-1, ws, dim),
-            noise.reshape(-1, ws, dim).to(conditions),
-            bf16=bf16_sampling,
-        ).view(batch, alpha, windows * ws, dim)
+        noise = self._noise((alpha, ws, dim), windows, self._generators(seed, batch))
+        x0 = self._sample(conditions, noise, bf16_sampling)
         block = self.window_size if mode == "online" else None
         return [self._decode(self.lrs.unstandardise(x0, style), frames, block) for style in listener_styles]
+
+    def _sample(self, conditions: Tensor, noise: list[Tensor], bf16: bool = False) -> Tensor:
+        """One DDIM pass over every (speaker, α copy, window): conditions (B, n, ws, D) and the
+        n windows of `_noise` (B, α, ws, D) → normalised target latent x0 (B, α, n·ws, D)."""
+        batch, windows, ws, dim = conditions.shape
+        noise = torch.stack(noise, dim=2)  # (B, α, n, ws, D)
+        alpha = noise.shape[1]
+        return self.diffusion.sample(
+            self.ema.module,
+            conditions.unsqueeze(1).expand(batch, alpha, windows, ws, dim).reshape(-1, ws, dim),
+            noise.reshape(-1, ws, dim).to(conditions),
+            bf16=bf16,
+        ).view(batch, alpha, windows * ws, dim)
+
+    def open_stream(self, batch: int = 1, alpha: int = 10, seed: int | None = None,
+                    listener_style: ListenerStyle | None = None) -> "OnlineStream":
+        """Start online generation for `batch` speakers fed window by window (see `OnlineStream`);
+        speaker b draws its noise from seed `seed + b`, as in `generate`."""
+        return OnlineStream(self, batch, alpha, seed, listener_style)
 
     @torch.no_grad()
     def generate_online(self, speaker_feats: dict[str, Tensor], alpha: int = 10,
                         listener_style: ListenerStyle | None = None,
                         seed: int | None = None) -> Iterator[dict[str, Tensor]]:
-        """Streaming online generation: yields window by window {"3dmm": (B, α, ws, 58), ...}
-        (the last window trimmed to the clip). Window t reads only speaker frames before
-        t·ws, so a caller may feed a growing prefix; the values equal
-        `generate(mode="online")` with the same seed."""
+        """`OnlineStream` over a whole clip: yields window by window {"3dmm": (B, α, ws, 58),
+        ...} (the last window trimmed to the clip). Window t reads only speaker frames before
+        t·ws; the values equal `generate(mode="online")` with the same seed."""
         frames = next(iter(speaker_feats.values())).shape[1]
+        self.check_frames(frames)
         ws = self.window_size
-        generators = self._generators(seed, next(iter(speaker_feats.values())).shape[0])
-        listener: list[Tensor] = []  # generated normalised latent windows (B, α, ws, D)
-        for t in range(-(-frames // ws)):
-            if t == 0:
-                batch = next(iter(speaker_feats.values())).shape[0]
-                condition = torch.zeros(batch, ws, self.mmt.config.latent_dim,
-                                        device=self.latent_center.device)
-            else:
-                prefix = {name: x[:, : t * ws] for name, x in speaker_feats.items()}
-                condition = self.encode_latent(prefix, ws)[:, (t - 1) * ws:]
-            batch, _, dim = condition.shape
-            (noise,) = self._noise((alpha, ws, dim), 1, generators)
-            x0 = self.diffusion.sample(
-                self.ema.module,
-                condition.unsqueeze(1).expand(batch, alpha, ws, dim).reshape(-1, ws, dim),
-                noise.reshape(-1, ws, dim).to(condition),
-            ).view(batch, alpha, ws, dim)
-            listener.append(self.lrs.unstandardise(x0, listener_style))
-            # Window-causal decoding of the prefix equals decoding the whole clip causally.
-            out = self._decode(torch.cat(listener, dim=2), frames, ws)
-            yield {key: value[:, :, t * ws:] for key, value in out.items()}
+        stream = self.open_stream(next(iter(speaker_feats.values())).shape[0], alpha, seed, listener_style)
+        spoken = None  # the speaker window before the listener window being generated
+        for start in range(0, frames, ws):
+            yield stream.step(spoken, frames=min(ws, frames - start))
+            spoken = {name: x[:, start:start + ws] for name, x in speaker_feats.items()}
+
+
+class OnlineStream:
+    """Per-connection incremental state of online generation (`ReactDiff.open_stream`).
+
+    Convention: listener window t (frames t·ws … t·ws + ws − 1) is conditioned on speaker window
+    t − 1, and on zeros for t = 0. So `step(None)` first returns listener window 0 — before the
+    speaker has said anything — and then each `step(speaker window t − 1)` returns listener
+    window t, at once. For a clip of n windows the speaker's last window conditions nothing
+    (it would condition window n, past the clip); `generate(mode="online")` ignores it too.
+
+    `speaker_window`: {stream: (batch, ws, dim)} with exactly the MMT's streams, full windows
+    only. A clip whose length is not a multiple of ws ends on a short listener window: pass
+    `frames=` (its length) to that last `step` to get it trimmed, as `generate` trims.
+
+    Every step costs the same: the speaker encoder and the listener decoder keep the keys and
+    values of earlier windows (`CausalCache`) and only run the new window; the denoiser samples
+    the α copies of the window in one batch. Bad input raises ValueError naming what was
+    expected. Values equal `generate(mode="online")` with the same seed (to float rounding).
+    """
+
+    def __init__(self, model: ReactDiff, batch: int, alpha: int, seed: int | None,
+                 listener_style: ListenerStyle | None):
+        if batch < 1 or alpha < 1:
+            raise ValueError(f"OnlineStream needs batch >= 1 and alpha >= 1, got batch={batch}, alpha={alpha}")
+        self.model = model
+        self.batch, self.alpha = batch, alpha
+        self.window_size: int = model.window_size
+        self.windows_done = 0
+        self.listener_style = listener_style
+        self._generators = model._generators(seed, batch)
+        self._speaker_cache = CausalCache()  # speaker encoder, batch B
+        self._listener_cache = CausalCache()  # listener decoder, batch B·α
+
+    @torch.inference_mode()
+    def step(self, speaker_window: Mapping[str, Tensor] | None,
+             frames: int | None = None) -> dict[str, Tensor]:
+        """Speaker window t − 1 (None for t = 0) → listener window t: {"3dmm": (B, α, ws, 58) raw,
+        "emotion": (B, α, ws, 25), "latent": (B, α, ws, D) normalised listener latent}, trimmed
+        to `frames` (1 … ws) for a clip's short last window."""
+        model, ws = self.model, self.window_size
+        if frames is not None and not 1 <= frames <= ws:
+            raise ValueError(f"frames: expected 1 … window_size={ws} listener frames, got {frames}")
+        if self.windows_done == 0:
+            if speaker_window is not None:
+                raise ValueError(
+                    "listener window 0 is conditioned on no speaker frames: call step(None) first, "
+                    "then step(speaker window t-1) for listener window t"
+                )
+            condition = torch.zeros(self.batch, ws, model.mmt.config.latent_dim, device=model.latent_center.device)
+        else:
+            if speaker_window is None:
+                raise ValueError(f"listener window {self.windows_done} needs speaker window "
+                                 f"{self.windows_done - 1}; got None")
+            condition = model.encode_latent(self._checked(speaker_window), cache=self._speaker_cache)
+        noise = model._noise((self.alpha, ws, condition.shape[-1]), 1, self._generators)
+        x0 = model._sample(condition.unsqueeze(1), noise)
+        out = model._decode(model.lrs.unstandardise(x0, self.listener_style), frames or ws, None,
+                            self._listener_cache)
+        self.windows_done += 1
+        return out
+
+    def _checked(self, speaker_window: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The window's streams as float tensors on the model's device, or ValueError."""
+        streams = self.model.mmt.streams
+        if not isinstance(speaker_window, Mapping):
+            raise ValueError(f"speaker window: expected a {{stream: tensor}} mapping of streams "
+                             f"{sorted(streams)}, got {type(speaker_window).__name__}")
+        unknown, missing = sorted(set(speaker_window) - set(streams)), sorted(set(streams) - set(speaker_window))
+        if unknown or missing:
+            raise ValueError(f"speaker window: expected streams {sorted(streams)}, got unknown {unknown} "
+                             f"and missing {missing}")
+        checked = {}
+        for name, value in speaker_window.items():
+            x = torch.as_tensor(value).float()
+            expected = (self.batch, self.window_size, streams[name])
+            if tuple(x.shape) != expected:
+                short = x.dim() == 3 and x.shape[1] < self.window_size
+                raise ValueError(
+                    f"speaker stream '{name}': expected shape {expected} (batch, window_size, dim), "
+                    f"got {tuple(x.shape)}"
+                    + ("; a clip's short last speaker window conditions no listener window, so it is "
+                       "not sent (trim the last listener window with step(..., frames=))" if short else "")
+                )
+            if not torch.isfinite(x).all():
+                raise ValueError(f"speaker stream '{name}': NaN or infinite values")
+            checked[name] = x.to(self.model.latent_center.device)
+        return checked
 
