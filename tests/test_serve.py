@@ -12,6 +12,9 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
+import re
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -28,6 +31,7 @@ from reactdiff.models.reactdiff import GENERATION_BATCH
 from reactdiff.request_checks import BadRequest, speaker_features
 from reactdiff.serve import ModelSource, ServeOptions
 from test_generate import save_tiny_checkpoint
+from test_readme import README, VENV, bash_blocks
 from test_registry import METRIC, make_run
 
 NAME = "serve-app"
@@ -292,6 +296,32 @@ def test_bad_input_gets_its_4xx_and_the_replica_keeps_answering(served):
     status, after = get(f"{served.url}/model")
     assert status == 200 and after["replica"] == before["replica"]  # the same replica, still up
     assert react(served.url, good)["model"]["version"] == "1"
+
+
+@pytest.mark.slow
+def test_the_readme_requests_and_stream_client_run_against_the_app(served, tmp_path):
+    """README "Serving with Ray Serve": its middle block (the requests) and `stream_client.py`, as
+    written but for the port and the model name; the first and last blocks start and stop a server."""
+    section = README.read_text().split("\n## Serving with Ray Serve\n")[1].split("\n## ")[0]
+    requests = bash_blocks("Serving with Ray Serve")[1]
+    (client,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    host_port = served.url.removeprefix("http://")
+
+    def as_here(text: str) -> str:
+        return text.replace("127.0.0.1:8000", host_port).replace("models:/reactdiff@champion", f"models:/{NAME}@champion")
+
+    (tmp_path / "stream_client.py").write_text(as_here(client))
+    (tmp_path / "data").symlink_to(served.store.parent)  # the app's data root
+    env = {**os.environ, "MLFLOW_TRACKING_URI": served.uri,
+           "PATH": f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run(["bash", "-c", "set -eo pipefail\n" + as_here(requests)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert '"version":"1"' in done.stdout
+    assert "{'3dmm': (2, 10, 50, 58), 'emotion': (2, 10, 50, 25)}" in done.stdout
+    assert f"listener window {FRAMES // WS - 1}: {ALPHA} reactions" in done.stdout
+    assert np.asarray(json.loads((tmp_path / "reactions.json").read_text())["predictions"]["emotion"]).shape == (
+        1, ALPHA, FRAMES, 25)
 
 
 @pytest.mark.slow
