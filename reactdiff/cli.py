@@ -434,10 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_parser(
         "serve", help="serve reactions over HTTP and WebSocket with Ray Serve, following a registry alias",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="A Ray Serve application (reactdiff/serve.py) on this machine's Ray runtime, or the cluster\n"
-        "in RAY_ADDRESS. It serves the model the alias names and polls the registry every --poll-s seconds:\n"
-        "when `reactdiff promote` moves the alias, replicas load the new version and switch to it; requests\n"
-        "and streams already running finish on the version they started with.\n\n"
+        description="A Ray Serve application (reactdiff/serve/app.py) on this machine's Ray runtime, or the\n"
+        "cluster in RAY_ADDRESS. It serves the model the alias names and polls the registry every\n"
+        "--poll-s seconds: when `reactdiff promote` moves the alias, replicas load the new version and\n"
+        "switch to it; requests and streams already running finish on the version they started with.\n\n"
         "  POST /react    speaker features (the body of `reactdiff serve-request`, {\"inputs\": ..., \"params\": ...})\n"
         "                 or {\"speaker\": \"<store>:<split>\" | \"<clip file>\"} under --data-root; answers the\n"
         "                 REACT2024 layout as JSON, or .npy / .npz (\"format\", or the Accept header)\n"

@@ -196,7 +196,7 @@ async def _close(websocket: WebSocket, status: int, message: str, code: int) -> 
         pass  # the client left first
 
 
-app = FastAPI(title="reactdiff", description="ReactDiff listener reactions (see reactdiff/serve.py)")
+app = FastAPI(title="reactdiff", description="ReactDiff listener reactions (see reactdiff/serve/app.py)")
 
 
 @app.exception_handler(BadRequest)
