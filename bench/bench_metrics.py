@@ -3,10 +3,15 @@
     .venv/bin/python bench/bench_metrics.py                 # N = 1614, alpha = 10, T = 750
     .venv/bin/python bench/bench_metrics.py --n 200 --workers 1
     .venv/bin/python bench/bench_metrics.py --per-metric    # each metric function timed alone
+    .venv/bin/python bench/bench_metrics.py --n 60 --first-call  # a fresh process's first call, cold and warm
 
 By default it times `metrics.compute_all`, which is what an evaluation runs: FRDist on all
 threads while the other metrics run beside it. `--per-metric` times each public function on its
 own instead, one after the other (FRSyn and FRSyn_all each compute their own offsets then).
+`--first-call` times what a first `evaluate` or `score` in a fresh process pays: importing the metrics
+(numba loads or compiles its kernels then) and the first `compute_all`, in two fresh subprocesses
+sharing an empty numba cache (NUMBA_CACHE_DIR): cold (a fresh install: nothing compiled yet), then
+warm (every later process); then a second call in the warm process, for the steady state.
 
 The data imitates the real 25-d emotion: 15 binary AUs for real reactions (continuous AU
 probabilities for predictions, as a model outputs), smooth valence/arousal in [-1, 1] and 8 softmax
@@ -24,11 +29,29 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
+# Run in a fresh interpreter by --first-call: times the import (kernels loaded or compiled) and two
+# compute_all calls on the saved data; prints wall and CPU seconds of each, "wall cpu" x 3.
+FIRST_CALL_SCRIPT = """
+import sys, time
+import numpy as np
+data = np.load(sys.argv[1])
+args = (data["preds"], data["listener"], data["speaker"], data["appropriate"])
+marks = [(time.perf_counter(), time.process_time())]
 from reactdiff.evaluate import metrics
+marks.append((time.perf_counter(), time.process_time()))
+for _ in range(2):
+    metrics.compute_all(*args)
+    marks.append((time.perf_counter(), time.process_time()))
+print(*(f"{b[0] - a[0]} {b[1] - a[1]}" for a, b in zip(marks, marks[1:])))
+"""
 
 
 def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], width: int) -> np.ndarray:
@@ -93,6 +116,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="FRDist threads (default: all CPUs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--per-metric", action="store_true", help="time each metric function alone")
+    parser.add_argument("--first-call", action="store_true",
+                        help="time import + first compute_all in fresh processes, cold and warm")
     args = parser.parse_args()
 
     t0 = time.perf_counter()
@@ -105,6 +130,11 @@ def main() -> None:
         f"(generated in {time.perf_counter() - t0:.1f} s)",
         flush=True,
     )
+    if args.first_call:
+        first_calls(preds, listener, speaker, appropriate)
+        return
+    from reactdiff.evaluate import metrics
+
     # CPU seconds (all threads of this process) beside wall seconds: on a shared machine wall time
     # includes waiting for the CPU, CPU time does not.
     print(f"{'metric':10s} {'value':>12s}   {'wall':>8s}   {'cpu':>8s}")
@@ -130,6 +160,22 @@ def main() -> None:
             print(f"{name:10s} {value:12.5f}")
     wall, cpu = time.perf_counter() - start_wall, time.process_time() - start_cpu
     print(f"{'total':10s} {'':12s}   {wall:8.2f}   {cpu:8.2f}   (seconds; load avg {os.getloadavg()[0]:.1f})")
+
+
+def first_calls(preds: np.ndarray, listener: np.ndarray, speaker: np.ndarray, appropriate: np.ndarray) -> None:
+    """Import + first compute_all in a fresh process with an empty numba cache, then again."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data.npz"
+        np.savez(data, preds=preds, listener=listener, speaker=speaker, appropriate=appropriate)
+        env = {**os.environ, "NUMBA_CACHE_DIR": str(Path(tmp) / "numba-cache")}
+        print(f"{'process':8s} {'import':>13s} {'first call':>13s} {'second call':>13s}   (wall / CPU seconds)")
+        for label in ("cold", "warm"):
+            # cwd: not the checkout, so that the interpreter's installed reactdiff is what is timed
+            out = subprocess.run([sys.executable, "-c", FIRST_CALL_SCRIPT, str(data)], env=env, cwd=tmp,
+                                 check=True, capture_output=True, text=True).stdout
+            seconds = [float(word) for word in out.split()[-6:]]
+            columns = " ".join(f"{wall:6.1f} / {cpu:4.1f}" for wall, cpu in zip(seconds[::2], seconds[1::2]))
+            print(f"{label:8s} {columns}   (load avg {os.getloadavg()[0]:.1f})", flush=True)
 
 
 if __name__ == "__main__":

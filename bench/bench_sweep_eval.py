@@ -16,7 +16,10 @@ Measured figures, with those of earlier rounds and the machines they ran on: doc
 
 from __future__ import annotations
 
-from reactdiff import ray_runtime  # noqa: F401  (before ray: a local runtime binds loopback only)
+from reactdiff import ray_runtime
+
+# An entry point: before anything imports ray, so that a local runtime binds loopback only.
+ray_runtime.bind_local_ray_to_loopback()
 
 import argparse
 import time

@@ -27,8 +27,8 @@ WORKER_CPUS=${WORKER_CPUS:-2}
 # `ray start` rewrites 127.0.0.1/localhost to the machine's network IP unless
 # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, and with that set it refuses to start a non-head node
 # (a policy meant for Windows/macOS). So the head uses `ray start`, and each worker node is started
-# by the same `ray._private.node.Node(..., head=False)` call that `ray start --address --block`
-# makes, minus that refusal. (Private API of Ray 2.60; recheck it when upgrading Ray.)
+# by the same call that `ray start --address --block` makes, minus that refusal: a private Ray API,
+# in reactdiff/ray_compat.py (start_worker_node) with the others.
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 # Token authentication, decided here for every node: left unset, the head turns it on when
 # ~/.ray/auth_token exists while a joining node does not, and the node is refused. Clients
@@ -36,13 +36,10 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 export RAY_AUTH_MODE=${RAY_AUTH_MODE:-token}
 WORKER_NODE_PY='
 import signal, sys
-from ray._private.node import Node
-from ray._private.parameter import RayParams
+from reactdiff.ray_compat import start_worker_node
 
 gcs_address, num_cpus, temp_dir, agent_port = sys.argv[1:]
-params = RayParams(gcs_address=gcs_address, node_ip_address="127.0.0.1", num_cpus=int(num_cpus),
-                   temp_dir=temp_dir, dashboard_agent_listen_port=int(agent_port), include_log_monitor=False)
-node = Node(params, head=False, shutdown_at_exit=True, spawn_reaper=True)
+node = start_worker_node(gcs_address, int(num_cpus), temp_dir, int(agent_port))
 print("Ray runtime started.", flush=True)
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # exit runs Node'"'"'s cleanup of its processes
 signal.pause()
@@ -70,7 +67,7 @@ node_alive() {
   local pid_file=$1 pid
   [[ -f $pid_file ]] || return 1
   pid=$(<"$pid_file")
-  [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "ray start\|ray._private.node"
+  [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "ray start\|start_worker_node"
 }
 
 start_node() {  # start_node NAME COMMAND...: run a blocking node command detached, wait until it is up

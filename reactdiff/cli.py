@@ -13,8 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from reactdiff import ray_runtime  # noqa: F401  (first: a local Ray runtime binds loopback only)
-from reactdiff import console
+from reactdiff import console, ray_runtime
 from reactdiff.serve import ServeOptions
 
 EPILOG = """\
@@ -567,6 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    ray_runtime.bind_local_ray_to_loopback()  # first: before anything imports ray
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     bad = [word for word in extra if "=" not in word or word.startswith("-")]

@@ -5,12 +5,9 @@ from __future__ import annotations
 import logging
 import os
 
-logger = logging.getLogger(__name__)
+from reactdiff import ray_compat
 
-# A local Ray runtime (no RAY_ADDRESS to join) binds 127.0.0.1 only. Ray reads this when `ray` is
-# first imported, so entry points (cli.py, bench/) import this module before anything imports ray.
-if not os.environ.get("RAY_ADDRESS"):
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+logger = logging.getLogger(__name__)
 
 # A local runtime advertises this many logical CPUs beyond the cores: training workers hold their
 # CPUs for a whole run, and Ray Data's I/O-bound read tasks would otherwise starve behind them.
@@ -21,24 +18,24 @@ SETUP_HOOK = f"{__name__}.setup_ray_process"
 RAY_DATA_LIMITS_REFRESH_S = 0.1
 
 
-def quiet_train_internals() -> None:
-    """Silence Ray Train's PlacementGroupCleaner in this process.
+def bind_local_ray_to_loopback() -> None:
+    """Make a local Ray runtime that this process starts bind 127.0.0.1 only.
 
-    Every Train run starts that detached actor; once a second it asks the State API whether the
-    run's controller lives, to free its placement group if the controller died without doing so.
-    The State API is served by the dashboard, which a local runtime here does not start (one less
-    listening server and ~100 MB less on small machines), so every query fails and logs "Failed to
-    query Ray Train Controller actor state" once a second for the whole run. Nothing is lost
-    without it: a controller that ends, even by an exception, removes its placement group itself,
-    and sweeps free any left over (`tune.sweep.release_orphaned_placement_groups`).
+    The one thing that must happen before Python first imports ray: Ray reads
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, at import, and with it unset a local runtime on Linux
+    binds the machine's network address. So every entry point calls this first, before importing
+    anything that imports ray: `cli.main` (and so jobs/), the bench scripts, and tests/conftest.py
+    (`pytest_configure`, before test modules are collected). A process that joins a cluster
+    (RAY_ADDRESS) starts no runtime and is left alone. `ray_init` warns where it came too late.
     """
-    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
+    if not os.environ.get("RAY_ADDRESS"):
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 def setup_ray_process() -> None:
     """Run in every Ray worker process (a worker_process_setup_hook)."""
     tune_ray_data()
-    quiet_train_internals()
+    ray_compat.quiet_train_placement_group_cleaner()
 
 
 def tune_ray_data() -> None:
@@ -50,20 +47,11 @@ def tune_ray_data() -> None:
     a time. bench/bench_prepare.py measured it: of a 1.7 s pass over a 600 MB lite store, ~1 s
     ran serially. Refreshing every 0.1 s costs one non-blocking actor call per refresh.
 
-    The knob is a class attribute of Ray's internal ResourceManager: where a Ray upgrade removes
-    it, this logs once and leaves Ray's default. It must run in the process that executes the
-    dataset: the driver for `iter_batches`, the SplitCoordinator actor for Ray Train's
-    `streaming_split`, hence a worker_process_setup_hook.
+    The knob is private (`ray_compat.set_ray_data_limits_refresh`). It must run in the process
+    that executes the dataset: the driver for `iter_batches`, the SplitCoordinator actor for Ray
+    Train's `streaming_split`, hence a worker_process_setup_hook.
     """
-    try:
-        from ray.data._internal.execution.resource_manager import ResourceManager
-    except ImportError:
-        logger.warning("Ray Data's ResourceManager moved; its limits refresh keeps Ray's default")
-        return
-    if hasattr(ResourceManager, "GLOBAL_LIMITS_UPDATE_INTERVAL_S"):
-        ResourceManager.GLOBAL_LIMITS_UPDATE_INTERVAL_S = RAY_DATA_LIMITS_REFRESH_S
-    else:
-        logger.warning("Ray Data's ResourceManager has no GLOBAL_LIMITS_UPDATE_INTERVAL_S; keeping Ray's default")
+    ray_compat.set_ray_data_limits_refresh(RAY_DATA_LIMITS_REFRESH_S)
 
 
 def ray_init() -> None:
@@ -76,12 +64,10 @@ def ray_init() -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init()  # the job's runtime env (jobs/runtime_env.yaml) carries the setup hook
     else:
-        from ray._private import ray_constants
-
-        if ray_constants.ENABLE_RAY_CLUSTER:  # read when `ray` was first imported
+        if ray_compat.local_runtime_binds_all_interfaces():
             logger.warning(
-                "this local Ray runtime binds the machine's network address, not 127.0.0.1: set "
-                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before Python imports ray (the reactdiff "
+                "this local Ray runtime binds the machine's network address, not 127.0.0.1: call "
+                "ray_runtime.bind_local_ray_to_loopback() before Python imports ray (the reactdiff "
                 "command does this itself)")
         ray.init(num_cpus=(os.cpu_count() or 1) + LOCAL_EXTRA_CPUS, include_dashboard=False,
                  runtime_env={"worker_process_setup_hook": SETUP_HOOK})

@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
-# First, before anything imports ray: this process's Ray runtimes bind 127.0.0.1 only
-# (docs/architecture.md, "Network binding").
-from reactdiff import ray_runtime  # noqa: F401  isort: skip
-
 from pathlib import Path
 
 import pytest
 
+from reactdiff import ray_runtime
 from reactdiff.data.synth import SynthClip, generate_corpus, write_synthetic_corpus
 
 # 51 frames on disk → 50 used; train has a NoXI and a RECOLA session with 2 clips each.
 TINY = {"dyads": {"train": 4, "val": 2, "test": 2}, "frames_on_disk": 51, "seed": 0, "clips_per_session": 2}
 TINY_VIDEO_SIZE = 32
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Before test modules are collected, so before anything imports ray: this process's Ray
+    runtimes bind 127.0.0.1 only (docs/architecture.md, "Network binding")."""
+    ray_runtime.bind_local_ray_to_loopback()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for a test (2 shared cores: OpenMP threads contending with other work
+    crawl), restored after it, so the rest of the session keeps its thread count."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from reactdiff.data.features import (
 )
 from reactdiff.data.tiny_models import make_tiny_facial_predictors, make_tiny_wav2vec2
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 RATE = 44_100
 FPS = 25

@@ -16,7 +16,7 @@ from reactdiff.data.store import Manifest, StreamSpec, write_manifest, write_par
 from reactdiff.generate import generate_to_dir, lite_features
 from reactdiff.models import MMT, LatentStatsAccumulator, ReactDiff, load_checkpoint, save_checkpoint
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 LITE = {"emotion": 25, "3dmm": 58, "mfcc": 26}
 ALPHA = 2

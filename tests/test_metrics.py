@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 from dtaidistance import dtw_ndim
 
-from reactdiff.evaluate import metrics
+from reactdiff.evaluate import dtw, metrics
 
 GROUPS = ((0, 15, 1 / 15), (15, 17, 1.0), (17, 25, 1 / 8))
-# FRDist sums each DTW cell's squared differences in float32 (metrics._BOUND_SLACK): a DTW is within
+# FRDist sums each DTW cell's squared differences in float32 (dtw._BOUND_SLACK): a DTW is within
 # ~1e-6 relative of the float64 value of the float32-rounded inputs. The challenge asks for 1e-5.
 FRDIST_REL = 1e-5
 
@@ -166,7 +167,7 @@ def test_dtaidistance_is_the_sqrt_of_summed_squared_distances_dtw():
 
 def kernel_dtw_sq(x: np.ndarray, y: np.ndarray, limit_sq: float = np.inf) -> float:
     """The compiled kernel on (T, d) series, in its float32, channel-major, y-reversed layout."""
-    return metrics._make_dtw_sq(x.shape[1])(
+    return dtw._make_dtw_sq(x.shape[1])(
         np.ascontiguousarray(x.T, dtype=np.float32), np.ascontiguousarray(y[::-1].T, dtype=np.float32),
         limit_sq, np.empty((3, len(x) + 2)),
     )
@@ -338,19 +339,19 @@ def test_au_frame_boxes_bound_the_dtw_from_below(frames):
     x = as_float32(emotion_like(rng, (3, frames, 25)))[0][..., :15]
     y = as_float32(emotion_like(rng, (3, frames, 25), binary_aus=True))[0][..., :15]
     y[2] = x[0, ::-1]  # a continuous listener too: blocks on the listener side as well
-    x_boxes = metrics._frame_boxes(x.astype(np.float32), 0, 15, metrics._PRED_BOXES)
-    y_boxes = metrics._frame_boxes(y.astype(np.float32), 0, 15, metrics._TARGET_BOXES)
+    x_boxes = dtw._frame_boxes(x.astype(np.float32), 0, 15, dtw._PRED_BOXES)
+    y_boxes = dtw._frame_boxes(y.astype(np.float32), 0, 15, dtw._TARGET_BOXES)
 
     def zero_width(boxes, k):  # the boxes are single frames: the bound is exact on that side
         lo, hi, _, used = boxes
         return (lo[k, :, : used[k]] == hi[k, :, : used[k]]).all()
 
-    assert all(zero_width(x_boxes, i) == (frames <= metrics._PRED_BOXES) for i in range(3))
-    assert zero_width(y_boxes, 0) and zero_width(y_boxes, 2) == (frames <= metrics._TARGET_BOXES)
+    assert all(zero_width(x_boxes, i) == (frames <= dtw._PRED_BOXES) for i in range(3))
+    assert zero_width(y_boxes, 0) and zero_width(y_boxes, 2) == (frames <= dtw._TARGET_BOXES)
     for i in range(3):
         for j in range(3):
-            bound = metrics._box_cover_sq(x_boxes, i, y_boxes, j)
-            assert bound * (1 - metrics._BOUND_SLACK) <= kernel_dtw_sq(x[i], y[j])
+            bound = dtw._box_cover_sq(x_boxes, i, y_boxes, j)
+            assert bound * (1 - dtw._BOUND_SLACK) <= kernel_dtw_sq(x[i], y[j])
             if zero_width(x_boxes, i) and zero_width(y_boxes, j):
                 assert bound == pytest.approx(cover_bound_sq(x[i], y[j]), rel=1e-6)
             else:
@@ -525,3 +526,21 @@ def test_compute_all_keys_and_values():
     assert result["FRDist"] == pytest.approx(ref_frdist(preds, listener, appropriate), rel=FRDIST_REL)
     # FRDist on two threads with the other metrics beside it: the same numbers.
     assert metrics.compute_all(preds, listener, speaker, appropriate, workers=2) == result
+
+
+def test_kernels_are_compiled_at_import_for_every_input_kind(tmp_path):
+    """Every numba kernel is compiled for its declared signatures when `dtw` is imported (a kernel
+    compiled lazily has none before its first call), and FRDist on float64, float32 and read-only
+    memory-mapped inputs compiles nothing more: no first call pays a compilation."""
+    kernels = {name: value for name, value in vars(dtw).items() if isinstance(value, numba.core.dispatcher.Dispatcher)}
+    assert len(kernels) == 13 and all(kernel.signatures for kernel in kernels.values())
+    compiled = {name: len(kernel.signatures) for name, kernel in kernels.items()}
+    preds, listener, _, appropriate = random_case(20, frames=40)
+    np.save(tmp_path / "listener.npy", listener.astype(np.float32))
+    mapped = np.load(tmp_path / "listener.npy", mmap_mode="r")
+    assert not mapped.flags.writeable
+    expected = metrics.frdist(preds, listener, appropriate, workers=1)
+    assert metrics.frdist(preds.astype(np.float32), mapped, appropriate, workers=2) == pytest.approx(
+        expected, rel=FRDIST_REL
+    )
+    assert {name: len(kernel.signatures) for name, kernel in kernels.items()} == compiled

@@ -16,7 +16,7 @@ from reactdiff.models import (
     LRS, MMT, CausalCache, LatentStatsAccumulator, ReactDiff, load_checkpoint, read_checkpoint, save_checkpoint,
 )
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 LITE = {"3dmm": 58, "emotion": 25, "mfcc": 26}
 PAPER_TINY = {"au": 40, "fe": 12, "va": 6, "afr": 16, "mfcc": 26}  # paper roles, tiny widths

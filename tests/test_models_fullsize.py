@@ -9,16 +9,7 @@ import torch
 from reactdiff.config import ModelConfig
 from reactdiff.models import MMT, LatentStatsAccumulator, ReactDiff
 
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """2 shared cores: OpenMP threads contending with other work crawl. Restored after the test,
-    so the rest of the session keeps its thread count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 PAPER = {"au": 25088, "fe": 1408, "va": 64, "afr": 1536, "mfcc": 26}
 

@@ -261,10 +261,12 @@ def test_a_split_stays_in_the_object_store_when_it_fits(tiny_store, monkeypatch)
 
 def test_a_local_runtime_binds_loopback_only_without_help_from_the_environment():
     """The `reactdiff` command's local runtime (as the demo starts it), in a fresh process without
-    the tests' loopback setting."""
+    the tests' loopback setting: `main` sets it first (here it stops at --help), then ray is imported."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")}
     script = (
-        "import reactdiff.cli\n"
+        "import contextlib, io, reactdiff.cli\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "    reactdiff.cli.main(['--help'])\n"
         "import ray\n"
         "from reactdiff.ray_runtime import ray_init\n"
         "ray_init()\n"

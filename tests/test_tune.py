@@ -16,7 +16,8 @@ import ray
 from mlflow import MlflowClient
 
 from reactdiff.config import load_config
-from reactdiff.tune import EARLY_STOPPED_TAG, release_orphaned_placement_groups, run_sweep
+from reactdiff.ray_compat import release_orphaned_placement_groups
+from reactdiff.tune import EARLY_STOPPED_TAG, run_sweep
 
 pytestmark = pytest.mark.slow
 

@@ -201,7 +201,8 @@ def discover_clips(root: str | Path, split: str) -> list[ClipRef]:
 
 @dataclass
 class Clip:
-    """One person-clip: the first `frames` frames of its targets, and its media files."""
+    """One person-clip: the first `frames` frames of its targets, and its media files (the video is
+    decoded by `features.decode_video` / `iter_video`, where the facial extractors need it)."""
 
     ref: ClipRef
     split: str
@@ -218,16 +219,6 @@ class Clip:
         mono = samples.mean(axis=1)
         n = round(self.frames * rate / layout.FPS)
         return np.pad(mono[:n], (0, max(0, n - len(mono)))), rate
-
-    def read_video(self) -> np.ndarray:
-        """The first `frames` video frames as (frames, H, W, 3) uint8 RGB."""
-        with av.open(str(self.video_path)) as container:
-            frames = []
-            for frame in container.decode(video=0):
-                frames.append(frame.to_ndarray(format="rgb24"))
-                if len(frames) == self.frames:
-                    break
-        return np.stack(frames)
 
 
 def read_emotion(path: Path) -> np.ndarray:

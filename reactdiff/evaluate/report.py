@@ -7,15 +7,13 @@ import io
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only; works without a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from reactdiff.data.layout import AU_SLICE, EMOTION_DIM, EXPR_SLICE, EXPRESSION_NAMES, VA_SLICE  # noqa: E402
-from reactdiff.evaluate.metrics import DIRECTIONS  # noqa: E402
-from reactdiff.evaluate.validation import RECONSTRUCTION_DIRECTIONS  # noqa: E402
+from reactdiff.data.layout import AU_SLICE, EMOTION_DIM, EXPR_SLICE, EXPRESSION_NAMES, VA_SLICE
+from reactdiff.evaluate.metrics import DIRECTIONS
+from reactdiff.evaluate.validation import RECONSTRUCTION_DIRECTIONS
 
 PLOTTED_SAMPLES = 3  # sample plots an evaluation or a scoring writes
 # Which direction is better for each metric; unknown metrics get no arrow.
@@ -109,7 +107,8 @@ def plot_sample(
         (f"P({EXPRESSION_NAMES[expression]})", lambda e: e[..., EXPR_SLICE.start + expression]),
     ]
     frames = np.arange(len(listener_emotion))
-    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.2 * len(panels)), sharex=True)
+    fig = _figure((10, 2.2 * len(panels)))
+    axes = fig.subplots(len(panels), 1, sharex=True)
     for ax, (label, pick) in zip(axes, panels):
         generated = pick(generated_emotion)  # (alpha, T)
         ax.fill_between(frames, generated.min(axis=0), generated.max(axis=0), color="C2", alpha=0.25,
@@ -131,7 +130,8 @@ def plot_metric_comparison(path: str | Path, rows: dict[str, dict[str, float]]) 
     names = list(rows)
     cols = min(4, len(metrics))
     n_rows = -(-len(metrics) // cols)
-    fig, axes = plt.subplots(n_rows, cols, figsize=(3.2 * cols, 2.8 * n_rows), squeeze=False)
+    fig = _figure((3.2 * cols, 2.8 * n_rows))
+    axes = fig.subplots(n_rows, cols, squeeze=False)
     colours = [f"C{i % 10}" for i in range(len(names))]
     for ax, metric in zip(axes.flat, metrics):
         values = [rows[name].get(metric, np.nan) for name in names]
@@ -147,7 +147,8 @@ def plot_metric_comparison(path: str | Path, rows: dict[str, dict[str, float]]) 
 def plot_tradeoff(path: str | Path, points: dict[str, tuple[float, float]], front: list[str],
                   x_label: str, y_label: str, title: str) -> Path:
     """Every trial as a point (x, y), the Pareto front highlighted, joined and labelled."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig = _figure((6.5, 4.5))
+    ax = fig.subplots()
     names = [name for name, (x, y) in points.items() if np.isfinite(x) and np.isfinite(y)]
     ax.scatter([points[n][0] for n in names], [points[n][1] for n in names], color="0.6", label="trial")
     on_front = sorted((points[n] + (n,) for n in front), key=lambda p: p[0])
@@ -163,9 +164,14 @@ def plot_tradeoff(path: str | Path, points: dict[str, tuple[float, float]], fron
     return _save(fig, path)
 
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
+def _figure(figsize: tuple[float, float]) -> Figure:
+    figure = Figure(figsize=figsize)
+    FigureCanvasAgg(figure)  # the Agg canvas attached: files only, no pyplot, no global backend
+    return figure
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, format="png")
-    plt.close(fig)
     return path

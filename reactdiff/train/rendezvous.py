@@ -21,8 +21,8 @@ import psutil
 import ray
 import torch.distributed as dist
 from ray.train.torch import TorchConfig
-# Ray's own torch backend: GPU visibility, LOCAL_RANK & co., shutdown. Only its rendezvous changes.
-from ray.train.torch.config import _set_torch_distributed_env_vars, _TorchBackend
+
+from reactdiff import ray_compat
 
 # Rank 0's store, which owns the listening socket. Ray Train ends a worker group by ending its
 # processes, which closes it.
@@ -72,8 +72,9 @@ def _host_on_node(world_size: int, timeout_s: int) -> tuple[str, int]:
     return address, host_store(address, 0, world_size, timedelta(seconds=timeout_s))
 
 
-class _NodeAddressTorchBackend(_TorchBackend):
-    """Ray Train's torch backend with the rendezvous store bound to the node's Ray address."""
+class _NodeAddressTorchBackend(ray_compat.torch_backend_class()):
+    """Ray Train's torch backend (GPU visibility, LOCAL_RANK & co., shutdown) with the rendezvous
+    store bound to the node's Ray address."""
 
     def on_start(self, worker_group, backend_config: "NodeAddressTorchConfig") -> None:
         resources = worker_group.get_resources_per_worker()
@@ -85,7 +86,7 @@ class _NodeAddressTorchBackend(_TorchBackend):
         world_size = len(worker_group)
         address, port = worker_group.execute_single(
             0, _host_on_node, world_size=world_size, timeout_s=backend_config.timeout_s)
-        worker_group.execute(_set_torch_distributed_env_vars)  # as Ray does for Train V2 worker groups
+        worker_group.execute(ray_compat.set_torch_distributed_env_vars)
         timeout = timedelta(seconds=backend_config.timeout_s)
         ray.get([worker_group.execute_single_async(
             rank, join_process_group, backend=backend, address=address, port=port, world_rank=rank,

@@ -8,10 +8,10 @@
 from reactdiff.tune.objectives import Objective, known_metrics, parse_objectives, pareto_front
 from reactdiff.tune.space import SearchSpace, load_space
 from reactdiff.tune.sweep import (
-    EARLY_STOPPED_TAG, SWEEP_RUN_TAG, SweepResult, TrialRow, plan_sweep, release_orphaned_placement_groups, run_sweep,
+    EARLY_STOPPED_TAG, SWEEP_RUN_TAG, SweepResult, TrialRow, plan_sweep, run_sweep,
 )
 
 __all__ = [
     "EARLY_STOPPED_TAG", "SWEEP_RUN_TAG", "Objective", "SearchSpace", "SweepResult", "TrialRow", "known_metrics",
-    "load_space", "pareto_front", "parse_objectives", "plan_sweep", "release_orphaned_placement_groups", "run_sweep",
+    "load_space", "pareto_front", "parse_objectives", "plan_sweep", "run_sweep",
 ]

@@ -35,6 +35,7 @@ from typing import Any
 from mlflow import MlflowClient
 
 from reactdiff import console, tracking
+from reactdiff.ray_compat import release_orphaned_placement_groups
 from reactdiff.config import ConfigError, ExperimentConfig, apply_flat, flatten
 from reactdiff.evaluate import report
 from reactdiff.tune.objectives import Objective, evaluation_metric, pareto_front, parse_objectives
@@ -120,36 +121,6 @@ def _run_trial(params: dict[str, Any], base_config: dict[str, Any], sweep_name: 
     except Exception:
         tracking.finish_run(run_id, status="FAILED")
         raise
-
-
-def release_orphaned_placement_groups() -> int:
-    """Remove this job's placement groups whose creating actor has died; returns how many.
-
-    ASHA stops a trial by ending its driver actor, and the Train controller it owns dies with
-    it; but a placement group made by a non-detached actor lives as long as the job (Ray's
-    rule), so the controller's worker group keeps its CPUs. Train V2 frees them from a cleaner
-    that asks the Ray State API, which needs the dashboard the local runtime does not start
-    (`ray_init`): without this, each stopped trial would hold its CPUs until the sweep ends and
-    later trials' Ray Data tasks would never be scheduled. Only the GCS record of a group names
-    its creator, hence the private accessor.
-    """
-    import ray
-    from ray._private.state import state
-    from ray.core.generated import gcs_pb2
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
-
-    job_id = ray.get_runtime_context().get_job_id()
-    freed = 0
-    for raw in state._connect_and_get_accessor().get_placement_group_table():
-        record = gcs_pb2.PlacementGroupTableData.FromString(raw)
-        # A group made by the driver itself (Tune's trial groups) has no creator actor and counts
-        # as "creator dead" from the start.
-        made_by_dead_actor = record.creator_actor_dead and not ray.ActorID(record.creator_actor_id).is_nil()
-        if (made_by_dead_actor and not record.is_detached and record.creator_job_id.hex() == job_id
-                and record.state != gcs_pb2.PlacementGroupTableData.REMOVED):
-            remove_placement_group(PlacementGroup(ray.PlacementGroupID(record.placement_group_id)))
-            freed += 1
-    return freed
 
 
 def _orphan_release_callback(interval_s: float = 5.0):
