@@ -305,7 +305,7 @@ def extraction_dataset(parts: list[dict[str, Any]], options: PrepareOptions, str
         PartWriter,
         fn_constructor_args=(options, streams, frames, placement.device),
         batch_size=1,
-        concurrency=placement.concurrency,
+        compute=ray.data.ActorPoolStrategy(size=placement.concurrency),
         num_cpus=placement.num_cpus,
         num_gpus=placement.num_gpus,
         **({"runtime_env": {"env_vars": hooks}} if hooks else {}),  # the tests' hooks reach the actors
