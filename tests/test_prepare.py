@@ -125,6 +125,15 @@ def test_changed_option_is_refused_unless_rebuild(tiny_corpus, tiny_store, tmp_p
     assert not (out / "train" / "part-00003.parquet").exists() and not (out / "progress" / "train" / "part-00003.json").exists()
 
 
+def test_folder_that_is_not_a_store_is_not_deleted(tiny_corpus, tmp_path):
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "todo.txt").write_text("not a store")
+    with pytest.raises(PrepareError, match=r"holds no feature store.*--rebuild"):
+        prepare(PrepareOptions(corpus=tiny_corpus, out=out))
+    assert (out / "todo.txt").read_text() == "not a store"
+
+
 def test_rows_appended_to_the_corpus_add_parts_and_keep_the_old_ones(tiny_corpus, tiny_store, tmp_path):
     corpus_copy = tmp_path / "corpus"
     shutil.copytree(tiny_corpus, corpus_copy)

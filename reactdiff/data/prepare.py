@@ -269,10 +269,11 @@ def _open_store(out: Path, spec: dict[str, Any], rebuild: bool) -> None:
             raise PrepareError(
                 f"{out} was prepared with other settings ({'; '.join(changed)}); its parts cannot be mixed "
                 "with new ones: re-run with --rebuild to start it over, or choose another --out")
+    elif (out / "manifest.json").is_file():
+        shutil.rmtree(out)  # a store from before prepare could resume: rebuilt whole, as it was then
     elif out.exists() and any(out.iterdir()):
-        raise PrepareError(
-            f"{out} is not empty and holds no {SPEC_FILE} (a store written before prepare could resume, "
-            "or another folder); re-run with --rebuild to replace its contents, or choose another --out")
+        raise PrepareError(f"{out} is not empty and holds no feature store; choose another --out, or re-run "
+                           "with --rebuild to delete its contents")
     atomic_io.write_text(spec_path, json.dumps(spec, indent=2, sort_keys=True))
     atomic_io.remove_leftovers(out)  # of writers killed in an earlier run
 
