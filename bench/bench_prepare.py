@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 
 from reactdiff.data.layout import FPS
 from reactdiff.data.prepare import PrepareOptions, _stream_specs, prepare
-from reactdiff.data.store import PERSONS, Manifest, Store, column, write_manifest, write_part
+from reactdiff.data.store import PERSONS, Location, Manifest, Store, column, write_manifest, write_part
 
 MB = 1e6
 
@@ -139,7 +139,7 @@ def prepare_store(args, profile: str, corpus: Path, tmp: Path, monitor: TreeMoni
     with Phase(monitor) as ph:
         prepare(options)
     clips = 2 * args.dyads
-    size = sum(f.stat().st_size for f in Store(out).files("train"))
+    size = Store(out).split_bytes("train")
     dims = {k: v.dim for k, v in Store(out).manifest.streams.items()}
     print(f"prepare[{profile}]: {clips} person-clips in {ph.wall:.1f} s wall = {clips / ph.wall:.3f} clips/s; "
           f"{ph.cpu:.0f} CPU-s for the process tree ({ph.cpu / clips:.1f} CPU-s per clip); "
@@ -163,7 +163,7 @@ def synthetic_lite_store(out: Path, target_mb: float, frames: int, rows_per_part
     row_bytes = 2 * frames * sum(4 * s.dim for s in streams.values())
     dyads = max(rows_per_part, int(target_mb * MB / row_bytes))
     rng = np.random.default_rng(0)
-    (out / "train").mkdir(parents=True, exist_ok=True)
+    location = Location(out)
     files = []
     for part, start in enumerate(range(0, dyads, rows_per_part)):
         rows = [{"pair_id": i, "clip_a": f"synth/s{i}/a/1", "clip_b": f"synth/s{i}/b/1",
@@ -171,10 +171,10 @@ def synthetic_lite_store(out: Path, target_mb: float, frames: int, rows_per_part
                     for p in PERSONS}}
                 for i in range(start, min(dyads, start + rows_per_part))]
         rel = f"train/part-{part:05d}.parquet"
-        write_part(out / rel, rows, manifest)
+        write_part(location, rel, rows, manifest)
         files.append(rel)
     manifest.splits["train"] = {"rows": dyads, "samples": 2 * dyads, "files": files}
-    write_manifest(out, manifest)
+    write_manifest(location, manifest)
     return out
 
 
@@ -189,10 +189,10 @@ def read_throughput(name: str, store_dir: Path, args, monitor: TreeMonitor) -> N
     store = Store(store_dir)
     files = store.files("train")
     columns = ["pair_id", "clip_a", "clip_b"] + [column(p, s) for p in PERSONS for s in store.manifest.streams]
-    file_mb = sum(f.stat().st_size for f in files) / MB
+    file_mb = store.split_bytes("train") / MB
     rows = store.manifest.splits["train"]["rows"]
     for f in files:  # page cache: both readers read the same warm files
-        f.read_bytes()
+        Path(f).read_bytes()
     print(f"read[{name}]: {len(files)} files, {rows} dyad rows, {file_mb:.0f} MB on disk; "
           f"batch {args.batch_rows} rows; best and median of {args.passes} passes", flush=True)
 

@@ -82,6 +82,7 @@ def cmd_synth(args) -> int:
 
 def cmd_prepare(args) -> int:
     from reactdiff.data.prepare import PrepareOptions, prepare
+    from reactdiff.data.store import Location
 
     facial = {}
     for item in args.facial or []:
@@ -95,8 +96,9 @@ def cmd_prepare(args) -> int:
     )
     manifest = prepare(options)  # PrepareError (nothing usable) is reported by main, status 1
     splits = ", ".join(f"{s}: {v['rows']} dyads" for s, v in manifest.splits.items())
-    console.result(f"feature store {args.out} ({manifest.profile} profile, {manifest.frames} frames): {splits}; "
-          f"{manifest.rejected_count} rejected (see {args.out}/rejected.json)")
+    location = Location(args.out)
+    console.result(f"feature store {location.shown} ({manifest.profile} profile, {manifest.frames} frames): "
+                   f"{splits}; {manifest.rejected_count} rejected (see {location.name('rejected.json')})")
     return 0
 
 
@@ -280,8 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "(<out>/rejected.json), and write one Parquet row per dyad plus manifest.json "
                        "and the appropriate-reaction matrices. Exit status 1 only when nothing usable remains.")
     p.add_argument("--corpus", type=Path, required=True, help="corpus root holding train.csv/val.csv/test.csv")
-    p.add_argument("--out", type=Path, required=True,
-                   help="store folder; a re-run with the same settings resumes it, skipping finished parts")
+    p.add_argument("--out", required=True,
+                   help="store folder or pyarrow.fs URI (s3://bucket/prefix); a re-run with the same settings resumes it, skipping finished parts")
     p.add_argument("--rebuild", action="store_true",
                    help="delete --out first (needed when settings or extractors changed since it was written)")
     p.add_argument("--profile", choices=["lite", "paper"], default="lite",
@@ -453,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("predictions", type=Path,
                    help="emotion .npy/.pt (N, α, T, 25), a `generate` folder, or a folder of per-clip CSVs")
     p.add_argument("--corpus", type=Path, help="ground truth: a REACT2024-layout corpus root")
-    p.add_argument("--store", type=Path, help="ground truth: a feature store (its matrix included)")
+    p.add_argument("--store", help="ground truth: a feature store, folder or URI (its matrix included)")
     p.add_argument("--split", default="test")
     p.add_argument("--appropriate", type=Path,
                    help="the (N, N) appropriateness matrix (.npy/.csv), e.g. the official neighbour_emotion_test.npy; "

@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import random
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,12 +35,14 @@ from reactdiff.data.layout import FPS
 from reactdiff.ray_runtime import ray_init
 from reactdiff.data.store import (
     SCHEMA_VERSION,
+    Location,
     Manifest,
     StreamSpec,
     TARGET_STREAMS,
     column,
     fingerprint_files,
     read_parts,
+    write_array,
     write_manifest,
     write_part,
 )
@@ -61,7 +62,7 @@ CRASH_ENV = "REACTDIFF_PREPARE_CRASH_ONCE"
 @dataclass
 class PrepareOptions:
     corpus: Path
-    out: Path
+    out: str | Path  # a folder, or any pyarrow.fs URI (s3://bucket/prefix)
     profile: str = "lite"  # "lite" | "paper"
     splits: tuple[str, ...] = ("train", "val", "test")
     frames: int | None = None  # None: on-disk frames − 1 (750 for real clips)
@@ -123,8 +124,8 @@ def _stream_specs(options: PrepareOptions, afr_dim: int | None, facial_dims: dic
     return streams
 
 
-def _record_path(out: Path, split: str, part: int) -> Path:
-    return out / PROGRESS_DIR / split / f"part-{part:05d}.json"
+def _record(split: str, part: int) -> str:
+    return f"{PROGRESS_DIR}/{split}/part-{part:05d}.json"
 
 
 def _test_hooks(split: str, part: int, stage: str) -> None:
@@ -146,7 +147,7 @@ class PartWriter:
         from reactdiff.data import features
 
         self.options = options
-        self.out = Path(options.out)
+        self.location = Location(options.out)
         self.frames = frames
         self.manifest = Manifest(profile=options.profile, frames=frames, fps=FPS, streams=manifest_streams)
         self.wav2vec2 = self.facial = None
@@ -182,9 +183,9 @@ class PartWriter:
                     rejected.append(_rejection(split, pair_id, clip_a, clip_b, err))
             rel = f"{split}/part-{part:05d}.parquet"
             if kept:
-                write_part(self.out / rel, kept, self.manifest)
+                write_part(self.location, rel, kept, self.manifest)
             else:
-                (self.out / rel).unlink(missing_ok=True)  # a redone part whose rows all failed now
+                self.location.delete(rel)  # a redone part whose rows all failed now
                 rel = ""
             _test_hooks(split, part, "written")
             face = np.concatenate([r[p]["3dmm"] for r in kept for p in "ab"]) if kept else np.zeros((0, 58))
@@ -193,7 +194,7 @@ class PartWriter:
                       "rows": [r["pair_id"] for r in kept], "rejected": rejected,
                       "stats": {"n": int(face.shape[0]), "sum": face.sum(0).tolist(),
                                 "sumsq": (face**2).sum(0).tolist()}}
-            atomic_io.write_text(_record_path(self.out, split, part), json.dumps(record, sort_keys=True))
+            self.location.write_bytes(_record(split, part), json.dumps(record, sort_keys=True).encode())
         return {"split": list(batch["split"]), "part": [int(p) for p in batch["part"]]}
 
 
@@ -221,14 +222,14 @@ def _detect_frames(corpus: Path, split_rows: dict[str, list]) -> int:
                        "'Your REACT2024 copy and pretrained feature extractors'")
 
 
-def _appropriateness(options: PrepareOptions, manifest: Manifest, files: list[Path], split: str,
-                     kept_pairs: list[int], total_rows: int) -> np.ndarray:
+def _appropriateness(options: PrepareOptions, manifest: Manifest, location: Location, parts: list[str],
+                     split: str, kept_pairs: list[int], total_rows: int) -> np.ndarray:
     """Given matrices are over all 2R samples of the CSV; keep the rows that survived."""
     if options.appropriate_dir is not None:
         full = load_matrix(options.appropriate_dir / f"{split}.npy", 2 * total_rows)
         index = np.array(kept_pairs + [total_rows + p for p in kept_pairs])
         return full[np.ix_(index, index)].astype(np.uint8)
-    arrays = read_parts(files, manifest, streams=["emotion"])
+    arrays = read_parts([location.path(p) for p in parts], manifest, ["emotion"], location.fs)
     speaker_emotion = np.concatenate([arrays[column("a", "emotion")], arrays[column("b", "emotion")]])
     return compute_matrix(speaker_emotion, threshold=options.threshold)
 
@@ -237,10 +238,10 @@ def _build_spec(options: PrepareOptions, frames: int, streams: dict[str, StreamS
     """Everything that decides a part's bytes: parts are resumed only under an equal spec."""
     extractors = {}
     if options.profile == "paper":
-        folder = Path(options.wav2vec2_dir)
-        extractors["wav2vec2"] = fingerprint_files(folder, [p for p in folder.rglob("*") if p.is_file()])
+        folder = Location(options.wav2vec2_dir)
+        extractors["wav2vec2"] = fingerprint_files(folder, folder.files())
         for name, path in sorted(options.facial_predictors.items()):
-            extractors[name] = fingerprint_files(Path(path).parent, [Path(path)])
+            extractors[name] = fingerprint_files(Location(Path(path).parent), [Path(path).name])
     return {"schema_version": SCHEMA_VERSION, "profile": options.profile, "frames": frames,
             "rows_per_part": options.rows_per_part, "splits": list(options.splits),
             "streams": {name: asdict(spec) for name, spec in streams.items()}, "extractors": extractors}
@@ -256,41 +257,40 @@ def _flatten(spec: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _open_store(out: Path, spec: dict[str, Any], rebuild: bool) -> None:
-    """Start `out`, or check that its finished parts were made under `spec` (else refuse)."""
-    if rebuild and out.exists():
-        shutil.rmtree(out)
-    spec_path = out / SPEC_FILE
-    if spec_path.is_file():
-        old, new = _flatten(json.loads(spec_path.read_text())), _flatten(spec)
+def _open_store(location: Location, spec: dict[str, Any], rebuild: bool) -> None:
+    """Start the store, or check that its finished parts were made under `spec` (else refuse)."""
+    if rebuild:
+        location.delete_all()
+    if location.exists(SPEC_FILE):
+        old, new = _flatten(json.loads(location.read_bytes(SPEC_FILE))), _flatten(spec)
         changed = [f"{key}: {old.get(key, '(none)')} → {new.get(key, '(none)')}"
                    for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)]
         if changed:
             raise PrepareError(
-                f"{out} was prepared with other settings ({'; '.join(changed)}); its parts cannot be mixed "
-                "with new ones: re-run with --rebuild to start it over, or choose another --out")
-    elif (out / "manifest.json").is_file():
-        shutil.rmtree(out)  # a store from before prepare could resume: rebuilt whole, as it was then
-    elif out.exists() and any(out.iterdir()):
-        raise PrepareError(f"{out} is not empty and holds no feature store; choose another --out, or re-run "
-                           "with --rebuild to delete its contents")
-    atomic_io.write_text(spec_path, json.dumps(spec, indent=2, sort_keys=True))
-    atomic_io.remove_leftovers(out)  # of writers killed in an earlier run
+                f"{location.shown} was prepared with other settings ({'; '.join(changed)}); its parts cannot be "
+                "mixed with new ones: re-run with --rebuild to start it over, or choose another --out")
+    elif location.exists("manifest.json"):
+        location.delete_all()  # a store from before prepare could resume: rebuilt whole, as it was then
+    elif location.files():
+        raise PrepareError(f"{location.shown} is not empty and holds no feature store; choose another --out, "
+                           "or re-run with --rebuild to delete its contents")
+    location.write_bytes(SPEC_FILE, json.dumps(spec, indent=2, sort_keys=True).encode())
+    if location.local:
+        atomic_io.remove_leftovers(location.base)  # of writers killed in an earlier run
 
 
-def _pending_parts(out: Path, parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _pending_parts(location: Location, parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Parts without a record of the same input rows; drops records and files of parts that no
     longer exist (a split CSV that lost rows)."""
-    wanted = {(p["split"], p["part"]) for p in parts}
-    for record in (out / PROGRESS_DIR).glob("*/part-*.json"):
-        key = (record.parent.name, int(record.stem.split("-")[1]))
-        if key not in wanted:
-            (out / key[0] / f"{record.stem}.parquet").unlink(missing_ok=True)
-            record.unlink()
+    wanted = {_record(p["split"], p["part"]) for p in parts}
+    for record in location.files(PROGRESS_DIR):
+        if record not in wanted:
+            location.delete(record.removeprefix(f"{PROGRESS_DIR}/").removesuffix(".json") + ".parquet")
+            location.delete(record)
     pending = []
     for p in parts:
-        record = _record_path(out, p["split"], p["part"])
-        if not (record.is_file() and json.loads(record.read_text())["input"] == json.loads(p["rows"])):
+        record = _record(p["split"], p["part"])
+        if not (location.exists(record) and json.loads(location.read_bytes(record))["input"] == json.loads(p["rows"])):
             pending.append(p)
     return pending
 
@@ -339,18 +339,18 @@ def prepare(options: PrepareOptions) -> Manifest:
         facial_dims = features.FacialFeatures(options.facial_predictors).dims
     streams = _stream_specs(options, afr_dim, facial_dims)
 
-    out = Path(options.out)
-    _open_store(out, _build_spec(options, frames, streams), options.rebuild)
+    location = Location(options.out)
+    _open_store(location, _build_spec(options, frames, streams), options.rebuild)
 
     parts = []
     for split, rows in split_rows.items():
         for start in range(0, len(rows), options.rows_per_part):
             chunk = [[p.row, p.speaker.path, p.listener.path] for p in rows[start : start + options.rows_per_part]]
             parts.append({"split": split, "part": start // options.rows_per_part, "rows": json.dumps(chunk)})
-    pending = _pending_parts(out, parts)
+    pending = _pending_parts(location, parts)
     done = len(parts) - len(pending)
     if pending:
-        (out / "manifest.json").unlink(missing_ok=True)  # the store is incomplete until the end
+        location.delete("manifest.json")  # the store is incomplete until the end
         ray_init()
         placement = extraction_placement(options, len(pending), ray.cluster_resources().get("GPU", 0))
         clips = sum(len(json.loads(p["rows"])) for p in pending) * 2
@@ -365,7 +365,7 @@ def prepare(options: PrepareOptions) -> Manifest:
 
     # Reduced from the records in part order, the statistics (and so the store and its
     # fingerprint) do not depend on which parts ran in which run, or in which order they finished.
-    records = [json.loads(_record_path(out, p["split"], p["part"]).read_text()) for p in parts]
+    records = [json.loads(location.read_bytes(_record(p["split"], p["part"]))) for p in parts]
     manifest = Manifest(profile=options.profile, frames=frames, fps=FPS, streams=streams)
     rejected: list[dict[str, Any]] = []
     kept_by_split: dict[str, list[tuple[str, list[int]]]] = {s: [] for s in options.splits}
@@ -396,22 +396,21 @@ def prepare(options: PrepareOptions) -> Manifest:
     manifest.corpus_fingerprint = corpus_reader.corpus_fingerprint(corpus)
     manifest.rejected_count = len(rejected)
 
-    data_files = [out / f for files in kept_by_split.values() for f, _ in files]
+    data_files = [f for files in kept_by_split.values() for f, _ in files]
     for split, files in kept_by_split.items():
         ids = [i for _, part_ids in files for i in part_ids]
         if ids:
-            matrix = _appropriateness(options, manifest, [out / f for f, _ in files], split, ids,
+            matrix = _appropriateness(options, manifest, location, [f for f, _ in files], split, ids,
                                       len(split_rows[split]))
-            with atomic_io.atomic_open(out / split / "appropriate.npy") as file:
-                np.save(file, matrix)
-            data_files.append(out / split / "appropriate.npy")
+            write_array(location, f"{split}/appropriate.npy", matrix)
+            data_files.append(f"{split}/appropriate.npy")
         else:
-            (out / split / "appropriate.npy").unlink(missing_ok=True)  # of an earlier run's rows
-    atomic_io.write_text(out / "rejected.json", json.dumps(rejected, indent=2, sort_keys=True))
-    data_files.append(out / "rejected.json")
+            location.delete(f"{split}/appropriate.npy")  # of an earlier run's rows
+    location.write_bytes("rejected.json", json.dumps(rejected, indent=2, sort_keys=True).encode())
+    data_files.append("rejected.json")
     for item in rejected:
         log.warning("rejected %s: %s", item.get("dyad", item.get("file")), item["error"])
 
-    manifest.store_fingerprint = fingerprint_files(out, data_files)
-    write_manifest(out, manifest)  # last: a store with a manifest is complete
+    manifest.store_fingerprint = fingerprint_files(location, data_files)
+    write_manifest(location, manifest)  # last: a store with a manifest is complete
     return manifest
