@@ -84,6 +84,7 @@ def cmd_synth(args) -> int:
 
 def cmd_prepare(args) -> int:
     from reactdiff.data.prepare import PrepareOptions, prepare
+    from reactdiff.data.store import Location
 
     facial = {}
     for item in args.facial or []:
@@ -92,12 +93,14 @@ def cmd_prepare(args) -> int:
     options = PrepareOptions(
         corpus=args.corpus, out=args.out, profile=args.profile, rows_per_part=args.rows_per_part,
         wav2vec2_dir=args.wav2vec2, facial_predictors=facial, appropriate_dir=args.appropriate,
-        threshold=args.threshold, workers=args.workers,
+        threshold=args.threshold, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+        rebuild=args.rebuild,
     )
     manifest = prepare(options)  # PrepareError (nothing usable) is reported by main, status 1
     splits = ", ".join(f"{s}: {v['rows']} dyads" for s, v in manifest.splits.items())
-    console.result(f"feature store {args.out} ({manifest.profile} profile, {manifest.frames} frames): {splits}; "
-          f"{manifest.rejected_count} rejected (see {args.out}/rejected.json)")
+    location = Location(args.out)
+    console.result(f"feature store {location.shown} ({manifest.profile} profile, {manifest.frames} frames): "
+                   f"{splits}; {manifest.rejected_count} rejected (see {location.name('rejected.json')})")
     return 0
 
 
@@ -312,7 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "(<out>/rejected.json), and write one Parquet row per dyad plus manifest.json "
                        "and the appropriate-reaction matrices. Exit status 1 only when nothing usable remains.")
     p.add_argument("--corpus", type=Path, required=True, help="corpus root holding train.csv/val.csv/test.csv")
-    p.add_argument("--out", type=Path, required=True, help="store folder (rebuilt whole)")
+    p.add_argument("--out", required=True,
+                   help="store folder or pyarrow.fs URI (s3://bucket/prefix); a re-run with the same settings resumes it, skipping finished parts")
+    p.add_argument("--rebuild", action="store_true",
+                   help="delete --out first (needed when settings or extractors changed since it was written)")
     p.add_argument("--profile", choices=["lite", "paper"], default="lite",
                    help="lite: the person's Emotion+3DMM and MFCC; paper: adds wav2vec2 and facial predictors")
     p.add_argument("--wav2vec2", type=Path, help="paper profile: local wav2vec2 folder (save_pretrained)")
@@ -324,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="similarity threshold of the computed appropriateness matrix")
     p.add_argument("--rows-per-part", type=int, default=8, help="dyads per Parquet file")
     p.add_argument("--workers", type=int, default=2, help="parallel Ray Data extraction actors")
+    p.add_argument("--gpus-per-worker", type=float,
+                   help="paper profile: GPU fraction per extraction actor (0: CPU); default: the "
+                   "cluster's GPUs shared among the workers, at most one each, or CPU when it has none")
     p.set_defaults(func=cmd_prepare)
 
     p = add_parser("train", help="train stage 1 (MMT) or stage 2 (latent DDIM) with Ray Train",
@@ -533,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("predictions", type=Path,
                    help="emotion .npy/.pt (N, α, T, 25), a `generate` folder, or a folder of per-clip CSVs")
     p.add_argument("--corpus", type=Path, help="ground truth: a REACT2024-layout corpus root")
-    p.add_argument("--store", type=Path, help="ground truth: a feature store (its matrix included)")
+    p.add_argument("--store", help="ground truth: a feature store, folder or URI (its matrix included)")
     p.add_argument("--split", default="test")
     p.add_argument("--appropriate", type=Path,
                    help="the (N, N) appropriateness matrix (.npy/.csv), e.g. the official neighbour_emotion_test.npy; "

@@ -128,7 +128,9 @@ class ModelConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    store: Path = Field(Path("data/store"), description="feature store written by `prepare`")
+    # str, not Path: a Path would fold the '//' of s3://bucket/prefix.
+    store: str = Field("data/store", description="feature store written by `prepare`: a folder or a "
+                       "pyarrow.fs URI (s3://bucket/prefix)")
     corpus: Path | None = Field(
         None, description="the corpus the store was prepared from; `evaluate` reads the speakers' real video "
         "and audio from it for its videos (none: no videos)")

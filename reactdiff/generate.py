@@ -7,7 +7,8 @@ MLflow drop alpha/mode/seed, so its logged `predict` is then called directly (wi
 
 Speaker (`speaker`), one of:
     <store dir>:<split>   every speaker sample of a feature-store split (role-swapped, so every
-                          person-clip of the split speaks once); any profile
+                          person-clip of the split speaks once); any profile; the store may be
+                          a pyarrow.fs URI (s3://bucket/store:val)
     <clip file>           one clip of a REACT2024-layout corpus, given by any of its files outside
                           the Emotion tree, e.g. <root>/val/Audio_files/NoXI/001/Expert_video/3.wav;
                           its features are computed like `prepare --profile lite` does (Emotion 25
@@ -54,7 +55,7 @@ from matplotlib.figure import Figure
 
 from reactdiff import console
 from reactdiff.data import corpus, features, layout
-from reactdiff.data.store import Store, to_samples
+from reactdiff.data.store import Location, Store, to_samples
 from reactdiff.models.checkpoint import load_checkpoint
 from reactdiff.models.lrs import ListenerStyle
 from reactdiff.models.reactdiff import GENERATION_BATCH, ReactDiff
@@ -90,7 +91,7 @@ def load_speakers(speaker: str | Path, streams: Sequence[str]) -> Speakers:
     """The speaker clips named by `speaker` (see the module doc) with the `streams` the model reads."""
     text = str(speaker)
     store_dir, _, split = text.rpartition(":")
-    if store_dir and (Path(store_dir) / "manifest.json").is_file():
+    if store_dir and Location(store_dir).exists("manifest.json"):
         store = Store(store_dir)
         wanted = sorted(set(streams) | {"emotion"})  # emotion: the speaker trace in the plots
         samples = to_samples(store.read_split(split, wanted), wanted)

@@ -12,6 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "reactdiff"
 # subpackage; a dotted entry inside a subpackage (data.layout) is a unit of its own.
 LAYERS = {
     "config": 0, "console": 0, "data.layout": 0, "request_checks": 0, "ray_compat": 0,
+    "atomic_io": 0,
     "models": 1, "ray_runtime": 1, "mlflow_server": 1,
     "data": 2, "tracking": 2,
     "registry": 3, "generate": 3,

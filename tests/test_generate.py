@@ -12,7 +12,7 @@ import torch
 
 from reactdiff.config import DiffusionConfig, MMTConfig, ModelConfig
 from reactdiff.data import corpus, layout
-from reactdiff.data.store import Manifest, StreamSpec, write_manifest, write_part
+from reactdiff.data.store import Location, Manifest, StreamSpec, write_manifest, write_part
 from reactdiff.generate import generate_to_dir, lite_features
 from reactdiff.models import MMT, LatentStatsAccumulator, ReactDiff, load_checkpoint, save_checkpoint
 
@@ -63,9 +63,9 @@ def val_store(tiny_corpus: Path, tmp_path_factory) -> Path:
     manifest = Manifest(profile="lite", frames=len(rows[0]["a"]["emotion"]), fps=layout.FPS, streams=streams,
                         splits={"val": {"rows": len(rows), "samples": 2 * len(rows),
                                         "files": ["val/part-00000.parquet"]}})
-    (root / "val").mkdir()
-    write_part(root / "val" / "part-00000.parquet", rows, manifest)
-    write_manifest(root, manifest)
+    location = Location(root)
+    write_part(location, "val/part-00000.parquet", rows, manifest)
+    write_manifest(location, manifest)
     return root
 
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -12,7 +16,18 @@ import pytest
 
 from reactdiff.cli import main as cli_main
 from reactdiff.data import corpus
-from reactdiff.data.prepare import PrepareError, PrepareOptions, prepare
+from reactdiff.data.prepare import (
+    CRASH_ENV,
+    DELAY_ENV,
+    PROGRESS_DIR,
+    Placement,
+    PrepareError,
+    PrepareOptions,
+    extraction_dataset,
+    extraction_placement,
+    prepare,
+)
+from reactdiff.ray_runtime import ray_init
 from reactdiff.data.store import Store, StoreError, column, to_samples
 from reactdiff.data.tiny_models import make_tiny_facial_predictors, make_tiny_wav2vec2
 
@@ -37,16 +52,106 @@ def test_lite_store_holds_every_dyad_and_reads_back(tiny_store, tiny_corpus):
     assert len(manifest.normalisation["3dmm_mean"]) == 58
 
 
-def test_store_written_twice_is_identical(tiny_corpus, tiny_store, tmp_path):
-    # tiny_store had 2 extraction actors; 1 and 3 finish the parts in other orders. The statistics
-    # are reduced in part order, so the manifest (normalisation, fingerprint) does not move.
+def _store_files(root):
+    return sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
+
+
+def assert_same_store(expected, actual, what):
+    files = _store_files(expected)
+    assert files == _store_files(actual), what
+    for path in files:
+        assert (expected / path).read_bytes() == (actual / path).read_bytes(), f"{path} differs ({what})"
+
+
+def test_store_written_twice_is_identical(tiny_corpus, tiny_store, tmp_path, monkeypatch):
+    # tiny_store had 2 extraction actors; 1 and 3, each part held up by its own seeded delay, finish
+    # the parts in other orders. The statistics are reduced in part order, so the manifest
+    # (normalisation, fingerprint) does not move.
     for workers in (1, 3):
+        monkeypatch.setenv(DELAY_ENV, f"{workers}:0.4")
         again = tmp_path / f"workers-{workers}"
         prepare(PrepareOptions(corpus=tiny_corpus, out=again, rows_per_part=1, workers=workers))
-        files = sorted(p.relative_to(tiny_store) for p in tiny_store.rglob("*") if p.is_file())
-        assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
-        for path in files:
-            assert (tiny_store / path).read_bytes() == (again / path).read_bytes(), f"{path} differs ({workers} workers)"
+        assert_same_store(tiny_store, again, f"{workers} workers")
+
+
+def test_store_interrupted_by_killing_the_driver_resumes_to_the_same_bytes(tiny_corpus, tiny_store, tmp_path,
+                                                                        capsys):
+    import ray
+
+    out = tmp_path / "store"
+    env = dict(os.environ, RAY_ADDRESS=ray.get_runtime_context().gcs_address, **{DELAY_ENV: "7:1.5"})
+    driver = subprocess.Popen([sys.executable, "-m", "reactdiff.cli", "prepare", "--corpus", str(tiny_corpus),
+                               "--out", str(out), "--rows-per-part", "1", "--workers", "1",
+                               "--log-dir", str(tmp_path / "logs")], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list((out / PROGRESS_DIR).glob("*/*.json"))) < 2:
+            assert driver.poll() is None, "prepare ended before it could be interrupted"
+            assert time.monotonic() < deadline, "prepare recorded no part in 120 s"
+            time.sleep(0.1)
+    finally:
+        driver.kill()
+        driver.wait()
+    done = len(list((out / PROGRESS_DIR).glob("*/*.json")))
+    assert 2 <= done < 8 and not (out / "manifest.json").exists()
+
+    prepare(PrepareOptions(corpus=tiny_corpus, out=out, rows_per_part=1, workers=2))
+    assert f"({done} already done)" in capsys.readouterr().err
+    assert_same_store(tiny_store, out, "resumed after the driver was killed")
+    prepare(PrepareOptions(corpus=tiny_corpus, out=out, rows_per_part=1, workers=2))
+    assert "all 8 parts already done" in capsys.readouterr().err
+    assert_same_store(tiny_store, out, "re-run with nothing to do")
+
+
+def test_store_whose_extraction_actor_was_killed_has_the_same_bytes(tiny_corpus, tiny_store, tmp_path,
+                                                                     monkeypatch):
+    marker = tmp_path / "killed"
+    monkeypatch.setenv(CRASH_ENV, f"{marker}:train:2")  # after the part file, before its record
+    out = tmp_path / "store"
+    # Ray Data restarts the actor and retries the part (max_restarts/max_task_retries -1 by default).
+    prepare(PrepareOptions(corpus=tiny_corpus, out=out, rows_per_part=1, workers=2))
+    assert marker.is_file()
+    assert_same_store(tiny_store, out, "an actor was killed")
+
+
+def test_changed_option_is_refused_unless_rebuild(tiny_corpus, tiny_store, tmp_path):
+    out = tmp_path / "store"
+    shutil.copytree(tiny_store, out)
+    with pytest.raises(PrepareError, match=r"rows_per_part: 1 → 2.*--rebuild"):
+        prepare(PrepareOptions(corpus=tiny_corpus, out=out, rows_per_part=2, workers=2))
+    assert (out / "manifest.json").read_bytes() == (tiny_store / "manifest.json").read_bytes()  # untouched
+    manifest = prepare(PrepareOptions(corpus=tiny_corpus, out=out, rows_per_part=2, workers=2, rebuild=True))
+    assert manifest.splits["train"]["files"] == ["train/part-00000.parquet", "train/part-00001.parquet"]
+    assert not (out / "train" / "part-00003.parquet").exists() and not (out / "progress" / "train" / "part-00003.json").exists()
+
+
+def test_folder_that_is_not_a_store_is_not_deleted(tiny_corpus, tmp_path):
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "todo.txt").write_text("not a store")
+    with pytest.raises(PrepareError, match=r"holds no feature store.*--rebuild"):
+        prepare(PrepareOptions(corpus=tiny_corpus, out=out))
+    assert (out / "todo.txt").read_text() == "not a store"
+
+
+def test_rows_appended_to_the_corpus_add_parts_and_keep_the_old_ones(tiny_corpus, tiny_store, tmp_path):
+    corpus_copy = tmp_path / "corpus"
+    shutil.copytree(tiny_corpus, corpus_copy)
+    full_csv = (corpus_copy / "train.csv").read_text()
+    header, *rows = full_csv.splitlines(keepends=True)
+    (corpus_copy / "train.csv").write_text(header + "".join(rows[:2]))
+    out = tmp_path / "store"
+    options = PrepareOptions(corpus=corpus_copy, out=out, splits=("train",), rows_per_part=1, workers=2)
+    prepare(options)
+    old_parts = {p: p.stat().st_mtime_ns for p in (out / "train").glob("part-*.parquet")}
+    assert len(old_parts) == 2
+
+    (corpus_copy / "train.csv").write_text(full_csv)
+    manifest = prepare(options)
+    assert {p: p.stat().st_mtime_ns for p in old_parts} == old_parts  # not rewritten
+    assert manifest.splits["train"] == Store(tiny_store).manifest.splits["train"]
+    for part in manifest.splits["train"]["files"] + ["train/appropriate.npy"]:
+        assert (out / part).read_bytes() == (tiny_store / part).read_bytes(), part
 
 
 def test_paper_profile_with_local_models(tiny_corpus, tmp_path):
@@ -105,3 +210,48 @@ def test_store_whose_parquet_disagrees_with_its_manifest_is_refused(tiny_store, 
     pq.write_table(table, part)
     with pytest.raises(StoreError, match=r"a__mfcc.*manifest"):
         Store(copy)
+
+
+@pytest.mark.parametrize(
+    ("profile", "gpus_per_worker", "cluster_gpus", "expected"),
+    [
+        ("lite", None, 4, Placement(2, 1, 0, "cpu")),  # no network to place
+        ("paper", None, 0, Placement(2, 1, 0, "cpu")),  # CPU where the cluster has no GPU
+        ("paper", None, 1, Placement(2, 1, 0.5, "cuda")),  # by default the workers share the GPUs
+        ("paper", None, 8, Placement(2, 1, 1.0, "cuda")),  # ... at most one each
+        ("paper", 0.25, 1, Placement(2, 1, 0.25, "cuda")),
+        ("paper", 0, 2, Placement(2, 1, 0, "cpu")),
+    ],
+)
+def test_extraction_placement(profile, gpus_per_worker, cluster_gpus, expected):
+    options = PrepareOptions(corpus="c", out="o", profile=profile, workers=2, gpus_per_worker=gpus_per_worker)
+    assert extraction_placement(options, parts=10, cluster_gpus=cluster_gpus) == expected
+    assert extraction_placement(options, parts=1, cluster_gpus=cluster_gpus).concurrency == 1
+
+
+@pytest.mark.parametrize(("profile", "gpus_per_worker", "cluster_gpus", "message"), [
+    ("lite", 0.5, 1, "lite profile runs no network"),
+    ("paper", 0.5, 0, "cluster has no GPU"),
+    ("paper", -1, 1, "expected a GPU fraction"),
+])
+def test_extraction_placement_refuses_what_cannot_work(profile, gpus_per_worker, cluster_gpus, message):
+    options = PrepareOptions(corpus="c", out="o", profile=profile, gpus_per_worker=gpus_per_worker)
+    with pytest.raises(PrepareError, match=message):
+        extraction_placement(options, parts=4, cluster_gpus=cluster_gpus)
+
+
+@pytest.mark.parametrize("placement", [Placement(3, 1, 0.25, "cuda"), Placement(2, 1, 0, "cpu")])
+def test_extraction_actors_request_the_placement(placement):
+    # The built (not executed) Ray Data plan: no GPU needed to check what the actors ask for.
+    from ray.data._internal.compute import ActorPoolStrategy
+
+    ray_init()
+
+    parts = [{"split": "train", "part": i, "rows": "[]"} for i in range(4)]
+    options = PrepareOptions(corpus="c", out="o", profile="paper", workers=placement.concurrency)
+    operator = extraction_dataset(parts, options, {}, 50, placement)._logical_plan.dag
+    remote_args = operator.ray_remote_args
+    assert remote_args["num_cpus"] == 1 and remote_args.get("num_gpus", 0) == placement.num_gpus
+    assert isinstance(operator.compute, ActorPoolStrategy)
+    assert operator.compute.min_size == operator.compute.max_size == placement.concurrency
+    assert operator.fn_constructor_args[-1] == placement.device  # PartWriter's device

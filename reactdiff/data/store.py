@@ -7,15 +7,20 @@ shard a split by rows with no join; the role swap happens at read time (`to_samp
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, BinaryIO, Iterable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from reactdiff import atomic_io
 
 SCHEMA_VERSION = 1
 PERSONS = ("a", "b")
@@ -80,6 +85,72 @@ class Manifest:
             raise StoreError(f"{source}: malformed manifest ({exc}); re-run `reactdiff prepare`") from None
 
 
+class Location:
+    """A folder on local or shared disk, or under any `pyarrow.fs` URI (`s3://bucket/prefix`, `gs://…`).
+
+    Paths inside it are relative, '/'-separated. Local writes go through `reactdiff.atomic_io`; an
+    object store's single PUT is atomic already. Credentials come from the environment as the
+    SDK reads them (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, an instance
+    role); pyarrow 25 ignores AWS_ENDPOINT_URL, so another S3 endpoint goes in the URI:
+    `s3://bucket/prefix?endpoint_override=http://host:port`. `uri` keeps the query, so that any
+    process can reopen the location from it; `shown` (for messages) drops it.
+    """
+
+    def __init__(self, root: str | Path):
+        text = str(root)
+        self.local = "://" not in text
+        if self.local:
+            self.fs, self.base = pafs.LocalFileSystem(), str(Path(text).absolute())
+            self.uri = self.shown = self.base
+        else:
+            self.fs, self.base = pafs.FileSystem.from_uri(text)
+            self.base, self.uri, self.shown = self.base.rstrip("/"), text, text.split("?", 1)[0].rstrip("/")
+
+    def path(self, rel: str) -> str:
+        """The path in `self.fs` (what pyarrow and Ray Data readers take with `filesystem=`)."""
+        return f"{self.base}/{rel}"
+
+    def name(self, rel: str) -> str:
+        """The path or URI to show people."""
+        return f"{self.shown}/{rel}"
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.get_file_info(self.path(rel)).type == pafs.FileType.File
+
+    def size(self, rel: str) -> int:
+        return self.fs.get_file_info(self.path(rel)).size
+
+    def read_bytes(self, rel: str) -> bytes:
+        with self.fs.open_input_stream(self.path(rel)) as file:
+            return file.read()
+
+    @contextmanager
+    def open_output(self, rel: str) -> Iterator[BinaryIO]:
+        if self.local:
+            with atomic_io.atomic_open(self.path(rel)) as file:
+                yield file
+        else:
+            with self.fs.open_output_stream(self.path(rel)) as file:
+                yield file
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        with self.open_output(rel) as file:
+            file.write(data)
+
+    def delete(self, rel: str) -> None:
+        if self.exists(rel):
+            self.fs.delete_file(self.path(rel))
+
+    def files(self, rel: str = "") -> list[str]:
+        """Relative paths of the files under `rel` (all levels), sorted."""
+        selector = pafs.FileSelector(self.path(rel).rstrip("/"), allow_not_found=True, recursive=True)
+        return sorted(info.path[len(self.base) + 1 :] for info in self.fs.get_file_info(selector)
+                      if info.type == pafs.FileType.File)
+
+    def delete_all(self) -> None:
+        self.fs.delete_dir_contents(self.base, missing_dir_ok=True)
+
+
 def column(person: str, stream: str) -> str:
     return f"{person}__{stream}"
 
@@ -98,7 +169,7 @@ def arrow_schema(manifest: Manifest) -> pa.Schema:
 # --------------------------------------------------------------------------------------------
 
 
-def write_part(path: Path, rows: list[dict[str, Any]], manifest: Manifest) -> None:
+def write_part(location: Location, rel: str, rows: list[dict[str, Any]], manifest: Manifest) -> None:
     """Write one part file atomically. Each row: pair_id, clip_a, clip_b, a/b: {stream: (F, D)}."""
     schema = arrow_schema(manifest)
     arrays: list[pa.Array] = [
@@ -112,27 +183,30 @@ def write_part(path: Path, rows: list[dict[str, Any]], manifest: Manifest) -> No
             values = pa.array(flat.reshape(-1))
             arrays.append(pa.FixedSizeListArray.from_arrays(values, manifest.frames * spec.dim))
     table = pa.Table.from_arrays(arrays, schema=schema)
-    tmp = path.with_suffix(".tmp")
     # One row per row group keeps paper-profile reads streaming (~42 MB per person-clip in fp16).
     # Dictionary encoding only for the clip names: on feature values it decoded fp16 ~7x slower
     # than plain, float32 ~1.1-1.3x, and grew a random-valued lite store by half (923 vs 600 MB).
-    pq.write_table(table, tmp, row_group_size=1 if manifest.profile == "paper" else 64,
-                   use_dictionary=["clip_a", "clip_b"])
-    os.replace(tmp, path)
+    with location.open_output(rel) as file:
+        pq.write_table(table, file, row_group_size=1 if manifest.profile == "paper" else 64,
+                       use_dictionary=["clip_a", "clip_b"])
 
 
-def write_manifest(root: Path, manifest: Manifest) -> None:
-    tmp = root / "manifest.json.tmp"
-    tmp.write_text(manifest.to_json())
-    os.replace(tmp, root / "manifest.json")
+def write_manifest(location: Location, manifest: Manifest) -> None:
+    location.write_bytes("manifest.json", manifest.to_json().encode())
 
 
-def fingerprint_files(root: Path, paths: Iterable[Path]) -> str:
+def write_array(location: Location, rel: str, array: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    location.write_bytes(rel, buffer.getvalue())
+
+
+def fingerprint_files(location: Location, rels: Iterable[str]) -> str:
     digest = hashlib.sha256()
-    for path in sorted(paths):
-        digest.update(str(path.relative_to(root)).encode())
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
+    for rel in sorted(rels):
+        digest.update(rel.encode())
+        with location.fs.open_input_stream(location.path(rel)) as file:
+            for chunk in iter(lambda: file.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()[:16]
 
@@ -157,26 +231,28 @@ def _column_types(schema: pa.Schema) -> dict[str, str]:
 
 
 class Store:
-    """A prepared feature store on local or shared storage."""
+    """A prepared feature store on local or shared storage, or object storage (see `Location`)."""
 
     def __init__(self, root: str | Path):
-        self.root = Path(root)
-        manifest_path = self.root / "manifest.json"
-        if not manifest_path.is_file():
+        self.location = Location(root)
+        self.root = self.location.uri  # an absolute path, or the URI
+        if not self.location.exists("manifest.json"):
             raise StoreError(
                 f"no feature store at {self.root} (missing manifest.json); "
-                "create one with `reactdiff prepare --corpus <dir> --out {self.root}`"
+                f"create one with `reactdiff prepare --corpus <dir> --out {self.root}`"
             )
-        self.manifest = Manifest.from_json(manifest_path.read_text(), str(manifest_path))
+        self.manifest = Manifest.from_json(self.location.read_bytes("manifest.json").decode(),
+                                           self.location.name("manifest.json"))
         for split in self.manifest.splits:
             self._check_schema(split)
 
     def _check_schema(self, split: str) -> None:
         expected = arrow_schema(self.manifest)
-        for path in self.files(split):
-            if not path.is_file():
+        for rel in self._parts(split):
+            path = self.location.name(rel)
+            if not self.location.exists(rel):
                 raise StoreError(f"{path}: listed in the manifest but missing; re-run `reactdiff prepare`")
-            actual = pq.read_schema(path)
+            actual = pq.read_schema(self.location.path(rel), filesystem=self.location.fs)
             if _column_types(actual) != _column_types(expected):
                 missing = set(expected.names) - set(actual.names)
                 extra = set(actual.names) - set(expected.names)
@@ -195,35 +271,35 @@ class Store:
                     "the store was modified or written by another version: re-run `reactdiff prepare`"
                 )
 
-    def files(self, split: str) -> list[Path]:
+    def _parts(self, split: str) -> list[str]:
         if split not in self.manifest.splits:
             raise StoreError(
                 f"split '{split}' is not in the store at {self.root} "
                 f"(it has: {', '.join(self.manifest.splits) or 'none'})"
             )
-        return [self.root / f for f in self.manifest.splits[split]["files"]]
+        return list(self.manifest.splits[split]["files"])
+
+    def files(self, split: str) -> list[str]:
+        """A split's part files as paths in `self.location.fs`."""
+        return [self.location.path(rel) for rel in self._parts(split)]
 
     def split_bytes(self, split: str) -> int:
-        """Size on disk of a split's Parquet parts."""
-        return sum(f.stat().st_size for f in self.files(split))
+        """Size of a split's Parquet parts."""
+        return sum(self.location.size(rel) for rel in self._parts(split))
 
     def read_tasks(self, split: str) -> int:
         """Ray Data read tasks for a split: one per ~READ_TASK_BYTES of Parquet, at most one per file."""
-        return max(1, min(len(self.files(split)), -(-self.split_bytes(split) // READ_TASK_BYTES)))
+        return max(1, min(len(self._parts(split)), -(-self.split_bytes(split) // READ_TASK_BYTES)))
 
     def appropriate(self, split: str) -> np.ndarray:
-        path = self.root / split / "appropriate.npy"
-        if not path.is_file():
-            raise StoreError(f"{path} is missing; re-run `reactdiff prepare`")
-        return np.load(path)
+        rel = f"{split}/appropriate.npy"
+        if not self.location.exists(rel):
+            raise StoreError(f"{self.location.name(rel)} is missing; re-run `reactdiff prepare`")
+        return np.load(io.BytesIO(self.location.read_bytes(rel)))
 
     def read_split(self, split: str, streams: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         """Read a whole split into arrays (evaluation sizes; training streams through Ray Data)."""
-        columns = ["pair_id", "clip_a", "clip_b"]
-        wanted = list(streams) if streams is not None else list(self.manifest.streams)
-        columns += [column(p, s) for p in PERSONS for s in wanted]
-        table = pa.concat_tables(pq.read_table(f, columns=columns) for f in self.files(split))
-        return table_to_arrays(table, self.manifest)
+        return read_parts(self.files(split), self.manifest, streams, self.location.fs)
 
     def ray_dataset(self, split: str, streams: Iterable[str] | None = None):
         """A Ray Data dataset over a split's part files (imported lazily: model code stays Ray-free).
@@ -237,15 +313,14 @@ class Store:
         """
         import ray.data
 
-        wanted = list(streams) if streams is not None else list(self.manifest.streams)
-        columns = ["pair_id", "clip_a", "clip_b"] + [column(p, s) for p in PERSONS for s in wanted]
+        columns = read_columns(self.manifest, streams)
         files = self.files(split)
         context = ray.data.DataContext.get_current()
         v2 = getattr(context, "use_datasource_v2", None)
         if v2:
             context.use_datasource_v2 = False  # read_parquet picks the datasource at call time
         try:
-            dataset = ray.data.read_parquet([str(f) for f in files], columns=columns,
+            dataset = ray.data.read_parquet(files, columns=columns, filesystem=self.location.fs,
                                             override_num_blocks=self.read_tasks(split))
         finally:
             if v2:
@@ -254,6 +329,20 @@ class Store:
         # exactly (Ray Train's streaming_split takes its options from train.trainer instead).
         dataset.context.execution_options.preserve_order = True
         return dataset
+
+
+def read_columns(manifest: Manifest, streams: Iterable[str] | None) -> list[str]:
+    """The Parquet columns holding `streams` (all of the manifest's when None) of both persons."""
+    wanted = list(streams) if streams is not None else list(manifest.streams)
+    return ["pair_id", "clip_a", "clip_b"] + [column(p, s) for p in PERSONS for s in wanted]
+
+
+def read_parts(files: Iterable[str], manifest: Manifest, streams: Iterable[str] | None = None,
+               filesystem: pafs.FileSystem | None = None) -> dict[str, np.ndarray]:
+    """Read part files whole into arrays (`Store.read_split`; `prepare` before its manifest exists)."""
+    columns = read_columns(manifest, streams)
+    table = pa.concat_tables(pq.read_table(f, columns=columns, filesystem=filesystem) for f in files)
+    return table_to_arrays(table, manifest)
 
 
 def feature_chunks(col: pa.Array | pa.ChunkedArray, frames: int, dim: int) -> list[np.ndarray]:

@@ -7,19 +7,18 @@ One `torch.save` file holding only plain types and tensors, so it loads with
     MMT's), streams {name: dim}, weights (the model's state dict: MMT, and for stage 2 the
     denoiser, its EMA and the latent statistics), lrs (global + per-listener styles), extra.
 
-Writes are atomic: a temporary file in the target folder, then `os.replace`.
+Writes are atomic (`reactdiff.atomic_io`).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from reactdiff.atomic_io import atomic_open
 from reactdiff.config import ModelConfig
 from reactdiff.models.mmt import MMT
 from reactdiff.models.reactdiff import ReactDiff
@@ -52,17 +51,8 @@ def save_checkpoint(
         "lrs": model.lrs.state_dict() if stage == 2 else {},
         "extra": extra or {},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(payload, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as file:
+        torch.save(payload, file)
     return path
 
 

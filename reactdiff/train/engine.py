@@ -6,12 +6,12 @@ and how their state is saved (DDP: rank 0 writes one file; DeepSpeed: every rank
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from reactdiff.atomic_io import atomic_open
 from reactdiff.config import TrainConfig
 
 STATE_FILE = "engine_state.pt"
@@ -104,9 +104,8 @@ class Engine:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
             }
-            tmp = directory / (STATE_FILE + ".tmp")
-            torch.save(state, tmp)
-            os.replace(tmp, directory / STATE_FILE)
+            with atomic_open(directory / STATE_FILE) as file:
+                torch.save(state, file)
 
     def load(self, directory: Path) -> None:
         if self.deepspeed:

@@ -448,7 +448,7 @@ def loop_config_for(cfg: ExperimentConfig, store: Store, run_id: str, export_dir
     return {
         "config": cfg.model_dump(mode="json"),
         "manifest": store.manifest.to_json(),
-        "store_root": str(store.root.resolve()),
+        "store_root": store.root,  # absolute path or URI
         "mlflow_run_id": run_id,
         "export_dir": str(export_dir),
         "stage1_checkpoint": stage1_checkpoint,

@@ -326,7 +326,7 @@ def run_sweep(cfg: ExperimentConfig, space: Path, stage: int, num_samples: int =
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    from reactdiff.data.store import Store
+    from reactdiff.data.store import Location, Store
     from reactdiff.ray_runtime import ray_init
 
     if num_samples < 1:
@@ -337,7 +337,7 @@ def run_sweep(cfg: ExperimentConfig, space: Path, stage: int, num_samples: int =
                           "(the frozen MMT every trial trains over)")
     # Trials run with Tune's trial folder as their working directory: paths given relative to
     # this one are made absolute for them.
-    absolute = {"data.store": str(Path(cfg.data.store).resolve()),
+    absolute = {"data.store": Location(cfg.data.store).uri,
                 "train.storage_path": str(Path(cfg.train.storage_path).resolve())}
     if stage == 2 and Path(cfg.train.stage1_model).is_file():
         absolute["train.stage1_model"] = str(Path(cfg.train.stage1_model).resolve())
