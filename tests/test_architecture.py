@@ -24,8 +24,8 @@ LAYERS = {
     "cli": 9,
 }
 # What the pure-PyTorch model code may use from the rest of the package: typed configs and the
-# REACT2024 layout constants. Never Ray, MLflow or the data pipeline.
-MODELS_MAY_IMPORT = {"config", "data.layout", "models"}
+# REACT2024 layout constants, and the stdlib atomic-write helper. Never Ray, MLflow or the data pipeline.
+MODELS_MAY_IMPORT = {"atomic_io", "config", "data.layout", "models"}
 FORBIDDEN_IN_MODELS = ("ray", "mlflow")
 
 
