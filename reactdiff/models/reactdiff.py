@@ -226,15 +226,18 @@ class ReactDiff(nn.Module):
 
     def _sample(self, conditions: Tensor, noise: list[Tensor], bf16: bool = False) -> Tensor:
         """One DDIM pass over every (speaker, α copy, window): conditions (B, n, ws, D) and the
-        n windows of `_noise` (B, α, ws, D) → normalised target latent x0 (B, α, n·ws, D)."""
+        n windows of `_noise` (B, α, ws, D) → normalised target latent x0 (B, α, n·ws, D).
+        Each window's condition is embedded once, not per step and α copy."""
         batch, windows, ws, dim = conditions.shape
         noise = torch.stack(noise, dim=2)  # (B, α, n, ws, D)
         alpha = noise.shape[1]
+        denoiser = self.ema.module
+        z_bc = denoiser.embed_condition(conditions.flatten(0, 1)).unflatten(0, (batch, windows))
+        null = denoiser.embed_condition(torch.zeros_like(conditions[:1, 0]))  # for guidance
+        z_bc = z_bc.unsqueeze(1).expand(batch, alpha, windows, -1).reshape(batch * alpha * windows, -1)
         return self.diffusion.sample(
-            self.ema.module,
-            conditions.unsqueeze(1).expand(batch, alpha, windows, ws, dim).reshape(-1, ws, dim),
-            noise.reshape(-1, ws, dim).to(conditions),
-            bf16=bf16,
+            denoiser, z_bc, noise.reshape(-1, ws, dim).to(conditions), bf16=bf16,
+            null_condition=null.expand_as(z_bc),
         ).view(batch, alpha, windows * ws, dim)
 
     def open_stream(self, batch: int = 1, alpha: int = 10, seed: int | None = None,
@@ -292,7 +295,7 @@ class OnlineStream:
         self._speaker_cache = CausalCache()  # speaker encoder, batch B
         self._listener_cache = CausalCache()  # listener decoder, batch B·α
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def step(self, speaker_window: Mapping[str, Tensor] | None,
              frames: int | None = None) -> dict[str, Tensor]:
         """Speaker window t − 1 (None for t = 0) → listener window t: {"3dmm": (B, α, ws, 58) raw,
