@@ -1,9 +1,10 @@
 """Model speed and memory at the paper's dims (AU 25088, d_model 1024, latent 128, ws 50, T 20).
 
-Prints: offline generation of α reactions for one clip in fp32 and with the denoiser in bf16 (and
-how far the bf16 outputs are from fp32), online per-window latency of an `OnlineStream` (a 50-frame
-window lasts 2 s at 25 fps) at windows 1, 2 and 15, peak resident memory, and stage-1 / stage-2
-training step times. Random weights and features: speed does not depend on what the model learned.
+Prints: offline generation of α reactions for one clip in fp32, with the denoiser and with the
+denoiser and decoder in bf16 (and how far those outputs are from fp32), online per-window latency
+of an `OnlineStream` (a 50-frame window lasts 2 s at 25 fps) at windows 1, 2 and 15, peak resident
+memory, and stage-1 / stage-2 training step times. Random weights and features: speed does not
+depend on what the model learned.
 `--dims demo` measures the demo's model (configs/demo.yaml) on the lite streams instead.
 
     .venv/bin/python bench/bench_model.py                 # defaults below
@@ -94,15 +95,19 @@ def main() -> None:
           f"denoiser {sum(p.numel() for p in model.denoiser.parameters()) / 1e6:.1f} M")
 
     outputs = {}
-    for precision in ("fp32", "bf16"):
-        def generate(precision: str = precision) -> None:
-            (outputs[precision],) = model.generate_in_styles(
-                speaker, [None], alpha=args.alpha, seed=0, bf16_sampling=precision == "bf16")
-        print(f"offline generate, denoiser in {precision}: alpha={args.alpha}, {args.frames} frames, "
-              f"1 clip: {timed(generate)} (goal <= 8 s wall on 2 threads)")
-    differences = ", ".join(f"{key} {(outputs['bf16'][key] - outputs['fp32'][key]).abs().max():.2g}"
-                            for key in ("3dmm", "emotion", "latent"))
-    print(f"  bf16 against fp32, max abs difference: {differences}")
+    variants = {"fp32": {}, "denoiser in bf16": {"bf16_sampling": True},
+                "denoiser and decoder in bf16": {"bf16_sampling": True, "bf16_decoding": True}}
+    for variant, options in variants.items():
+        def generate(variant: str = variant, options: dict = options) -> None:
+            (outputs[variant],) = model.generate_in_styles(speaker, [None], alpha=args.alpha, seed=0, **options)
+        print(f"offline generate, {variant}: alpha={args.alpha}, {args.frames} frames, 1 clip: "
+              f"{timed(generate)} (goal <= 8 s wall on 2 threads)")
+        if variant != "fp32":
+            differences = ", ".join(
+                f"{key} {(outputs[variant][key] - outputs['fp32'][key]).abs().max():.2g} / "
+                f"{(outputs[variant][key] - outputs['fp32'][key]).abs().mean():.2g}"
+                for key in ("3dmm", "emotion", "latent"))
+            print(f"  against fp32, max / mean abs difference: {differences}")
 
     laps = []
     clock = Clock()

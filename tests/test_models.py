@@ -285,6 +285,12 @@ def test_bf16_sampling_stays_close_to_fp32_and_returns_fp32():
         assert fast[key].dtype == torch.float32
     assert not torch.equal(fast["latent"], exact["latent"])  # bf16 really ran
     assert (fast["emotion"] - exact["emotion"]).abs().mean() < 0.02
+    # The decoder in bf16 too: the same latent, decoded outputs float32 and near fp32's.
+    (decoded,) = model.generate_in_styles(speaker, [None], alpha=3, seed=7, bf16_sampling=True, bf16_decoding=True)
+    assert torch.equal(decoded["latent"], fast["latent"])
+    for key in ("emotion", "3dmm"):
+        assert decoded[key].dtype == torch.float32 and not torch.equal(decoded[key], fast[key])
+        assert (decoded[key] - fast[key]).abs().mean() < 0.02
 
 
 def test_online_is_causal_and_offline_is_not():
