@@ -1,10 +1,15 @@
 """Model speed and memory at the paper's dims (AU 25088, d_model 1024, latent 128, ws 50, T 20).
 
-Prints: offline generation of α reactions for one clip, online per-window latency (a 50-frame
-window lasts 2 s at 25 fps), peak resident memory, and stage-1 / stage-2 training step times.
-Random weights and features: speed does not depend on what the model learned.
+Prints: offline generation of α reactions for one clip in fp32, with the denoiser and with the
+denoiser and decoder in bf16 (and how far those outputs are from fp32), online per-window latency
+of an `OnlineStream` (a 50-frame window lasts 2 s at 25 fps) at windows 1, 2 and 15, peak resident
+memory, and stage-1 / stage-2 training step times. Random weights and features: speed does not
+depend on what the model learned.
+`--dims demo` measures the demo's model (configs/demo.yaml) on the lite streams instead.
 
     .venv/bin/python bench/bench_model.py                 # defaults below
+    .venv/bin/python bench/bench_model.py --threads 2 --generation-only
+    .venv/bin/python bench/bench_model.py --threads 2 --generation-only --dims demo
     .venv/bin/python bench/bench_model.py --train-frames 750 --threads 2
 
 Measured figures, with those of earlier rounds and the machines they ran on: docs/benchmarks.md.
@@ -14,24 +19,26 @@ from __future__ import annotations
 
 import argparse
 import resource
-import statistics
 import time
+from pathlib import Path
 
 import torch
 
-from reactdiff.config import ModelConfig
+from reactdiff.config import ModelConfig, load_config
 from reactdiff.data.layout import FPS
 from reactdiff.models import MMT, LatentStatsAccumulator, ReactDiff
 
 PAPER = {"au": 25088, "fe": 1408, "va": 64, "afr": 1536, "mfcc": 26}
+LITE = {"emotion": 25, "3dmm": 58, "mfcc": 26}
+DEMO_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
 
 def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
 
 
-def paper_features(batch: int, frames: int) -> dict[str, torch.Tensor]:
-    return {name: torch.randn(batch, frames, dim) for name, dim in PAPER.items()}
+def paper_features(batch: int, frames: int, streams: dict[str, int] = PAPER) -> dict[str, torch.Tensor]:
+    return {name: torch.randn(batch, frames, dim) for name, dim in streams.items()}
 
 
 class Clock:
@@ -64,17 +71,22 @@ def main() -> None:
                         help="frames per training sample (750 = whole clips; ~10 GB for stage 1)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1 on a shared machine: contending OpenMP threads crawl)")
+    parser.add_argument("--dims", choices=["paper", "demo"], default="paper",
+                        help="paper: reactdiff/config.py's defaults on the paper streams; demo: "
+                        "configs/demo.yaml's model on the lite streams")
+    parser.add_argument("--generation-only", action="store_true", help="skip the training steps")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    config = ModelConfig()
+    config, streams = (ModelConfig(), PAPER) if args.dims == "paper" else (load_config(DEMO_RECIPE).model, LITE)
     ws = config.diffusion.window_size
-    print(f"paper dims: streams {PAPER}, d_model {config.mmt.d_model}, latent "
-          f"{config.mmt.latent_dim}, ws {ws}, T {config.diffusion.steps}; torch threads {args.threads}")
-    mmt = MMT(PAPER, config.mmt)
+    print(f"{args.dims} dims: streams {streams}, d_model {config.mmt.d_model}, latent "
+          f"{config.mmt.latent_dim}, ws {ws}, T {config.diffusion.steps}, guidance "
+          f"{config.diffusion.guidance_scale}; torch threads {args.threads}")
+    mmt = MMT(streams, config.mmt)
     model = ReactDiff.from_stage1(mmt, config).eval()
-    speaker = paper_features(1, args.frames)
+    speaker = paper_features(1, args.frames, streams)
     accumulator = LatentStatsAccumulator(config.mmt.latent_dim)
     with torch.no_grad():
         accumulator.update(mmt.encode(speaker))
@@ -82,20 +94,33 @@ def main() -> None:
     print(f"parameters: MMT {sum(p.numel() for p in mmt.parameters()) / 1e6:.1f} M, "
           f"denoiser {sum(p.numel() for p in model.denoiser.parameters()) / 1e6:.1f} M")
 
-    offline = timed(lambda: model.generate(speaker, alpha=args.alpha, seed=0))
-    print(f"offline generate: alpha={args.alpha}, {args.frames} frames, 1 clip: {offline} "
-          "(goal <= 10 s)")
+    outputs = {}
+    variants = {"fp32": {}, "denoiser in bf16": {"bf16_sampling": True},
+                "denoiser and decoder in bf16": {"bf16_sampling": True, "bf16_decoding": True}}
+    for variant, options in variants.items():
+        def generate(variant: str = variant, options: dict = options) -> None:
+            (outputs[variant],) = model.generate_in_styles(speaker, [None], alpha=args.alpha, seed=0, **options)
+        print(f"offline generate, {variant}: alpha={args.alpha}, {args.frames} frames, 1 clip: "
+              f"{timed(generate)} (goal <= 8 s wall on 2 threads)")
+        if variant != "fp32":
+            differences = ", ".join(
+                f"{key} {(outputs[variant][key] - outputs['fp32'][key]).abs().max():.2g} / "
+                f"{(outputs[variant][key] - outputs['fp32'][key]).abs().mean():.2g}"
+                for key in ("3dmm", "emotion", "latent"))
+            print(f"  against fp32, max / mean abs difference: {differences}")
 
     laps = []
     clock = Clock()
     for _ in model.generate_online(speaker, alpha=args.alpha, seed=0):
         laps.append(clock.lap())
+    shown = sorted({1, 2, len(laps)})  # window 1 has no speaker frames to encode
     for name, index in (("wall", 0), ("CPU", 1)):
-        seconds = [lap[index] for lap in laps]
-        print(f"online generate, per-window latency ({name}): first {seconds[0]:.2f} s, median "
-              f"{statistics.median(seconds):.2f} s, last {seconds[-1]:.2f} s over {len(laps)} "
-              f"windows (a window lasts {ws / FPS:.1f} s)")
+        seconds = ", ".join(f"window {w} {laps[w - 1][index]:.2f} s" for w in shown)
+        print(f"online generate, per-window latency ({name}): {seconds}; max "
+              f"{max(lap[index] for lap in laps):.2f} s over {len(laps)} windows (a window lasts {ws / FPS:.1f} s)")
     print(f"peak RSS after generation: {peak_rss_gib():.2f} GiB")
+    if args.generation_only:
+        return
 
     # Stage 1: one warm-up step, then one timed step (ReactDiff froze this MMT: unfreeze it).
     mmt.requires_grad_(True).train()

@@ -193,6 +193,24 @@ def test_classifier_free_guidance_scale():
     assert not torch.allclose(sample(2.0, speakers[0]), plain)
 
 
+def test_sampling_from_embedded_conditions_equals_sampling_from_windows():
+    """Generation embeds each speaker window once (z_bc) for all steps; with guidance the null
+    condition is the embedded zero window, so both equal sampling from the raw windows."""
+    config = tiny_config(diffusion=DiffusionConfig.model_validate(
+        {**tiny_config().diffusion.model_dump(), "guidance_scale": 2.0, "condition_dropout": 0.1}))
+    model = stage2(LITE, config)
+    generator = torch.Generator().manual_seed(0)
+    windows, noise = (torch.randn(6, WS, 8, generator=generator) for _ in range(2))
+    denoiser = model.ema.module
+    with torch.no_grad():
+        from_windows = model.diffusion.sample(denoiser, windows, noise)
+        embedded = model.diffusion.sample(
+            denoiser, denoiser.embed_condition(windows), noise,
+            null_condition=denoiser.embed_condition(torch.zeros_like(windows)),
+        )
+    torch.testing.assert_close(embedded, from_windows, atol=1e-5, rtol=1e-5)
+
+
 def test_condition_dropout_zeroes_whole_conditions_at_its_rate():
     from reactdiff.models.diffusion import LatentDiffusion
 
@@ -267,6 +285,12 @@ def test_bf16_sampling_stays_close_to_fp32_and_returns_fp32():
         assert fast[key].dtype == torch.float32
     assert not torch.equal(fast["latent"], exact["latent"])  # bf16 really ran
     assert (fast["emotion"] - exact["emotion"]).abs().mean() < 0.02
+    # The decoder in bf16 too: the same latent, decoded outputs float32 and near fp32's.
+    (decoded,) = model.generate_in_styles(speaker, [None], alpha=3, seed=7, bf16_sampling=True, bf16_decoding=True)
+    assert torch.equal(decoded["latent"], fast["latent"])
+    for key in ("emotion", "3dmm"):
+        assert decoded[key].dtype == torch.float32 and not torch.equal(decoded[key], fast[key])
+        assert (decoded[key] - fast[key]).abs().mean() < 0.02
 
 
 def test_online_is_causal_and_offline_is_not():

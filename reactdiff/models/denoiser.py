@@ -86,9 +86,16 @@ class Denoiser(nn.Module):
             nn.Conv1d(previous, ws, 3, padding=1),
         )
 
-    def forward(self, x: Tensor, timesteps: Tensor, speaker_window: Tensor) -> Tensor:
+    def embed_condition(self, speaker_window: Tensor) -> Tensor:
+        """Speaker window (N, ws, latent_dim) → z_bc (N, cond_dim). Sampling embeds each window
+        once and passes z_bc to every step (it does not depend on the step nor on the α copy)."""
+        return self.condition(speaker_window)
+
+    def forward(self, x: Tensor, timesteps: Tensor, condition: Tensor) -> Tensor:
+        """`condition`: the speaker window (N, ws, latent_dim) or its `embed_condition` (N, cond_dim)."""
         time = self.time_mlp(get_timestep_embedding(timesteps, self.time_embed_dim))
-        emb = torch.cat([time, self.condition(speaker_window)], dim=-1)
+        z_bc = self.condition(condition) if condition.dim() == 3 else condition
+        emb = torch.cat([time, z_bc.to(time.dtype)], dim=-1)
         h = self.input(x)
         skips = []
         for block, down in zip(self.down_blocks, self.downsamples):

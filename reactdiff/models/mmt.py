@@ -70,9 +70,13 @@ class CausalCache:
         return keys, values
 
 
-def cached_attention(attn: nn.MultiheadAttention, query: Tensor, context: Tensor, cache: CausalCache) -> Tensor:
-    """`attn(query, context, context)` over the context frames `cache` holds for `attn` plus `context`,
-    with `attn`'s own weights (inference: no dropout). query (B, Lq, d), context (B, Lc, d)."""
+def attention(attn: nn.MultiheadAttention, query: Tensor, context: Tensor, mask: Tensor | None = None,
+              cache: CausalCache | None = None) -> Tensor:
+    """`attn(query, context, context, attn_mask=mask)` with `attn`'s weights as one fused
+    `F.scaled_dot_product_attention` (torch's inference fast path for Transformer layers computes
+    attention with unfused batched matmuls instead). query (B, Lq, d), context (B, Lc, d), mask
+    (Lq, Lc) True = may not attend. With `cache`, the context frames the cache holds for `attn`
+    come before `context` (no mask: every query sees them all)."""
     heads = attn.num_heads
     w_query, w_key, w_value = attn.in_proj_weight.chunk(3)
     b_query, b_key, b_value = attn.in_proj_bias.chunk(3)
@@ -80,9 +84,13 @@ def cached_attention(attn: nn.MultiheadAttention, query: Tensor, context: Tensor
     def split_heads(x: Tensor) -> Tensor:  # (B, L, d) -> (B, heads, L, d / heads)
         return x.unflatten(-1, (heads, -1)).transpose(1, 2)
 
-    keys, values = cache.extend(attn, split_heads(F.linear(context, w_key, b_key)),
-                                split_heads(F.linear(context, w_value, b_value)))
-    attended = F.scaled_dot_product_attention(split_heads(F.linear(query, w_query, b_query)), keys, values)
+    keys, values = split_heads(F.linear(context, w_key, b_key)), split_heads(F.linear(context, w_value, b_value))
+    if cache is not None:
+        keys, values = cache.extend(attn, keys, values)
+    attended = F.scaled_dot_product_attention(
+        split_heads(F.linear(query, w_query, b_query)), keys, values,
+        attn_mask=None if mask is None else ~mask, dropout_p=attn.dropout if attn.training else 0.0,
+    )
     return attn.out_proj(attended.transpose(1, 2).flatten(2))
 
 
@@ -112,13 +120,7 @@ class CrossAttentionBlock(nn.Module):
 
     def forward(self, query: Tensor, context: Tensor, mask: Tensor | None,
                 cache: CausalCache | None = None) -> Tensor:
-        context = self.norm_context(context)
-        if cache is None:
-            attended, _ = self.attn(self.norm_query(query), context, context, attn_mask=mask,
-                                    need_weights=False)
-        else:
-            attended = cached_attention(self.attn, self.norm_query(query), context, cache)
-        query = query + attended
+        query = query + attention(self.attn, self.norm_query(query), self.norm_context(context), mask, cache)
         return query + self.ff(self.norm_ff(query))
 
 
@@ -243,24 +245,22 @@ class MMT(nn.Module):
         """Latent → (normalised 3DMM (B, T, 58), activated emotion (B, T, 25))."""
         h = self.decoder_in(latent)
         h = h + positional_encoding(h.shape[1], h.shape[2], h.device, 0 if cache is None else cache.frames)
-        if cache is None:
-            mask = None if causal_block is None else block_causal_mask(
-                h.shape[1], causal_block, h.device
-            )
-            h = self.decoder(h, mask=mask)
-        else:
-            h = self._decode_block(h, cache)
+        mask = None if causal_block is None or cache is not None else block_causal_mask(
+            h.shape[1], causal_block, h.device
+        )
+        h = self._run_decoder(h, mask, cache)
         return self.head_3dmm(h), activate_emotion(self.head_emotion(h))
 
-    def _decode_block(self, h: Tensor, cache: CausalCache) -> Tensor:
-        """`self.decoder(h)` for the next block of frames, its self-attention reading the keys
-        and values of the earlier blocks from `cache` (the pre-norm `TransformerEncoderLayer`
-        forward, unrolled with its own modules)."""
+    def _run_decoder(self, h: Tensor, mask: Tensor | None, cache: CausalCache | None) -> Tensor:
+        """`self.decoder(h, mask)`: its pre-norm `TransformerEncoderLayer`s unrolled with their own
+        modules (the checkpoint layout), so attention is fused SDPA in every mode and can read
+        `cache`."""
         for layer in self.decoder.layers:
             normed = layer.norm1(h)
-            h = h + layer.dropout1(cached_attention(layer.self_attn, normed, normed, cache))
+            h = h + layer.dropout1(attention(layer.self_attn, normed, normed, mask, cache))
             h = h + layer._ff_block(layer.norm2(h))
-        cache.frames += h.shape[1]
+        if cache is not None:
+            cache.frames += h.shape[1]
         return self.decoder.norm(h)
 
     def decode(self, latent: Tensor, causal_block: int | None = None,
