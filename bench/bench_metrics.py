@@ -174,7 +174,7 @@ def first_calls(preds: np.ndarray, listener: np.ndarray, speaker: np.ndarray, ap
             out = subprocess.run([sys.executable, "-c", FIRST_CALL_SCRIPT, str(data)], env=env, cwd=tmp,
                                  check=True, capture_output=True, text=True).stdout
             seconds = [float(word) for word in out.split()[-6:]]
-            columns = " ".join(f"{wall:6.1f} / {cpu:4.1f}" for wall, cpu in zip(seconds[::2], seconds[1::2]))
+            columns = " ".join(f"{wall:6.1f} / {cpu:4.1f}" for wall, cpu in zip(seconds[::2], seconds[1::2], strict=True))
             print(f"{label:8s} {columns}   (load avg {os.getloadavg()[0]:.1f})", flush=True)
 
 

@@ -245,7 +245,7 @@ def read_throughput(name: str, store_dir: Path, args, monitor: TreeMonitor) -> N
     best_ray = report(f"Ray Data iter_batches, later passes (first batch after "
                       f"{statistics.median(f for _, _, f in via_ray):.2f} s)",
                       [w for w, _, _ in via_ray], [c for _, c, _ in via_ray], file_mb)
-    ratios = [p[0] / r[0] for p, r in zip(plain, via_ray)]
+    ratios = [p[0] / r[0] for p, r in zip(plain, via_ray, strict=True)]
     print(f"  ratio Ray Data / pyarrow: best passes {best_ray / best_plain:.2f}, pass pairs median "
           f"{statistics.median(ratios):.2f} (range {min(ratios):.2f}-{max(ratios):.2f})", flush=True)
 
@@ -286,7 +286,7 @@ def read_throughput(name: str, store_dir: Path, args, monitor: TreeMonitor) -> N
             with Phase(monitor) as ph:
                 threads = [threading.Thread(target=consume, args=(
                     s.iter_batches(batch_size=args.batch_rows, batch_format="pyarrow", prefetch_batches=2), sink))
-                    for s, sink in zip(shards, sinks)]
+                    for s, sink in zip(shards, sinks, strict=True)]
                 for t in threads:
                     t.start()
                 for t in threads:

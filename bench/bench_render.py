@@ -41,7 +41,7 @@ def bench_render(frames: int, alpha: int, face_size: int, workdir: Path) -> None
     emotion = rng.random((500, layout.EMOTION_DIM))
     pose = rng.normal(0, 0.1, (500, 6))
     for size in (128, 160):
-        _, wall, cpu = timed(lambda size=size: [draw_face(e, p, size) for e, p in zip(emotion, pose)])
+        _, wall, cpu = timed(lambda size=size: [draw_face(e, p, size) for e, p in zip(emotion, pose, strict=True)])
         print(f"draw_face {size} px: {len(emotion) / wall:7.0f} faces/s wall, {len(emotion) / cpu:7.0f} per CPU-s")
 
     root = workdir / "corpus"

@@ -102,7 +102,7 @@ def test_store_split_outputs_parse_back_and_match_the_model(checkpoint, val_stor
 
 def assert_same_reactions(folder: Path, other: Path) -> None:
     """Equal up to the ~1e-7 by which a batch of speakers rounds differently from one speaker."""
-    for got, want in zip(read_reactions(folder), read_reactions(other)):
+    for got, want in zip(read_reactions(folder), read_reactions(other), strict=True):
         np.testing.assert_allclose(got, want, atol=1e-5)
 
 

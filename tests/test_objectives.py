@@ -156,6 +156,6 @@ def test_reconstruction_metrics() -> None:
     halves = [ReconstructionTotals(), ReconstructionTotals()]
     halves[0].add(noisy_3dmm[:1], noisy_emotion[:1], threedmm[:1], emotion[:1])
     halves[1].add(noisy_3dmm[1:], noisy_emotion[1:], threedmm[1:], emotion[1:])
-    summed = ReconstructionTotals.from_list([a + b for a, b in zip(halves[0].as_list(), halves[1].as_list())])
+    summed = ReconstructionTotals.from_list([a + b for a, b in zip(halves[0].as_list(), halves[1].as_list(), strict=True)])
     assert summed.metrics() == pytest.approx(scores, rel=1e-9)
     assert all(math.isnan(v) for v in ReconstructionTotals().metrics().values())

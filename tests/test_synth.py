@@ -81,7 +81,7 @@ def test_listener_follows_speaker_with_lag_through_its_mode(longer_rows):
             if listening.sum() < 50:
                 continue
             gains = MODES[listener.mode][:2]
-            for channel, gain in zip((15, 16), gains):  # valence, arousal
+            for channel, gain in zip((15, 16), gains, strict=True):  # valence, arousal
                 r = np.corrcoef(speaker.emotion[: n - lag, channel][listening],
                                 listener.emotion[lag:, channel][listening])[0, 1]
                 assert np.sign(gain) * r > 0.5, (listener.ref, listener.mode, channel, r)

@@ -167,7 +167,7 @@ def read_split(root: str | Path, split: str) -> list[Pair]:
         if len(row) != len(header):
             raise ClipError(path, f"line {i + 2}", f"{len(header)} columns like the header", len(row),
                             hint="correct the split CSV")
-        speaker, listener = (parse_clip_path(row[c], f"{where} {name}") for c, name in zip(cols, SPLIT_COLUMNS))
+        speaker, listener = (parse_clip_path(row[c], f"{where} {name}") for c, name in zip(cols, SPLIT_COLUMNS, strict=True))
         pairs.append(Pair(i, speaker, listener))
     return pairs
 
@@ -241,7 +241,7 @@ def read_emotion(path: Path) -> np.ndarray:
                     continue
                 if len(row) != layout.EMOTION_DIM:
                     raise ClipError(path, f"columns (line {line})", expected_cols, f"{len(row)} columns")
-                for name, cell in zip(layout.EMOTION_COLUMNS, row):
+                for name, cell in zip(layout.EMOTION_COLUMNS, row, strict=True):
                     try:
                         float(cell)
                     except ValueError:

@@ -109,7 +109,7 @@ def plot_sample(
     frames = np.arange(len(listener_emotion))
     fig = _figure((10, 2.2 * len(panels)))
     axes = fig.subplots(len(panels), 1, sharex=True)
-    for ax, (label, pick) in zip(axes, panels):
+    for ax, (label, pick) in zip(axes, panels, strict=True):
         generated = pick(generated_emotion)  # (alpha, T)
         ax.fill_between(frames, generated.min(axis=0), generated.max(axis=0), color="C2", alpha=0.25,
                         label=f"generated (min–max of {len(generated)})")
@@ -133,7 +133,8 @@ def plot_metric_comparison(path: str | Path, rows: dict[str, dict[str, float]]) 
     fig = _figure((3.2 * cols, 2.8 * n_rows))
     axes = fig.subplots(n_rows, cols, squeeze=False)
     colours = [f"C{i % 10}" for i in range(len(names))]
-    for ax, metric in zip(axes.flat, metrics):
+    # The grid's last row may have cells to spare: strict=False leaves them empty.
+    for ax, metric in zip(axes.flat, metrics, strict=False):
         values = [rows[name].get(metric, np.nan) for name in names]
         ax.bar(range(len(names)), values, color=colours)
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)

@@ -74,7 +74,7 @@ def generate_reactions(generator: Any, speaker: dict[str, np.ndarray], alpha: in
                                                 seed=seed + start, bf16_sampling=bf16_sampling)
         else:
             outs = [generator.generate(batch, alpha=alpha, mode=mode, seed=seed + start)]
-        for label, out in zip(styles, outs):
+        for label, out in zip(styles, outs, strict=True):
             emotion = out["emotion"]
             chunks[label].append(emotion.cpu().numpy() if isinstance(emotion, torch.Tensor) else np.asarray(emotion))
     return {label: np.concatenate(c).astype(np.float32) for label, c in chunks.items()}

@@ -98,7 +98,7 @@ class Denoiser(nn.Module):
         emb = torch.cat([time, z_bc.to(time.dtype)], dim=-1)
         h = self.input(x)
         skips = []
-        for block, down in zip(self.down_blocks, self.downsamples):
+        for block, down in zip(self.down_blocks, self.downsamples, strict=True):
             h = block(h, emb)
             skips.append(h)
             h = down(h)

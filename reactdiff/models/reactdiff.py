@@ -47,7 +47,7 @@ def ema_with_warmup(decay: float):
     def update(averaged: list[Tensor], current: list[Tensor], num_averaged: Tensor | int) -> None:
         n = float(num_averaged)
         weight = 1.0 - min(decay, (1.0 + n) / (10.0 + n))
-        for average, value in zip(averaged, current):
+        for average, value in zip(averaged, current, strict=True):
             average.lerp_(value, weight)
 
     return update
