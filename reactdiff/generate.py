@@ -1,9 +1,10 @@
 """`reactdiff generate`: listener reactions in the REACT2024 formats from a model and speaker clips.
 
 Model (`model_uri`): a stage-2 checkpoint file, loaded with `load_checkpoint`, or an MLflow model
-URI (`models:/reactdiff@champion`, `runs:/<run id>/model`), loaded with `mlflow.pyfunc.load_model`
-so the registered pyfunc is what generates. A model logged without a params schema would have
-MLflow drop alpha/mode/seed, so its logged `predict` is then called directly (with a warning).
+URI (`models:/reactdiff@champion`, `runs:/<run id>/model`) on `tracking_uri` (default: the
+config's), loaded as a pyfunc (`tracking.load_pyfunc`) so the registered pyfunc is what
+generates. A model logged without a params schema would have MLflow drop alpha/mode/seed, so its
+logged `predict` is then called directly (with a warning).
 
 Speaker (`speaker`), one of:
     <store dir>:<split>   every speaker sample of a feature-store split (role-swapped, so every
@@ -53,7 +54,8 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from reactdiff import console
+from reactdiff import console, tracking
+from reactdiff.config import TrackingConfig
 from reactdiff.data import corpus, features, layout
 from reactdiff.data.store import Location, Store, to_samples
 from reactdiff.models.checkpoint import load_checkpoint
@@ -140,24 +142,18 @@ class Generator:
 
     def __init__(self, model_uri: str | Path, tracking_uri: str | None = None):
         text = str(model_uri)
+        ref = tracking.parse_model(text)
         self.pyfunc = None
-        if Path(text).is_file():
+        if ref.is_file:
             self.model = _stage2(load_checkpoint(text), text)
-        elif ":/" in text:
-            import mlflow
-
-            if tracking_uri:
-                mlflow.set_tracking_uri(tracking_uri)
-            self.pyfunc = mlflow.pyfunc.load_model(text)
+        else:
+            self.pyfunc = tracking.load_pyfunc(tracking_uri or TrackingConfig().tracking_uri, ref)
             self.model = _stage2(self.pyfunc.unwrap_python_model().model, text)
             schema = self.pyfunc.metadata.get_params_schema()
             self.declared_params = set() if schema is None else {p.name for p in schema.params}
             if not self.declared_params >= {"alpha", "mode", "seed"}:
                 log.warning("%s declares no params schema for alpha/mode/seed (MLflow would drop "
                             "them); calling its logged predict directly", text)
-        else:
-            raise FileNotFoundError(f"model '{text}' is neither a checkpoint file nor an MLflow URI "
-                                    "(e.g. models:/reactdiff@champion or runs:/<run id>/model)")
 
     def __call__(self, feats: dict[str, np.ndarray], alpha: int, mode: str, seed: int | None,
                  style: ListenerStyle | None) -> dict[str, np.ndarray]:

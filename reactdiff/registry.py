@@ -285,7 +285,7 @@ def _logged_model_id(client: MlflowClient, run: Run) -> str:
         raise PromotionError(
             f"run {run.info.run_id} is the best candidate but has no logged model named "
             f"'{MODEL_ARTIFACT}' (runs:/{run.info.run_id}/{MODEL_ARTIFACT}): log its checkpoint with "
-            "reactdiff.tracking.log_model(run_id, checkpoint) and promote again"
+            "reactdiff.tracking.log_model(client, run_id, checkpoint) and promote again"
         )
     return max(ready, key=lambda m: m.creation_timestamp).model_id
 

@@ -78,9 +78,8 @@ def untrained_stage1(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory)
     with torch.no_grad():
         accumulator.update(mmt.encode({k: torch.from_numpy(np.asarray(v, dtype=np.float32))
                                        for k, v in samples["listener"].items()}))
-    stats = accumulator.finalize()
-    path = tmp_path_factory.mktemp("stage1") / "stage1.pt"
-    return save_checkpoint(path, mmt, extra={"latent_low": stats.low, "latent_high": stats.high})
+    mmt.set_latent_stats(accumulator.finalize())
+    return save_checkpoint(tmp_path_factory.mktemp("stage1") / "stage1.pt", mmt)
 
 
 @pytest.fixture(scope="module")
@@ -107,14 +106,9 @@ def tracking_uri(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def uri(tracking_uri: str) -> str:
-    """`tracking_uri`, also set as the fluent API's URI for a module (tracking.log_model logs
-    through it)."""
-    import mlflow
-
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(tracking_uri)
-    yield tracking_uri
-    mlflow.set_tracking_uri(previous)
+    """`tracking_uri` for a module. Not set as MLflow's process-global URI: the code under test
+    passes its URI explicitly (reactdiff.tracking)."""
+    return tracking_uri
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -34,5 +34,5 @@ def test_baselines_only_evaluation(tiny_store, tracking_uri, tmp_path):
     run = client.get_run(result.run_id)
     assert run.data.tags[EVAL_SPLIT_TAG] == "test"
     assert run.data.metrics["B_MeanSeq.FRDist"] == result.rows["B_MeanSeq"]["FRDist"]
-    artifacts = [a.path for a in client.list_artifacts(result.run_id, "evaluation/test-offline")]
-    assert any(path.endswith("results.md") for path in artifacts)
+    logged = client.download_artifacts(result.run_id, "evaluation/test-offline/results.md", str(tmp_path))
+    assert Path(logged).read_text() == (tmp_path / "eval" / "results.md").read_text() == result.table_markdown

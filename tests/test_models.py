@@ -544,6 +544,13 @@ def test_checkpoint_round_trip_both_stages(tmp_path: Path, monkeypatch):
 
     rebuilt = ReactDiff.from_stage1(mmt, tiny_config())  # stage 2 starts from a stage-1 file
     assert torch.equal(rebuilt.mmt.threedmm_std, model.mmt.threedmm_std)
+    # The latent statistics and LRS styles are model state: in `weights`, nowhere else.
+    assert bool(rebuilt.latent_stats_set) and torch.equal(rebuilt.latent_center, model.latent_center)
+    torch.testing.assert_close(rebuilt.encode_latent(speaker), model.encode_latent(speaker))
+    payload = read_checkpoint(stage2_path)
+    assert payload["extra"] == {} and set(payload) == {"format", "version", "stage", "config", "streams", "weights",
+                                                       "extra"}
+    assert "lrs._extra_state" in payload["weights"] and "mmt.latent_center" in payload["weights"]
 
 
 def test_load_checkpoint_rejects_foreign_files(tmp_path: Path):

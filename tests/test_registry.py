@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from reactdiff import registry, tracking
@@ -48,7 +49,7 @@ def make_run(uri: str, experiment: str, value: float | None, checkpoint: Path | 
         client.log_metric(run_id, METRIC, value)
     client.log_metric(run_id, "FRDiv", 0.25)
     if checkpoint is not None:
-        tracking.log_model(run_id, checkpoint)
+        tracking.log_model(client, run_id, checkpoint)
     if status != "RUNNING":
         client.set_terminated(run_id, status=status)
     return run_id
@@ -218,10 +219,11 @@ def test_stage1_models_are_evaluated_and_promoted_under_their_own_name(uri, chec
 
     experiment, name = "registry-stage1", "reactdiff-mmt-test"
     fingerprint = Store(tiny_store).manifest.store_fingerprint
-    run_id = tracking.start_or_resume_run(uri, experiment, "mmt-stage1", params={},
+    client = tracking.client_for(uri)
+    run_id = tracking.start_or_resume_run(client, experiment, "mmt-stage1", params={},
                                           tags={tracking.STAGE_TAG: "1", registry.STORE_FINGERPRINT_TAG: fingerprint})
-    tracking.log_model(run_id, untrained_stage1)
-    tracking.finish_run(run_id)
+    tracking.log_model(client, run_id, untrained_stage1)
+    tracking.finish_run(client, run_id)
     cfg = load_config(Path(__file__).parent.parent / "configs" / "tiny.yaml",
                       [f"data.store={tiny_store}", f"tracking.tracking_uri={uri}", f"tracking.experiment={experiment}"])
     evaluation = evaluate(cfg, model=f"runs:/{run_id}/model", split="val", out_dir=tmp_path / "eval")
@@ -236,8 +238,9 @@ def test_stage1_models_are_evaluated_and_promoted_under_their_own_name(uri, chec
     result = registry.promote(uri, experiment, "recon_FRDist", "min", name, split="val")
     assert result.decision == "promoted" and aliases(uri, name) == {"challenger": "1", "champion": "1"}
     assert version_tags(uri, name, "1")[tracking.STAGE_TAG] == "1"
-    mmt = load_checkpoint(tracking.resolve_checkpoint(f"models:/{name}@champion"))
-    assert isinstance(mmt, MMT)
+    mmt = load_checkpoint(tracking.resolve_checkpoint(uri, f"models:/{name}@champion"))
+    assert isinstance(mmt, MMT)  # the champion URI resolves to the logged stage-1 model
+    torch.testing.assert_close(mmt.state_dict(), load_checkpoint(untrained_stage1).state_dict(), rtol=0, atol=0)
 
     # A stage-2 run with a (nonsensically) better recon_FRDist is refused as this name's champion.
     stage2 = make_run(uri, experiment, None, checkpoint, store=fingerprint)

@@ -14,7 +14,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import psutil
 import pytest
@@ -78,8 +77,8 @@ def test_served_champion_answers_like_the_pyfunc_and_refuses_bad_requests(uri, t
     make_run(uri, "serve-1", 0.5, checkpoint)
     registry.promote(uri, "serve-1", METRIC, "min", NAME)
     model_uri = f"models:/{NAME}@champion"
-    good = serving_request(model_uri, f"{tiny_store}:val", max_clips=CLIPS, alpha=ALPHA, seed=SEED)
-    local = mlflow.pyfunc.load_model(model_uri).predict(
+    good = serving_request(model_uri, f"{tiny_store}:val", max_clips=CLIPS, alpha=ALPHA, seed=SEED, tracking_uri=uri)
+    local = tracking.load_pyfunc(uri, model_uri).predict(
         {name: np.asarray(values, dtype=np.float32) for name, values in good["inputs"].items()}, params=good["params"])
 
     port = _free_port()

@@ -20,7 +20,8 @@ import pytest
 
 from reactdiff.config import load_config
 from reactdiff.data.store import Store
-from reactdiff.tracking import RUN_NAME_TAG
+from reactdiff.models import load_checkpoint
+from reactdiff.tracking import RUN_NAME_TAG, load_pyfunc
 from reactdiff.train.loop import CRASH_ENV
 from reactdiff.train.trainer import run_training
 
@@ -48,14 +49,34 @@ def _runs_named(tracking_uri: str, run_name: str) -> list:
 
 
 @pytest.fixture(scope="module")
-def stage1_checkpoint(tiny_store, tmp_path_factory, tracking_uri) -> str:
-    """A stage-1 model trained with 2 DDP workers; its loss must fall."""
+def stage1_run(tiny_store, tmp_path_factory, tracking_uri):
+    """A stage-1 model trained with 2 DDP workers for 4 epochs (seeded: configs/tiny.yaml's train.seed)."""
     tmp = tmp_path_factory.mktemp("stage1")
-    cfg = _config(tiny_store, tmp, tracking_uri, "ddp", "train.stage=1", "train.epochs=4")
-    result = run_training(cfg)
+    return run_training(_config(tiny_store, tmp, tracking_uri, "ddp", "train.stage=1", "train.epochs=4")), tmp
+
+
+@pytest.fixture(scope="module")
+def stage1_checkpoint(stage1_run) -> str:
+    return str(stage1_run[0].checkpoint)
+
+
+def test_stage1_ddp(stage1_run, tiny_store, tracking_uri):
+    """What stage 1 must achieve: it learns (train and val loss fall), the two DDP replicas hold the
+    same weights after every epoch's steps, and the exported checkpoint is the trained model with
+    its latent statistics, loading with weights_only like the epoch checkpoints."""
+    import torch
+
+    from reactdiff.data.store import to_samples
+    from reactdiff.models import MMT
+    from reactdiff.train.engine import STATE_FILE
+
+    result, tmp = stage1_run
     losses = [v for _, v in _history(tracking_uri, result.run_id, "train_loss")]
-    assert len(losses) == 4
-    assert losses[-1] < losses[0] * 0.9, losses
+    assert len(losses) == 4 and losses[-1] < losses[0] * 0.9, losses
+    val_losses = [v for _, v in _history(tracking_uri, result.run_id, "val_loss")]
+    assert len(val_losses) == 4 and max(val_losses[1:]) < val_losses[0], val_losses
+    spreads = _history(tracking_uri, result.run_id, "replica_weight_spread")
+    assert spreads == [(epoch, 0.0) for epoch in range(4)], spreads  # bit-identical replicas
     # Weight-free reconstruction metrics every epoch, over both workers' val shards. The emotion
     # L1 is one term of val_loss = w_3dmm·MSE(normalised 3DMM) + w_emotion·L1, so it is bounded by it.
     for key in ("val_recon_FRDist", "val_recon_3dmm_mse", "val_recon_emotion_l1", "val_recon_au_f1",
@@ -65,14 +86,30 @@ def stage1_checkpoint(tiny_store, tmp_path_factory, tracking_uri) -> str:
     for step, l1 in _history(tracking_uri, result.run_id, "val_recon_emotion_l1"):
         assert 0 < 10.0 * l1 <= val_loss[step] + 1e-6, (step, l1, val_loss[step])
     assert 0.0 <= result.metrics["val_recon_au_f1"] <= 1.0 and result.metrics["val_recon_FRDist"] > 0
-    assert result.checkpoint.is_file()
-    model = mlflow.pyfunc.load_model(result.model_uri)  # the logged model loads and predicts
-    assert model is not None
-    return str(result.checkpoint)
 
-
-def test_stage1_ddp(stage1_checkpoint):
-    assert Path(stage1_checkpoint).is_file()
+    # The export loads with weights_only (load_checkpoint uses nothing else) and holds the last
+    # epoch checkpoint's weights plus the latent statistics fitted after training.
+    torch.load(result.checkpoint, map_location="cpu", weights_only=True)
+    model = load_checkpoint(result.checkpoint)
+    assert isinstance(model, MMT) and bool(model.latent_stats_set)
+    latest = sorted(p for p in (tmp / "runs" / "ddp-stage1").glob("checkpoint_*") if p.is_dir())[-1]
+    trained = torch.load(latest / STATE_FILE, map_location="cpu", weights_only=True)["model"]
+    exported = model.state_dict()
+    for key, value in trained.items():
+        if not key.startswith("latent_"):
+            assert torch.equal(exported[key], value), key
+    store = Store(tiny_store)
+    listener = to_samples(store.read_split("train"), store.manifest.model_streams())["listener"]
+    feats = {k: torch.from_numpy(v) for k, v in listener.items() if k in model.streams}
+    with torch.no_grad():
+        latents = model.encode(feats)
+    # Every person's train latents span the fitted range: inside it, and touching both ends.
+    offset = (latents - model.latent_center).abs().flatten(0, 1).max(dim=0).values
+    torch.testing.assert_close(offset, model.latent_half_range, rtol=1e-4, atol=1e-5)
+    # The logged model is the same: its pyfunc reconstructs what the checkpoint does.
+    out = load_pyfunc(tracking_uri, result.model_uri).predict({k: v.numpy() for k, v in feats.items()})
+    threedmm, _ = model.decode(latents)
+    torch.testing.assert_close(torch.from_numpy(out["3dmm"]), threedmm)
 
 
 def test_stage2_ddp(stage1_checkpoint, tiny_store, tmp_path, tracking_uri):
@@ -90,7 +127,7 @@ def test_stage2_ddp(stage1_checkpoint, tiny_store, tmp_path, tracking_uri):
     assert result.metrics["eval_epoch"] == 5
     assert result.metrics["val_FRDist"] == _history(tracking_uri, result.run_id, "val_FRDist")[-1][1]
     assert result.metrics["val_FRDiv"] > 0  # α = 2 reactions that differ
-    generated = mlflow.pyfunc.load_model(result.model_uri)
+    generated = load_pyfunc(tracking_uri, result.model_uri)
     store = Store(tiny_store)
     arrays = store.read_split("test")
     from reactdiff.data.store import to_samples
@@ -112,7 +149,14 @@ def test_deepspeed_zero2(stage, stage1_checkpoint, tiny_store, tmp_path, trackin
     latest = sorted(p for p in (tmp_path / "runs" / f"ds{stage}-stage{stage}").glob("checkpoint_*") if p.is_dir())[-1]
     shards = sorted(p.name for p in latest.rglob("*optim_states.pt"))
     assert len(shards) == 2, shards
-    assert result.checkpoint.is_file()  # exported to the single-file format
+    # ZeRO-2 shards the optimiser state, not the weights: the replicas stay equal, and the export
+    # (single-file format) is the last epoch's model.
+    assert _history(tracking_uri, result.run_id, "replica_weight_spread") == [(e, 0.0) for e in range(4)]
+    model = load_checkpoint(result.checkpoint)
+    assert type(model).__name__ == ("MMT" if stage == 1 else "ReactDiff")
+    assert bool(model.latent_stats_set)
+    if stage == 2:
+        assert model.lrs.global_style is not None and model.lrs.styles  # LRS fitted, exported with the weights
 
 
 def test_shards_are_disjoint_and_cover_the_split(tiny_store, tmp_path):
@@ -219,7 +263,7 @@ def test_batches_are_the_role_swapped_samples_cropped_in_batch_order(tiny_store,
     from reactdiff.data import store as store_module
     from reactdiff.data.store import person_of, to_samples
     from reactdiff.ray_runtime import ray_init
-    from reactdiff.train.loop import Batches
+    from reactdiff.train.batches import Batches
 
     ray_init()
     monkeypatch.setattr(store_module, "READ_TASK_BYTES", 1)  # one block per part: batches span chunks

@@ -37,6 +37,7 @@ model.diffusion.steps: 8
     assert isinstance(domains["train.lr"], Float) and isinstance(domains["train.lr"].sampler, LogUniform)
     assert (domains["train.lr"].lower, domains["train.lr"].upper) == (1e-4, 1e-2)  # "1e-4" read as a number
     assert isinstance(domains["model.lrs.shrinkage"], Float)
+    assert (domains["model.lrs.shrinkage"].lower, domains["model.lrs.shrinkage"].upper) == (0.5, 4)
     assert isinstance(domains["model.lrs.reference_clips"], Integer)
     assert (domains["model.lrs.reference_clips"].lower, domains["model.lrs.reference_clips"].upper) == (2, 6)
     assert isinstance(domains["model.diffusion.window_size"], Categorical)

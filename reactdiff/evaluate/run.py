@@ -20,7 +20,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import torch
 
@@ -53,19 +52,6 @@ class Evaluation:
 
     def summary(self) -> str:
         return f"{self.heading}:\n\n{self.table_markdown}" + (f"\n{self.verdict}" if self.verdict else "")
-
-
-def _run_for_model(client: mlflow.MlflowClient, model: str) -> str | None:
-    """The MLflow run that produced a `runs:/` or `models:/name@alias|version` model."""
-    if model.startswith("runs:/"):
-        return model[len("runs:/"):].split("/", 1)[0]
-    if model.startswith("models:/"):
-        name, _, ref = model[len("models:/"):].partition("@")
-        if ref:
-            return client.get_model_version_by_alias(name, ref).run_id
-        name, _, version = model[len("models:/"):].partition("/")
-        return client.get_model_version(name, version).run_id
-    return None
 
 
 def _reconstructions(reconstructor, listener: dict[str, np.ndarray],
@@ -126,12 +112,12 @@ def evaluate(cfg: ExperimentConfig, model: str | None = None, split: str = "test
     from reactdiff.models.checkpoint import load_checkpoint
 
     torch.manual_seed(seed)
-    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
-    client = mlflow.MlflowClient()
+    client = tracking.client_for(cfg.tracking.tracking_uri)
     store = Store(cfg.data.store)
     manifest = store.manifest
 
-    network = load_checkpoint(tracking.resolve_checkpoint(model)) if model else None
+    ref = tracking.parse_model(model) if model else None
+    network = load_checkpoint(tracking.resolve_checkpoint(cfg.tracking.tracking_uri, ref)) if ref else None
     is_mmt = isinstance(network, MMT)
     model_streams = (network.streams if is_mmt else network.mmt.streams) if network is not None else {}
     streams = sorted(set(model_streams) | {"emotion", "3dmm"})
@@ -194,10 +180,11 @@ def evaluate(cfg: ExperimentConfig, model: str | None = None, split: str = "test
                                      out_dir, precision == "bf16")
             files += videos_written
 
-    run_id = _run_for_model(client, model) if model else None
-    if run_id is None:
+    if ref is not None and not ref.is_file:
+        run_id = ref.source_run(client)
+    else:
         name = f"evaluate-{Path(model).stem}" if model else f"baselines-{split}"
-        run_id = tracking.create_finished_run(cfg.tracking.tracking_uri, cfg.tracking.experiment, name)
+        run_id = tracking.create_finished_run(client, cfg.tracking.experiment, name)
     tags = {tracking.EVAL_SPLIT_TAG: split, tracking.EVAL_MODE_TAG: mode, EVAL_PRECISION_TAG: precision,
             tracking.STORE_FINGERPRINT_TAG: manifest.store_fingerprint}
     tracking.log_scores(client, run_id, rows, MMT_LABEL if is_mmt else validation.MODEL_LABEL, files,

@@ -4,8 +4,8 @@ One `torch.save` file holding only plain types and tensors, so it loads with
 `torch.load(weights_only=True)` (no pickled code runs on load):
 
     format, version, stage (1 | 2), config (ModelConfig as JSON; stage 1: its `mmt` part is the
-    MMT's), streams {name: dim}, weights (the model's state dict: MMT, and for stage 2 the
-    denoiser, its EMA and the latent statistics), lrs (global + per-listener styles), extra.
+    MMT's), streams {name: dim}, weights (the model's state dict: the MMT with its latent
+    statistics, and for stage 2 the denoiser, its EMA and the LRS styles), extra.
 
 Writes are atomic (`reactdiff.atomic_io`).
 """
@@ -24,14 +24,14 @@ from reactdiff.models.mmt import MMT
 from reactdiff.models.reactdiff import ReactDiff
 
 FORMAT = "reactdiff-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: latent statistics and LRS styles inside `weights`
 
 
 def save_checkpoint(
     path: str | Path, model: MMT | ReactDiff, extra: dict[str, Any] | None = None
 ) -> Path:
     """Write `model` (a stage-1 MMT or a stage-2 ReactDiff) to `path` atomically. `extra` is
-    free metadata of plain types/tensors (epoch, metrics, optimiser state...)."""
+    free metadata of plain types (epochs, store fingerprint...); model state goes in `weights`."""
     path = Path(path)
     if isinstance(model, ReactDiff):
         stage, mmt, config = 2, model.mmt, model.config
@@ -48,7 +48,6 @@ def save_checkpoint(
         "config": config.model_dump_json(),
         "streams": dict(mmt.streams),
         "weights": model.state_dict(),
-        "lrs": model.lrs.state_dict() if stage == 2 else {},
         "extra": extra or {},
     }
     with atomic_open(path) as file:
@@ -80,6 +79,4 @@ def load_checkpoint(path: str | Path) -> MMT | ReactDiff:
     mmt = MMT(payload["streams"], config.mmt)
     model: MMT | ReactDiff = mmt if payload["stage"] == 1 else ReactDiff(mmt, config)
     model.load_state_dict(payload["weights"])
-    if isinstance(model, ReactDiff):
-        model.lrs.load_state_dict(payload["lrs"])
     return model.eval()

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from reactdiff.config import LRSConfig
 
@@ -56,10 +56,14 @@ def _broadcast(stat: Tensor, like: Tensor) -> Tensor:
     return stat
 
 
-class LRS:
-    """Global and per-listener styles, and the standardising map between them."""
+class LRS(nn.Module):
+    """Global and per-listener styles, and the standardising map between them.
+
+    A module without parameters: the styles are its extra state, so the owning model's
+    `state_dict` carries them (`lrs._extra_state`) into training checkpoints and exported files."""
 
     def __init__(self, config: LRSConfig):
+        super().__init__()
         self.config = config
         self.global_style: ListenerStyle | None = None
         self.styles: dict[str, ListenerStyle] = {}
@@ -135,13 +139,13 @@ class LRS:
             centred = centred * _broadcast(style.scale, latent) / _broadcast(g.scale, latent)
         return centred + _broadcast(style.mean, latent)
 
-    def state_dict(self) -> dict:
+    def get_extra_state(self) -> dict:
         """Plain dict of tensors keyed by strings (loads with torch.load(weights_only=True))."""
         state: dict = {"listeners": {key: s.to_dict() for key, s in self.styles.items()}}
         if self.global_style is not None:
             state["global"] = self.global_style.to_dict()
         return state
 
-    def load_state_dict(self, state: dict) -> None:
+    def set_extra_state(self, state: dict) -> None:
         self.global_style = ListenerStyle.from_dict(state["global"]) if "global" in state else None
         self.styles = {key: ListenerStyle.from_dict(s) for key, s in state["listeners"].items()}

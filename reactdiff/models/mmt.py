@@ -182,6 +182,11 @@ class MMT(nn.Module):
         # The model predicts normalised 3DMM; set from the feature store manifest.
         self.register_buffer("threedmm_mean", torch.zeros(FACE3D_DIM))
         self.register_buffer("threedmm_std", torch.ones(FACE3D_DIM))
+        # The range of the trained latents (`LatentStats`), fitted after stage 1 and read by stage 2:
+        # model state, so a checkpoint's weights carry it.
+        self.register_buffer("latent_center", torch.zeros(config.latent_dim))
+        self.register_buffer("latent_half_range", torch.ones(config.latent_dim))
+        self.register_buffer("latent_stats_set", torch.tensor(False))
 
     def set_threedmm_normalisation(self, mean, std) -> None:
         """Set the 3DMM mean/std (e.g. manifest["normalisation"]["3dmm_mean"/"3dmm_std"])."""
@@ -195,6 +200,11 @@ class MMT(nn.Module):
         # A constant coefficient (std 0) is only centred: dividing by ~0 would blow it up.
         self.threedmm_mean.copy_(mean)
         self.threedmm_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+
+    def set_latent_stats(self, stats: LatentStats) -> None:
+        self.latent_center.copy_(stats.center)
+        self.latent_half_range.copy_(stats.half_range)
+        self.latent_stats_set.fill_(True)
 
     def normalise_3dmm(self, threedmm: Tensor) -> Tensor:
         return (threedmm - self.threedmm_mean) / self.threedmm_std

@@ -71,10 +71,6 @@ class ReactDiff(nn.Module):
         self.diffusion = LatentDiffusion(config.diffusion.steps, config.diffusion.condition_dropout,
                                          config.diffusion.guidance_scale)
         self.lrs = LRS(config.lrs)
-        # LatentStats as buffers so they follow .to(device) and live in the state dict.
-        self.register_buffer("latent_center", torch.zeros(latent_dim))
-        self.register_buffer("latent_half_range", torch.ones(latent_dim))
-        self.register_buffer("latent_stats_set", torch.tensor(False))
 
     @classmethod
     def from_stage1(cls, mmt: MMT, config: ModelConfig) -> "ReactDiff":
@@ -93,10 +89,21 @@ class ReactDiff(nn.Module):
         """Call after every optimiser step."""
         self.ema.update_parameters(self.denoiser)
 
+    # The latent statistics are the MMT's buffers (a stage-1 checkpoint carries them).
+    @property
+    def latent_center(self) -> Tensor:
+        return self.mmt.latent_center
+
+    @property
+    def latent_half_range(self) -> Tensor:
+        return self.mmt.latent_half_range
+
+    @property
+    def latent_stats_set(self) -> Tensor:
+        return self.mmt.latent_stats_set
+
     def set_latent_stats(self, stats: LatentStats) -> None:
-        self.latent_center.copy_(stats.center)
-        self.latent_half_range.copy_(stats.half_range)
-        self.latent_stats_set.fill_(True)
+        self.mmt.set_latent_stats(stats)
 
     # ---------------------------------------------------------------- latents and windows
 

@@ -81,15 +81,15 @@ def build_trainer(cfg: ExperimentConfig, tags: dict[str, str] | None = None,
     if cfg.train.stage == 2:
         if not cfg.train.stage1_model:
             raise ValueError("stage 2 needs train.stage1_model=<checkpoint path | models:/name@alias>")
-        tracking.mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
-        stage1_checkpoint = str(tracking.resolve_checkpoint(cfg.train.stage1_model).resolve())  # workers run elsewhere
+        # Resolved once, here: workers run elsewhere and read the file.
+        stage1_checkpoint = str(tracking.resolve_checkpoint(cfg.tracking.tracking_uri, cfg.train.stage1_model).resolve())
 
     ray_init()
     ray.data.DataContext.get_current().enable_progress_bars = False  # per-epoch lines instead
     storage = Path(cfg.train.storage_path).resolve()
     run_name = f"{cfg.train.name}-stage{cfg.train.stage}"
     run_id = tracking.start_or_resume_run(
-        cfg.tracking.tracking_uri, cfg.tracking.experiment, run_name,
+        tracking.client_for(cfg.tracking.tracking_uri), cfg.tracking.experiment, run_name,
         tags={
             tracking.STAGE_TAG: str(cfg.train.stage),
             tracking.STORE_FINGERPRINT_TAG: store.manifest.store_fingerprint,
@@ -140,7 +140,7 @@ def run_training(cfg: ExperimentConfig) -> TrainResult:
         with lines:
             result = trainer.fit()
     except Exception:
-        tracking.finish_run(run_id, status="FAILED")
+        tracking.finish_run(tracking.client_for(cfg.tracking.tracking_uri), run_id, status="FAILED")
         raise
     return TrainResult(run_id=run_id, model_uri=f"runs:/{run_id}/{tracking.MODEL_ARTIFACT}",
                        checkpoint=export_dir / EXPORT_FILE, metrics=dict(result.metrics or {}))

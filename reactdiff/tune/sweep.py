@@ -32,8 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlflow import MlflowClient
-
 from reactdiff import console, tracking
 from reactdiff.ray_compat import release_orphaned_placement_groups
 from reactdiff.config import ConfigError, ExperimentConfig, apply_flat, flatten
@@ -119,7 +117,7 @@ def _run_trial(params: dict[str, Any], base_config: dict[str, Any], sweep_name: 
     try:
         trainer.fit()
     except Exception:
-        tracking.finish_run(run_id, status="FAILED")
+        tracking.finish_run(tracking.client_for(cfg.tracking.tracking_uri), run_id, status="FAILED")
         raise
 
 
@@ -173,11 +171,11 @@ def max_concurrent_trials(cfg: ExperimentConfig) -> int:
     return fit
 
 
-def _ranked_rows(results, sweep_name: str, stage: int, columns: list[str], objectives: list[Objective],
-                 pareto: list[Objective], max_epochs: int, sampled: list[str], experiment_id: str) -> list[TrialRow]:
+def _ranked_rows(client: tracking.MlflowClient, results, sweep_name: str, stage: int, columns: list[str],
+                 objectives: list[Objective], pareto: list[Objective], max_epochs: int, sampled: list[str],
+                 experiment_id: str) -> list[TrialRow]:
     """Completed trials first, then early-stopped, then errored. One objective: each group best
     first. Several: the Pareto front first, each part by the first objective."""
-    client = MlflowClient()
     rows = []
     for result in results:
         trial_id = Path(result.path).name
@@ -235,9 +233,8 @@ def _csv(header: list[str], body: list[list[str]]) -> str:
     return out.getvalue()
 
 
-def _close_child_runs(rows: list[TrialRow]) -> None:
+def _close_child_runs(client: tracking.MlflowClient, rows: list[TrialRow]) -> None:
     """ASHA ends a trial by stopping its driver, so its training run never finishes itself."""
-    client = MlflowClient()
     for row in rows:
         if row.status == "completed" or not row.run_id:
             continue
@@ -359,14 +356,14 @@ def run_sweep(cfg: ExperimentConfig, space: Path, stage: int, num_samples: int =
     sweep_name = base.train.name
     storage = Path(base.train.storage_path).resolve()
     objective_text = ",".join(f"{o.metric}:{o.mode}" for o in objective_list)
+    client = tracking.client_for(base.tracking.tracking_uri)
     parent_run_id = tracking.start_or_resume_run(
-        base.tracking.tracking_uri, base.tracking.experiment, f"{sweep_name}-sweep-stage{stage}",
+        client, base.tracking.experiment, f"{sweep_name}-sweep-stage{stage}",
         tags={SWEEP_TAG: sweep_name, tracking.STAGE_TAG: str(stage), tracking.GIT_COMMIT_TAG: tracking.git_commit()},
         params={**flatten(base), "sweep.space": str(parsed.source), "sweep.search": plan.search,
                 "sweep.scheduler": plan.scheduler, "sweep.objectives": objective_text,
                 "sweep.num_samples": num_samples},
     )
-    client = MlflowClient()
     client.log_artifact(parent_run_id, str(parsed.source), "sweep")
 
     trainable = tune.with_resources(
@@ -412,14 +409,14 @@ def run_sweep(cfg: ExperimentConfig, space: Path, stage: int, num_samples: int =
     try:
         results = tuner.fit()
     except Exception:
-        tracking.finish_run(parent_run_id, status="FAILED")
+        tracking.finish_run(client, parent_run_id, status="FAILED")
         raise
 
     release_orphaned_placement_groups()
     experiment_id = client.get_run(parent_run_id).info.experiment_id
-    rows = _ranked_rows(results, sweep_name, stage, columns, objective_list, pareto, base.train.epochs,
+    rows = _ranked_rows(client, results, sweep_name, stage, columns, objective_list, pareto, base.train.epochs,
                         sampled, experiment_id)
-    _close_child_runs(rows)
+    _close_child_runs(client, rows)
     header, body = _table(rows, columns, sampled, pareto)
     front = [row for row in rows if row.on_front]
     ranked_by = " and ".join(_describe(o) for o in objective_list)
@@ -444,20 +441,20 @@ def run_sweep(cfg: ExperimentConfig, space: Path, stage: int, num_samples: int =
                 f"sweep {sweep_name}: {len(rows)} trials, Pareto front highlighted")
             client.log_artifact(parent_run_id, str(plot), "sweep")
     counts = {s: sum(r.status == s for r in rows) for s in ("completed", "early-stopped", "errored")}
-    tracking.log_epoch(parent_run_id, {f"trials_{s.replace('-', '_')}": n for s, n in counts.items()}, 0)
+    tracking.log_epoch(client, parent_run_id, {f"trials_{s.replace('-', '_')}": n for s, n in counts.items()}, 0)
     best = None
     if len(objective_list) == 1:
         first = objective_list[0].metric
         best = next((r for r in rows if r.status == "completed" and not math.isnan(r.metrics[first])), None)
     best_config = None
     if best is not None:
-        tracking.log_epoch(parent_run_id, {f"best_{objective_list[0].metric}": best.metrics[objective_list[0].metric]}, 0)
+        tracking.log_epoch(client, parent_run_id, {f"best_{objective_list[0].metric}": best.metrics[objective_list[0].metric]}, 0)
         client.set_tag(parent_run_id, "reactdiff.best_trial", best.trial)
         client.set_tag(parent_run_id, "reactdiff.best_run_id", best.run_id)
         best_config = apply_flat(base, {**best.params, "train.name": best.trial}, f"best trial {best.trial}")
     if front:
         client.set_tag(parent_run_id, "reactdiff.pareto_front", ",".join(row.trial for row in front))
-    tracking.finish_run(parent_run_id, status="FINISHED" if (best or front) else "FAILED")
+    tracking.finish_run(client, parent_run_id, status="FINISHED" if (best or front) else "FAILED")
     result = SweepResult(name=sweep_name, path=path, parent_run_id=parent_run_id, objectives=objective_list,
                          table=rows, best=best, best_config=best_config, front=front, pareto_objectives=pareto,
                          summary=summary)
