@@ -265,7 +265,8 @@ class ModelRef:
     def is_file(self) -> bool:
         return self.kind == "file"
 
-    def _version(self, client: MlflowClient):
+    def registered_version(self, client: MlflowClient):
+        """The registry's version this names on `client`'s server now (an alias resolved)."""
         if self.alias:
             return client.get_model_version_by_alias(self.name, self.alias)
         return client.get_model_version(self.name, self.version)
@@ -275,7 +276,7 @@ class ModelRef:
         if self.kind == "run":
             return self.run_id
         if self.kind == "registered":
-            return self._version(client).run_id
+            return self.registered_version(client).run_id
         if self.kind == "logged":
             return client.get_logged_model(self.name).source_run_id
         raise ValueError(f"{self.text} is a checkpoint file, not an MLflow model")
@@ -288,7 +289,7 @@ class ModelRef:
         resolves them on `client` as MLflow does (a run's logged model of that name, else the run's
         own artifacts), so only a concrete location reaches MLflow."""
         if self.kind == "registered":
-            return client.get_model_version_download_uri(self.name, self._version(client).version)
+            return client.get_model_version_download_uri(self.name, self.registered_version(client).version)
         if self.kind == "logged":
             return client.get_logged_model(self.name).artifact_location
         if self.kind == "run":

@@ -29,7 +29,7 @@ from reactdiff.generate import Generator, serving_request
 from reactdiff.mlflow_server import _free_port
 from reactdiff.models.reactdiff import GENERATION_BATCH
 from reactdiff.request_checks import BadRequest, speaker_features
-from reactdiff.serve import ModelSource, ServeOptions
+from reactdiff.serve import ServeOptions
 from test_generate import save_tiny_checkpoint
 from test_readme import README, VENV, bash_blocks
 from test_registry import METRIC, make_run
@@ -48,14 +48,8 @@ STREAM_ATOL = 1e-2
 # ---------------------------------------------------------------------------------------- no server
 
 
-def test_defaults_and_model_sources():
-    assert ServeOptions().max_clips == GENERATION_BATCH  # a full request is batched as `generate` batches
-    assert ModelSource.parse("models:/reactdiff@champion") == ModelSource(
-        "models:/reactdiff@champion", name="reactdiff", alias="champion")
-    assert ModelSource.parse("models:/reactdiff/3").version == "3"
-    assert ModelSource.parse("runs:/abc/model").name is None
-    with pytest.raises(ValueError, match="models:/<name>@<alias> or models:/<name>/<version>"):
-        ModelSource.parse("models:/reactdiff")
+def test_a_full_request_is_batched_as_generate_batches():
+    assert ServeOptions().max_clips == GENERATION_BATCH
 
 
 def test_window_checks_name_the_window_form():

@@ -34,27 +34,3 @@ class ServeOptions:
     target_ongoing_requests: float = 4.0
     max_ongoing_requests: int = 16  # an open stream holds one of these for its lifetime
     num_cpus: float = 1.0  # per replica; torch uses as many threads
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """A model URI, split into what the registry knows: models:/<name>@<alias> (followed),
-    models:/<name>/<version> (fixed); runs:/<run id>/<path> and checkpoint files are fixed too."""
-
-    uri: str
-    name: str | None = None
-    alias: str | None = None
-    version: str | None = None
-
-    @classmethod
-    def parse(cls, uri: str) -> "ModelSource":
-        if not uri.startswith("models:/"):
-            return cls(uri)
-        rest = uri.removeprefix("models:/")
-        if "@" in rest:
-            name, alias = rest.split("@", 1)
-            return cls(uri, name=name, alias=alias)
-        name, _, version = rest.rpartition("/")
-        if not name or not version.isdigit():
-            raise ValueError(f"model '{uri}': expected models:/<name>@<alias> or models:/<name>/<version>")
-        return cls(uri, name=name, version=version)

@@ -57,7 +57,9 @@ from ray import serve
 from starlette.websockets import WebSocketDisconnect
 
 from reactdiff.request_checks import BadRequest, TooLarge, clip_frames, generation_params, speaker_features
-from reactdiff.serve import APP_NAME, ModelSource, ServeOptions
+from reactdiff import tracking
+from reactdiff.serve import APP_NAME, ServeOptions
+from reactdiff.tracking import ModelRef
 
 log = logging.getLogger(__name__)
 
@@ -98,26 +100,18 @@ class ServedModel:
         return info
 
 
-def _client(tracking_uri: str | None):
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri)
-
-
-def resolve(source: ModelSource, tracking_uri: str | None) -> tuple[str, str | None, str | None]:
+def resolve(source: ModelRef, tracking_uri: str | None) -> tuple[str, str | None, str | None]:
     """(URI to load, version, run id) of what `source` names now."""
-    if source.alias is not None:
-        version = _client(tracking_uri).get_model_version_by_alias(source.name, source.alias)
+    if source.is_file:
+        return source.text, None, None
+    client = tracking.client_for(tracking_uri)
+    if source.kind == "registered":
+        version = source.registered_version(client)
         return f"models:/{source.name}/{version.version}", version.version, version.run_id
-    if source.version is not None:
-        version = _client(tracking_uri).get_model_version(source.name, source.version)
-        return source.uri, version.version, version.run_id
-    if source.uri.startswith("runs:/"):
-        return source.uri, None, source.uri.removeprefix("runs:/").split("/")[0]
-    return source.uri, None, None
+    return source.text, None, source.source_run(client)
 
 
-def load(source: ModelSource, tracking_uri: str | None, resolved: tuple[str, str | None, str | None] | None = None
+def load(source: ModelRef, tracking_uri: str | None, resolved: tuple[str, str | None, str | None] | None = None
          ) -> ServedModel:
     """Load the version `source` names (or the already `resolved` one), as `reactdiff generate` loads it."""
     from reactdiff.generate import Generator
@@ -212,7 +206,7 @@ class ReactionServer:
 
     async def __init__(self, options: ServeOptions):
         self.options = options
-        self.source = ModelSource.parse(options.model)
+        self.source = tracking.parse_model(options.model)
         self.data_root = Path(options.data_root).resolve() if options.data_root else None
         self.served: ServedModel = await asyncio.to_thread(load, self.source, options.tracking_uri)
         log.info("serving %s", self.served.describe())
@@ -228,10 +222,10 @@ class ReactionServer:
                     continue
                 served = await asyncio.to_thread(load, self.source, self.options.tracking_uri, resolved)
             except Exception as err:  # a registry hiccup must not stop the following
-                log.warning("%s: keeping v%s, could not load what it names now: %s", self.source.uri,
+                log.warning("%s: keeping v%s, could not load what it names now: %s", self.source.text,
                             self.served.version, err)
                 continue
-            log.info("%s moved: v%s → v%s", self.source.uri, self.served.version, served.version)
+            log.info("%s moved: v%s → v%s", self.source.text, self.served.version, served.version)
             self.served = served
 
     def _replica(self) -> str:
@@ -383,10 +377,7 @@ def application(options: ServeOptions):
 
 def check_source(options: ServeOptions) -> str:
     """Fail before deploying when the model cannot be named: returns what it names now."""
-    source = ModelSource.parse(options.model)
-    if source.name is None and not source.uri.startswith("runs:/") and not Path(source.uri).is_file():
-        raise ValueError(f"model '{options.model}' is neither a checkpoint file nor an MLflow URI "
-                         "(models:/<name>@<alias>, models:/<name>/<version>, runs:/<run id>/model)")
+    source = tracking.parse_model(options.model)  # a malformed URI or missing file raises, naming the forms
     uri, version, _ = resolve(source, options.tracking_uri)
     return uri if version is None else f"{uri} (v{version})"
 
