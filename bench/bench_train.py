@@ -35,10 +35,10 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import ray
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-import ray
 
 sys.path.insert(0, str(Path(__file__).parent))
 

@@ -191,7 +191,7 @@ def plot_emotion(path: Path, clip: str, speaker: np.ndarray, reactions: np.ndarr
     seconds = np.arange(speaker.shape[0]) / layout.FPS
     axes = figure.subplots(2, 1, sharex=True)
     columns = range(layout.VA_SLICE.start, layout.VA_SLICE.stop)
-    for axis, column, name in zip(axes, columns, ("valence", "arousal")):
+    for axis, column, name in zip(axes, columns, ("valence", "arousal"), strict=True):
         for k, reaction in enumerate(reactions):
             axis.plot(seconds, reaction[:, column], lw=0.8, alpha=0.6, label="reactions" if k == 0 else None)
         axis.plot(seconds, speaker[:, column], color="black", lw=1.6, label="speaker")

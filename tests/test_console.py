@@ -11,7 +11,6 @@ import pytest
 from reactdiff import console
 from reactdiff.config import ConfigError
 
-
 SESSION_SCRIPT = """
 import os, subprocess, sys
 from pathlib import Path

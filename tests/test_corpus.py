@@ -8,7 +8,14 @@ import pytest
 from reactdiff.data import layout
 from reactdiff.data.appropriateness import compute_matrix, load_matrix
 from reactdiff.data.corpus import (
-    ClipError, ClipRef, discover_clips, load_clip, parse_clip_path, read_split, role_swap, scan_split,
+    ClipError,
+    ClipRef,
+    discover_clips,
+    load_clip,
+    parse_clip_path,
+    read_split,
+    role_swap,
+    scan_split,
     validate_sample,
 )
 from reactdiff.data.features import decode_video

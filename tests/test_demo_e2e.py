@@ -11,9 +11,9 @@ import mlflow
 import numpy as np
 import pytest
 
+from reactdiff.config import load_config
 from reactdiff.data import corpus
 from reactdiff.data.layout import EMOTION_DIM
-from reactdiff.config import load_config
 from reactdiff.demo import RECIPES
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_inprocess_ray")]

@@ -12,7 +12,13 @@ import soundfile
 import torch
 
 from reactdiff.data.features import (
-    MAX_PAD_FRAMES, MFCC_DIM, FacialFeatures, FeatureError, Wav2Vec2Features, decode_video, mfcc,
+    MAX_PAD_FRAMES,
+    MFCC_DIM,
+    FacialFeatures,
+    FeatureError,
+    Wav2Vec2Features,
+    decode_video,
+    mfcc,
 )
 from reactdiff.data.tiny_models import make_tiny_facial_predictors, make_tiny_wav2vec2
 

@@ -13,7 +13,14 @@ import torch
 from reactdiff.config import DiffusionConfig, LRSConfig, MMTConfig, ModelConfig
 from reactdiff.data.layout import AU_SLICE, EXPR_SLICE, VA_SLICE
 from reactdiff.models import (
-    LRS, MMT, CausalCache, LatentStatsAccumulator, ReactDiff, load_checkpoint, read_checkpoint, save_checkpoint,
+    LRS,
+    MMT,
+    CausalCache,
+    LatentStatsAccumulator,
+    ReactDiff,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -498,7 +505,7 @@ def test_lrs_reference_style_shifts_generated_reactions():
     assert not torch.allclose(moved["3dmm"], base["3dmm"])
     # One DDIM pass serves several styles with the same values as one generate() per style.
     in_styles = model.generate_in_styles(speaker, [None, style, shifted], alpha=3, seed=0)
-    for expected, got in zip([model.generate(speaker, alpha=3, seed=0), base, moved], in_styles):
+    for expected, got in zip([model.generate(speaker, alpha=3, seed=0), base, moved], in_styles, strict=True):
         for key in ("3dmm", "emotion", "latent"):
             torch.testing.assert_close(got[key], expected[key], atol=1e-6, rtol=0.0)
 

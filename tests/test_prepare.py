@@ -27,9 +27,9 @@ from reactdiff.data.prepare import (
     extraction_placement,
     prepare,
 )
-from reactdiff.ray_runtime import ray_init
 from reactdiff.data.store import Store, StoreError, column, to_samples
 from reactdiff.data.tiny_models import make_tiny_facial_predictors, make_tiny_wav2vec2
+from reactdiff.ray_runtime import ray_init
 
 
 def test_lite_store_holds_every_dyad_and_reads_back(tiny_store, tiny_corpus):

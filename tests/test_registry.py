@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from test_generate import save_tiny_checkpoint
 
 from reactdiff import registry, tracking
 from reactdiff.data import corpus, layout
 from reactdiff.generate import generate_to_dir
 from reactdiff.registry import PromotionError
-from test_generate import save_tiny_checkpoint
 
 METRIC = "FRDist"
 STORE = "store-1"

@@ -23,6 +23,9 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+from test_generate import save_tiny_checkpoint
+from test_readme import README, VENV, bash_blocks
+from test_registry import METRIC, make_run
 
 from reactdiff import registry
 from reactdiff.generate import Generator, serving_request
@@ -30,9 +33,6 @@ from reactdiff.mlflow_server import _free_port
 from reactdiff.models.reactdiff import GENERATION_BATCH
 from reactdiff.request_checks import BadRequest, speaker_features
 from reactdiff.serve import ServeOptions
-from test_generate import save_tiny_checkpoint
-from test_readme import README, VENV, bash_blocks
-from test_registry import METRIC, make_run
 
 NAME = "serve-app"
 EXPERIMENT = "serve-app-runs"

@@ -18,13 +18,13 @@ import numpy as np
 import psutil
 import pytest
 from mlflow.exceptions import MlflowException
+from test_generate import save_tiny_checkpoint
+from test_registry import METRIC, make_run
 
 from reactdiff import registry, tracking
 from reactdiff.generate import serving_request
 from reactdiff.mlflow_server import _free_port, _kill_group, wait_until_answering
 from reactdiff.models import load_checkpoint
-from test_generate import save_tiny_checkpoint
-from test_registry import METRIC, make_run
 
 NAME = "serve-champion"
 ALPHA, SEED, CLIPS, FRAMES = 3, 0, 2, 50  # conftest's tiny store: 50 frames per clip

@@ -9,11 +9,11 @@ import re
 import mlflow
 import pytest
 import torch
+from test_generate import save_tiny_checkpoint
 
 from reactdiff import tracking
 from reactdiff.mlflow_server import mlflow_server
 from reactdiff.models import MMT, load_checkpoint
-from test_generate import save_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

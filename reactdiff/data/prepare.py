@@ -32,13 +32,12 @@ from reactdiff import atomic_io, console
 from reactdiff.data import corpus as corpus_reader
 from reactdiff.data.appropriateness import DEFAULT_THRESHOLD, compute_matrix, load_matrix
 from reactdiff.data.layout import FPS
-from reactdiff.ray_runtime import ray_init
 from reactdiff.data.store import (
     SCHEMA_VERSION,
+    TARGET_STREAMS,
     Location,
     Manifest,
     StreamSpec,
-    TARGET_STREAMS,
     column,
     fingerprint_files,
     read_parts,
@@ -46,6 +45,7 @@ from reactdiff.data.store import (
     write_manifest,
     write_part,
 )
+from reactdiff.ray_runtime import ray_init
 
 log = logging.getLogger(__name__)
 

@@ -56,8 +56,8 @@ from fastapi.responses import JSONResponse, Response
 from ray import serve
 from starlette.websockets import WebSocketDisconnect
 
-from reactdiff.request_checks import BadRequest, TooLarge, clip_frames, generation_params, speaker_features
 from reactdiff import tracking
+from reactdiff.request_checks import BadRequest, TooLarge, clip_frames, generation_params, speaker_features
 from reactdiff.serve import APP_NAME, ServeOptions
 from reactdiff.tracking import ModelRef
 

@@ -19,8 +19,15 @@ from torch import nn
 from reactdiff.config import ExperimentConfig
 from reactdiff.data.store import Manifest, Store, to_samples
 from reactdiff.evaluate.validation import (
-    LRS_LABEL, MODEL_LABEL, REACTION_DIRECTIONS, ReconstructionTotals, bf16_sampling_available, eval_indices,
-    reaction_metrics, reconstruct, score_reactions,
+    LRS_LABEL,
+    MODEL_LABEL,
+    REACTION_DIRECTIONS,
+    ReconstructionTotals,
+    bf16_sampling_available,
+    eval_indices,
+    reaction_metrics,
+    reconstruct,
+    score_reactions,
 )
 from reactdiff.models.checkpoint import load_checkpoint
 from reactdiff.models.mmt import MMT, LatentStats, LatentStatsAccumulator
@@ -161,7 +168,7 @@ class Stage2Task:
         with torch.no_grad():
             for batch in batches:
                 latents = self.model.encode_latent(batch["listener"]).cpu()
-                for listener, latent in zip(batch["listener_id"], latents):
+                for listener, latent in zip(batch["listener_id"], latents, strict=True):
                     clips = local.setdefault(listener, [])
                     if len(clips) < limit:
                         clips.append(latent)

@@ -11,9 +11,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from reactdiff import tracking
 from reactdiff.config import ExperimentConfig, flatten
 from reactdiff.data.store import Store
-from reactdiff import tracking
 from reactdiff.ray_runtime import ray_init
 from reactdiff.train.loop import CRASH_ENV, EXPORT_FILE, loop_config_for, train_loop_per_worker
 

@@ -5,10 +5,15 @@
 - `sweep`: the runner: trials, ranking, Pareto front, MLflow parent run, promotion of the winner.
 """
 
-from reactdiff.tune.objectives import Objective, known_metrics, parse_objectives, pareto_front
+from reactdiff.tune.objectives import Objective, known_metrics, pareto_front, parse_objectives
 from reactdiff.tune.space import SearchSpace, load_space
 from reactdiff.tune.sweep import (
-    EARLY_STOPPED_TAG, SWEEP_RUN_TAG, SweepResult, TrialRow, plan_sweep, run_sweep,
+    EARLY_STOPPED_TAG,
+    SWEEP_RUN_TAG,
+    SweepResult,
+    TrialRow,
+    plan_sweep,
+    run_sweep,
 )
 
 __all__ = [

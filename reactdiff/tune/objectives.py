@@ -22,7 +22,11 @@ from dataclasses import dataclass
 
 from reactdiff.config import ConfigError
 from reactdiff.evaluate.validation import (
-    LRS_LABEL, MODEL_LABEL, REACTION_DIRECTIONS, RECONSTRUCTION_DIRECTIONS, Direction,
+    LRS_LABEL,
+    MODEL_LABEL,
+    REACTION_DIRECTIONS,
+    RECONSTRUCTION_DIRECTIONS,
+    Direction,
 )
 
 DEFAULT_METRIC = {1: "val_recon_FRDist", 2: "val_FRDist"}

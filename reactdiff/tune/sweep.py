@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from reactdiff import console, tracking
-from reactdiff.ray_compat import release_orphaned_placement_groups
 from reactdiff.config import ConfigError, ExperimentConfig, apply_flat, flatten
 from reactdiff.evaluate import report
+from reactdiff.ray_compat import release_orphaned_placement_groups
 from reactdiff.tune.objectives import Objective, evaluation_metric, pareto_front, parse_objectives
 from reactdiff.tune.space import load_space
 
