@@ -158,6 +158,11 @@ class TrainConfig(_Strict):
     num_workers: int = Field(1, ge=1)
     cpus_per_worker: float = Field(1.0, gt=0)
     use_gpu: bool = False
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK",
+        description="how Ray places the workers on nodes: PACK fills nodes first; STRICT_SPREAD puts each "
+        "worker on its own node (one worker per node, e.g. a multi-node run with one GPU per node)",
+    )
     strategy: Literal["ddp", "deepspeed"] = "ddp"
     zero_stage: Literal[1, 2] = 2
     precision: Literal["fp32", "bf16"] = "fp32"

@@ -10,6 +10,7 @@ Servers are stopped by the PIDs their scripts recorded.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -23,7 +24,8 @@ import mlflow
 import pytest
 
 from reactdiff.data.tiny_models import make_tiny_facial_predictors, make_tiny_wav2vec2
-from reactdiff.tracking import STAGE_TAG
+from reactdiff.tracking import STAGE_TAG, find_run
+from reactdiff.train.loop import SHARDS_ARTIFACT
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -116,7 +118,7 @@ def test_on_a_cluster_runs_as_written(tmp_path):
     env = _env(SHARED=str(shared), REACTDIFF_CLUSTER_DIR=str(cluster_dir), MLFLOW_DIR=str(mlflow_dir),
                RAY_AUTH_MODE="disabled")  # a throwaway cluster: no ~/.ray/auth_token written for it
     try:
-        _run_section("On a cluster", REPO, env)
+        done = _run_section("On a cluster", REPO, env)
     finally:
         subprocess.run([str(REPO / "cluster" / "local_cluster.sh"), "stop"], env=env, timeout=120)
         _stop_mlflow_server(REPO, env)
@@ -130,3 +132,16 @@ def test_on_a_cluster_runs_as_written(tmp_path):
     # Checkpoints went to the shared storage, not into the jobs' temporary working dirs.
     assert (shared / "runs" / "demo-stage1" / "export" / "model.pt").is_file()
     assert (shared / "runs" / "demo-stage2").is_dir()
+
+    # Both nodes worked. prepare: its extraction actors (3 parts, 3 actors of 1 CPU on two 2-CPU
+    # nodes) wrote parts on both; the line comes from the job's log, which `ray job submit` follows.
+    written = re.findall(r"prepare: parts written on (\d+) node", done.stdout + done.stderr)
+    assert written == ["2"], written
+    # Stage 1 (STRICT_SPREAD): one worker per node, each reading its own, non-empty rows.
+    stage1 = client.get_run(find_run(client, run.info.experiment_id, "demo-stage1"))
+    # The server is stopped; its artifacts are files under MLFLOW_DIR (cluster/mlflow_server.sh).
+    artifacts = mlflow_dir / "artifacts" / stage1.info.artifact_uri.removeprefix("mlflow-artifacts:/")
+    shards = json.loads((artifacts / SHARDS_ARTIFACT).read_text())["ranks"]
+    assert len({rank["node_id"] for rank in shards}) == 2, shards
+    rows = [rank["train_rows"] for rank in shards]
+    assert all(rows) and not set(rows[0]) & set(rows[1]), rows

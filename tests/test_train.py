@@ -1,9 +1,9 @@
 """Distributed training on a real local Ray runtime and a real MLflow server (tiny dims).
 
 Covers: 2-worker DDP and DeepSpeed ZeRO-2 for both stages (the loss falls), disjoint covering
-shards, a rendezvous on loopback only, rows in store order, batches equal to the numpy reader's
-samples, split caching, resume by name into the same MLflow run, and a worker crash survived via
-FailureConfig.
+shards (and the run's data_shards.json record of them), a rendezvous on loopback only, rows in
+store order, batches equal to the numpy reader's samples, split caching, resume by name into the
+same MLflow run, and a worker crash survived via FailureConfig.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from reactdiff.config import load_config
 from reactdiff.data.store import Store
 from reactdiff.models import load_checkpoint
 from reactdiff.tracking import RUN_NAME_TAG, load_pyfunc
-from reactdiff.train.loop import CRASH_ENV
+from reactdiff.train.loop import CRASH_ENV, SHARDS_ARTIFACT
 from reactdiff.train.trainer import run_training
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,6 +86,13 @@ def test_stage1_ddp(stage1_run, tiny_store, tracking_uri):
     for step, l1 in _history(tracking_uri, result.run_id, "val_recon_emotion_l1"):
         assert 0 < 10.0 * l1 <= val_loss[step] + 1e-6, (step, l1, val_loss[step])
     assert 0.0 <= result.metrics["val_recon_au_f1"] <= 1.0 and result.metrics["val_recon_FRDist"] > 0
+    # The run's record of the workers' shards: rank 0 and 1, each with its own rows, all of the split.
+    client = mlflow.MlflowClient(tracking_uri)
+    shards = json.loads(Path(client.download_artifacts(result.run_id, SHARDS_ARTIFACT, str(tmp))).read_text())
+    assert shards["epoch"] == 0 and [r["rank"] for r in shards["ranks"]] == [0, 1]
+    rows = [r["train_rows"] for r in shards["ranks"]]
+    assert all(rows) and not set(rows[0]) & set(rows[1])
+    assert sorted(rows[0] + rows[1]) == sorted(Store(tiny_store).read_split("train")["pair_id"].tolist())
 
     # The export loads with weights_only (load_checkpoint uses nothing else) and holds the last
     # epoch checkpoint's weights plus the latent statistics fitted after training.

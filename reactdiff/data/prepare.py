@@ -22,6 +22,7 @@ import logging
 import os
 import random
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,8 @@ PROGRESS_DIR = "progress"
 # and before its record is.
 DELAY_ENV = "REACTDIFF_PREPARE_DELAY"
 CRASH_ENV = "REACTDIFF_PREPARE_CRASH_ONCE"
+# Long enough for an autoscaling cluster to add a node; a pool that never fits fails instead of hanging.
+ACTORS_START_TIMEOUT_S = 900
 
 
 @dataclass
@@ -165,6 +168,8 @@ class PartWriter:
         return feats
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        import ray
+
         for split, part, rows_json in zip(batch["split"], batch["part"], batch["rows"], strict=True):
             part = int(part)
             _test_hooks(split, part, "start")
@@ -195,7 +200,9 @@ class PartWriter:
                       "stats": {"n": int(face.shape[0]), "sum": face.sum(0).tolist(),
                                 "sumsq": (face**2).sum(0).tolist()}}
             self.location.write_bytes(_record(split, part), json.dumps(record, sort_keys=True).encode())
-        return {"split": list(batch["split"]), "part": [int(p) for p in batch["part"]]}
+        # The node is reported to the driver, not recorded: the records are part of the store's bytes.
+        return {"split": list(batch["split"]), "part": [int(p) for p in batch["part"]],
+                "node": [ray.get_runtime_context().get_node_id()] * len(batch["part"])}
 
 
 def _rejection(split: str, pair_id: int, clip_a: str, clip_b: str, err: Exception) -> dict[str, Any]:
@@ -302,11 +309,15 @@ def extraction_dataset(parts: list[dict[str, Any]], options: PrepareOptions, str
 
     hooks = {name: os.environ[name] for name in (DELAY_ENV, CRASH_ENV) if name in os.environ}
     dataset = ray.data.from_items(parts, override_num_blocks=max(1, len(parts)))
+    # Parts go out only once every actor has started, and one at a time: a part is minutes of work
+    # at full scale, so an actor that started first must not queue parts while others sit idle (on
+    # other nodes). An actor pool the cluster cannot place fails after ACTORS_START_TIMEOUT_S.
+    dataset.context.wait_for_min_actors_s = ACTORS_START_TIMEOUT_S
     return dataset.map_batches(
         PartWriter,
         fn_constructor_args=(options, streams, frames, placement.device),
         batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=placement.concurrency),
+        compute=ray.data.ActorPoolStrategy(size=placement.concurrency, max_tasks_in_flight_per_actor=1),
         num_cpus=placement.num_cpus,
         num_gpus=placement.num_gpus,
         **({"runtime_env": {"env_vars": hooks}} if hooks else {}),  # the tests' hooks reach the actors
@@ -356,10 +367,13 @@ def prepare(options: PrepareOptions) -> Manifest:
         clips = sum(len(json.loads(p["rows"])) for p in pending) * 2
         written = extraction_dataset(pending, options, streams, frames, placement)
         device = f", {placement.num_gpus:g} GPU per worker" if placement.num_gpus else ""
-        for _ in console.progress(written.iter_rows(), total=len(pending), unit="part",
-                                  desc=f"prepare: {clips} person-clips in {len(pending)} parts "
-                                       f"({done} already done{device})"):
-            pass
+        parts_by_node: Counter[str] = Counter()
+        for row in console.progress(written.iter_rows(), total=len(pending), unit="part",
+                                    desc=f"prepare: {clips} person-clips in {len(pending)} parts "
+                                         f"({done} already done{device})"):
+            parts_by_node[row["node"]] += 1
+        console.say(f"prepare: parts written on {len(parts_by_node)} node(s): "
+                    + ", ".join(f"{count} on node {node[:8]}" for node, count in sorted(parts_by_node.items())))
     else:
         console.say(f"prepare: all {len(parts)} parts already done")
 

@@ -23,6 +23,7 @@ class Batches:
         self.seed, self.shuffle_rows = seed, shuffle_rows
         self.rng = np.random.default_rng(seed)
         self.wait_seconds = 0.0
+        self.rows_read: list[int] = []  # the dyads' pair_ids, in the order they came
 
     def __iter__(self):
         # The store is in corpus order (a session's clips together); a seeded local shuffle
@@ -71,6 +72,7 @@ class Batches:
             return out
 
         clips = {name: table[name].to_pylist() for name in ("clip_a", "clip_b")}
+        self.rows_read.extend(table["pair_id"].to_pylist())
         return {
             **{role: {stream: convert(role, stream) for stream in self.streams} for role in self.roles},
             "listener_id": [person_of(c) for c in sample_clips(clips)[1]],

@@ -44,6 +44,7 @@ from reactdiff.train.tasks import all_reduce, task_for
 
 META_FILE = "meta.json"
 EXPORT_FILE = "model.pt"
+SHARDS_ARTIFACT = "data_shards.json"
 # Test hook for fault tolerance: "<marker file>:<epoch>:<rank>" kills that worker once, after the
 # epoch's training steps (Ray registers the previous epoch's checkpoint in the meantime).
 CRASH_ENV = "REACTDIFF_CRASH_ONCE"
@@ -134,6 +135,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             n = len(batch["listener_id"])
             loss_sum, count = loss_sum + float(loss.detach()) * n, count + n
         _maybe_crash(epoch, rank)
+        if epoch == start_epoch:
+            _log_data_shards(client, run_id, epoch, rank, train_batches.rows_read)
         elapsed = time.perf_counter() - epoch_start
 
         # Validate.
@@ -179,6 +182,20 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 "git_commit": loop_config["git_commit"]}
         tracking.log_model(client, run_id, path, metadata=meta)
         tracking.finish_run(client, run_id)
+
+
+def _log_data_shards(client: tracking.MlflowClient | None, run_id: str, epoch: int, rank: int,
+                     rows: list[int]) -> None:
+    """Rank 0 logs `data_shards.json` to the run: per rank, its node and the train rows (pair_ids)
+    it read in this attempt's first epoch. A distributed run's sanity record: where the workers
+    ran, and that their shards cover the split without overlap."""
+    record = {"rank": rank, "node_id": ray.get_runtime_context().get_node_id(), "train_rows": sorted(rows)}
+    gathered = [record]
+    if dist.is_initialized():
+        gathered = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, record)
+    if rank == 0:
+        client.log_dict(run_id, {"epoch": epoch, "ranks": gathered}, SHARDS_ARTIFACT)
 
 
 def is_eval_epoch(epoch: int, every: int, epochs: int) -> bool:

@@ -112,6 +112,7 @@ def build_trainer(cfg: ExperimentConfig, tags: dict[str, str] | None = None,
             num_workers=cfg.train.num_workers,
             use_gpu=cfg.train.use_gpu,
             resources_per_worker={"CPU": cfg.train.cpus_per_worker},
+            placement_strategy=cfg.train.placement_strategy,
         ),
         run_config=ray.train.RunConfig(
             name=run_name,
