@@ -249,9 +249,12 @@ def test_extraction_actors_request_the_placement(placement):
 
     parts = [{"split": "train", "part": i, "rows": "[]"} for i in range(4)]
     options = PrepareOptions(corpus="c", out="o", profile="paper", workers=placement.concurrency)
-    operator = extraction_dataset(parts, options, {}, 50, placement)._logical_plan.dag
+    dataset = extraction_dataset(parts, options, {}, 50, placement)
+    operator = dataset._logical_plan.dag
     remote_args = operator.ray_remote_args
     assert remote_args["num_cpus"] == 1 and remote_args.get("num_gpus", 0) == placement.num_gpus
     assert isinstance(operator.compute, ActorPoolStrategy)
     assert operator.compute.min_size == operator.compute.max_size == placement.concurrency
+    # Parts wait for every actor and go out one per actor, so all actors (and nodes) get parts.
+    assert operator.compute.max_tasks_in_flight_per_actor == 1 and dataset.context.wait_for_min_actors_s > 0
     assert operator.fn_constructor_args[-1] == placement.device  # PartWriter's device
