@@ -79,8 +79,9 @@ def main() -> None:
         video = tmp_path / "clip.mp4"
         write_video(video)
         report("decode 751×256² → 224²", lambda: decode_video(video, frames, 224), args.repeats)
-        facial = FacialFeatures(make_tiny_facial_predictors(tmp_path / "facial", input_size=224),
-                                input_size=224, device=args.device)
+        facial = FacialFeatures(
+            make_tiny_facial_predictors(tmp_path / "facial", input_size=224), input_size=224, device=args.device
+        )
         report("facial tiny va+au+fe", lambda: facial(video, frames), args.repeats)
 
 

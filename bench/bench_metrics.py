@@ -89,7 +89,8 @@ def emotion_like_eval_set(
     prototype = smooth_noise(rng, (n_clusters, frames, 25), width=20)
     speaker = emotion_from_latent(smooth_noise(rng, (n, frames, 25), width=15), binary_aus=True)
     listener_latent = (
-        prototype[cluster] + 0.8 * smooth_noise(rng, (n, frames, 25), width=15)
+        prototype[cluster]
+        + 0.8 * smooth_noise(rng, (n, frames, 25), width=15)
         + style * rng.standard_normal((n, 1, 25))
     )
     listener = emotion_from_latent(listener_latent, binary_aus=True)
@@ -116,8 +117,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="FRDist threads (default: all CPUs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--per-metric", action="store_true", help="time each metric function alone")
-    parser.add_argument("--first-call", action="store_true",
-                        help="time import + first compute_all in fresh processes, cold and warm")
+    parser.add_argument(
+        "--first-call", action="store_true", help="time import + first compute_all in fresh processes, cold and warm"
+    )
     args = parser.parse_args()
 
     t0 = time.perf_counter()
@@ -171,10 +173,18 @@ def first_calls(preds: np.ndarray, listener: np.ndarray, speaker: np.ndarray, ap
         print(f"{'process':8s} {'import':>13s} {'first call':>13s} {'second call':>13s}   (wall / CPU seconds)")
         for label in ("cold", "warm"):
             # cwd: not the checkout, so that the interpreter's installed reactdiff is what is timed
-            out = subprocess.run([sys.executable, "-c", FIRST_CALL_SCRIPT, str(data)], env=env, cwd=tmp,
-                                 check=True, capture_output=True, text=True).stdout
+            out = subprocess.run(
+                [sys.executable, "-c", FIRST_CALL_SCRIPT, str(data)],
+                env=env,
+                cwd=tmp,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
             seconds = [float(word) for word in out.split()[-6:]]
-            columns = " ".join(f"{wall:6.1f} / {cpu:4.1f}" for wall, cpu in zip(seconds[::2], seconds[1::2], strict=True))
+            columns = " ".join(
+                f"{wall:6.1f} / {cpu:4.1f}" for wall, cpu in zip(seconds[::2], seconds[1::2], strict=True)
+            )
             print(f"{label:8s} {columns}   (load avg {os.getloadavg()[0]:.1f})", flush=True)
 
 

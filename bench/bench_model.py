@@ -67,13 +67,22 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=750, help="clip length for generation")
     parser.add_argument("--alpha", type=int, default=10)
     parser.add_argument("--batch", type=int, default=16, help="training batch size")
-    parser.add_argument("--train-frames", type=int, default=150,
-                        help="frames per training sample (750 = whole clips; ~10 GB for stage 1)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (1 on a shared machine: contending OpenMP threads crawl)")
-    parser.add_argument("--dims", choices=["paper", "demo"], default="paper",
-                        help="paper: reactdiff/config.py's defaults on the paper streams; demo: "
-                        "configs/demo.yaml's model on the lite streams")
+    parser.add_argument(
+        "--train-frames",
+        type=int,
+        default=150,
+        help="frames per training sample (750 = whole clips; ~10 GB for stage 1)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 on a shared machine: contending OpenMP threads crawl)"
+    )
+    parser.add_argument(
+        "--dims",
+        choices=["paper", "demo"],
+        default="paper",
+        help="paper: reactdiff/config.py's defaults on the paper streams; demo: "
+        "configs/demo.yaml's model on the lite streams",
+    )
     parser.add_argument("--generation-only", action="store_true", help="skip the training steps")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -81,9 +90,11 @@ def main() -> None:
 
     config, streams = (ModelConfig(), PAPER) if args.dims == "paper" else (load_config(DEMO_RECIPE).model, LITE)
     ws = config.diffusion.window_size
-    print(f"{args.dims} dims: streams {streams}, d_model {config.mmt.d_model}, latent "
-          f"{config.mmt.latent_dim}, ws {ws}, T {config.diffusion.steps}, guidance "
-          f"{config.diffusion.guidance_scale}; torch threads {args.threads}")
+    print(
+        f"{args.dims} dims: streams {streams}, d_model {config.mmt.d_model}, latent "
+        f"{config.mmt.latent_dim}, ws {ws}, T {config.diffusion.steps}, guidance "
+        f"{config.diffusion.guidance_scale}; torch threads {args.threads}"
+    )
     mmt = MMT(streams, config.mmt)
     model = ReactDiff.from_stage1(mmt, config).eval()
     speaker = paper_features(1, args.frames, streams)
@@ -91,22 +102,32 @@ def main() -> None:
     with torch.no_grad():
         accumulator.update(mmt.encode(speaker))
     model.set_latent_stats(accumulator.finalize())
-    print(f"parameters: MMT {sum(p.numel() for p in mmt.parameters()) / 1e6:.1f} M, "
-          f"denoiser {sum(p.numel() for p in model.denoiser.parameters()) / 1e6:.1f} M")
+    print(
+        f"parameters: MMT {sum(p.numel() for p in mmt.parameters()) / 1e6:.1f} M, "
+        f"denoiser {sum(p.numel() for p in model.denoiser.parameters()) / 1e6:.1f} M"
+    )
 
     outputs = {}
-    variants = {"fp32": {}, "denoiser in bf16": {"bf16_sampling": True},
-                "denoiser and decoder in bf16": {"bf16_sampling": True, "bf16_decoding": True}}
+    variants = {
+        "fp32": {},
+        "denoiser in bf16": {"bf16_sampling": True},
+        "denoiser and decoder in bf16": {"bf16_sampling": True, "bf16_decoding": True},
+    }
     for variant, options in variants.items():
+
         def generate(variant: str = variant, options: dict = options) -> None:
             (outputs[variant],) = model.generate_in_styles(speaker, [None], alpha=args.alpha, seed=0, **options)
-        print(f"offline generate, {variant}: alpha={args.alpha}, {args.frames} frames, 1 clip: "
-              f"{timed(generate)} (goal <= 8 s wall on 2 threads)")
+
+        print(
+            f"offline generate, {variant}: alpha={args.alpha}, {args.frames} frames, 1 clip: "
+            f"{timed(generate)} (goal <= 8 s wall on 2 threads)"
+        )
         if variant != "fp32":
             differences = ", ".join(
                 f"{key} {(outputs[variant][key] - outputs['fp32'][key]).abs().max():.2g} / "
                 f"{(outputs[variant][key] - outputs['fp32'][key]).abs().mean():.2g}"
-                for key in ("3dmm", "emotion", "latent"))
+                for key in ("3dmm", "emotion", "latent")
+            )
             print(f"  against fp32, max / mean abs difference: {differences}")
 
     laps = []
@@ -116,8 +137,10 @@ def main() -> None:
     shown = sorted({1, 2, len(laps)})  # window 1 has no speaker frames to encode
     for name, index in (("wall", 0), ("CPU", 1)):
         seconds = ", ".join(f"window {w} {laps[w - 1][index]:.2f} s" for w in shown)
-        print(f"online generate, per-window latency ({name}): {seconds}; max "
-              f"{max(lap[index] for lap in laps):.2f} s over {len(laps)} windows (a window lasts {ws / FPS:.1f} s)")
+        print(
+            f"online generate, per-window latency ({name}): {seconds}; max "
+            f"{max(lap[index] for lap in laps):.2f} s over {len(laps)} windows (a window lasts {ws / FPS:.1f} s)"
+        )
     print(f"peak RSS after generation: {peak_rss_gib():.2f} GiB")
     if args.generation_only:
         return
@@ -136,8 +159,10 @@ def main() -> None:
         optimiser.step()
 
     stage1_step()
-    print(f"stage-1 train step: batch {args.batch} x {args.train_frames} frames: "
-          f"{timed(stage1_step)}; peak RSS {peak_rss_gib():.2f} GiB")
+    print(
+        f"stage-1 train step: batch {args.batch} x {args.train_frames} frames: "
+        f"{timed(stage1_step)}; peak RSS {peak_rss_gib():.2f} GiB"
+    )
     del optimiser
 
     # Stage 2: the MMT frozen again (the model owns it), the denoiser trains.
@@ -154,9 +179,11 @@ def main() -> None:
         model.update_ema()
 
     stage2_step()
-    print(f"stage-2 train step: batch {args.batch} x {args.train_frames} frames "
-          f"({args.batch * -(-args.train_frames // ws)} windows): {timed(stage2_step)}; "
-          f"peak RSS {peak_rss_gib():.2f} GiB")
+    print(
+        f"stage-2 train step: batch {args.batch} x {args.train_frames} frames "
+        f"({args.batch * -(-args.train_frames // ws)} windows): {timed(stage2_step)}; "
+        f"peak RSS {peak_rss_gib():.2f} GiB"
+    )
 
 
 if __name__ == "__main__":

@@ -144,17 +144,23 @@ def prepare_store(args, profile: str, corpus: Path, tmp: Path, monitor: TreeMoni
     clips = 2 * args.dyads
     size = Store(out).split_bytes("train")
     dims = {k: v.dim for k, v in Store(out).manifest.streams.items()}
-    print(f"prepare[{profile}]: {clips} person-clips in {ph.wall:.1f} s wall = {clips / ph.wall:.3f} clips/s; "
-          f"{ph.cpu:.0f} CPU-s for the process tree ({ph.cpu / clips:.1f} CPU-s per clip); "
-          f"peak process tree RSS {gib(monitor.peak_rss)} (PSS {gib(monitor.peak_pss)}); "
-          f"store {size / MB:.0f} MB = {size / clips / MB:.2f} MB per person-clip; dims {dims}", flush=True)
+    print(
+        f"prepare[{profile}]: {clips} person-clips in {ph.wall:.1f} s wall = {clips / ph.wall:.3f} clips/s; "
+        f"{ph.cpu:.0f} CPU-s for the process tree ({ph.cpu / clips:.1f} CPU-s per clip); "
+        f"peak process tree RSS {gib(monitor.peak_rss)} (PSS {gib(monitor.peak_pss)}); "
+        f"store {size / MB:.0f} MB = {size / clips / MB:.2f} MB per person-clip; dims {dims}",
+        flush=True,
+    )
     # Resume overhead: a re-run with every part recorded reads the records and rewrites the
     # matrices, rejected.json and the manifest (paper: also fingerprints the extractor files).
     with Phase(monitor) as ph:
         prepare(options)
     parts = len(Store(out).files("train"))
-    print(f"prepare[{profile}] re-run with nothing to do ({parts} parts recorded): {ph.wall:.2f} s wall, "
-          f"{ph.cpu:.2f} CPU-s", flush=True)
+    print(
+        f"prepare[{profile}] re-run with nothing to do ({parts} parts recorded): {ph.wall:.2f} s wall, "
+        f"{ph.cpu:.2f} CPU-s",
+        flush=True,
+    )
     return out
 
 
@@ -169,10 +175,18 @@ def synthetic_lite_store(out: Path, target_mb: float, frames: int, rows_per_part
     location = Location(out)
     files = []
     for part, start in enumerate(range(0, dyads, rows_per_part)):
-        rows = [{"pair_id": i, "clip_a": f"synth/s{i}/a/1", "clip_b": f"synth/s{i}/b/1",
-                 **{p: {name: rng.standard_normal((frames, s.dim), dtype=np.float32) for name, s in streams.items()}
-                    for p in PERSONS}}
-                for i in range(start, min(dyads, start + rows_per_part))]
+        rows = [
+            {
+                "pair_id": i,
+                "clip_a": f"synth/s{i}/a/1",
+                "clip_b": f"synth/s{i}/b/1",
+                **{
+                    p: {name: rng.standard_normal((frames, s.dim), dtype=np.float32) for name, s in streams.items()}
+                    for p in PERSONS
+                },
+            }
+            for i in range(start, min(dyads, start + rows_per_part))
+        ]
         rel = f"train/part-{part:05d}.parquet"
         write_part(location, rel, rows, manifest)
         files.append(rel)
@@ -196,13 +210,19 @@ def read_throughput(name: str, store_dir: Path, args, monitor: TreeMonitor) -> N
     rows = store.manifest.splits["train"]["rows"]
     for f in files:  # page cache: both readers read the same warm files
         Path(f).read_bytes()
-    print(f"read[{name}]: {len(files)} files, {rows} dyad rows, {file_mb:.0f} MB on disk; "
-          f"batch {args.batch_rows} rows; best and median of {args.passes} passes", flush=True)
+    print(
+        f"read[{name}]: {len(files)} files, {rows} dyad rows, {file_mb:.0f} MB on disk; "
+        f"batch {args.batch_rows} rows; best and median of {args.passes} passes",
+        flush=True,
+    )
 
     def report(label: str, walls: list[float], cpus: list[float], mb: float) -> float:
         best = mb / min(walls)
-        print(f"  {label}: best {best:.0f} MB/s, median {mb / statistics.median(walls):.0f} MB/s "
-              f"({min(walls):.2f} s per pass, {statistics.median(cpus):.2f} CPU-s per pass)", flush=True)
+        print(
+            f"  {label}: best {best:.0f} MB/s, median {mb / statistics.median(walls):.0f} MB/s "
+            f"({min(walls):.2f} s per pass, {statistics.median(cpus):.2f} CPU-s per pass)",
+            flush=True,
+        )
         return best
 
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -232,22 +252,35 @@ def read_throughput(name: str, store_dir: Path, args, monitor: TreeMonitor) -> N
         return ph.wall, ph.cpu, mem
 
     first_wall, first_cpu, first_batch = ray_pass()  # planning, read-task start-up (first epoch)
-    print(f"  Ray Data first pass: {first_wall:.2f} s ({file_mb / first_wall:.0f} MB/s), first batch after "
-          f"{first_batch:.2f} s, {first_cpu:.2f} CPU-s", flush=True)
+    print(
+        f"  Ray Data first pass: {first_wall:.2f} s ({file_mb / first_wall:.0f} MB/s), first batch after "
+        f"{first_batch:.2f} s, {first_cpu:.2f} CPU-s",
+        flush=True,
+    )
     # Alternate the readers pass by pass, so both meet the same machine state (page cache, memory
     # the allocator holds, other load): run one after the other, the second was up to 2x off.
     plain, via_ray = [], []
     for _ in range(args.passes):
         plain.append(plain_pass())
         via_ray.append(ray_pass())
-    best_plain = report(f"pyarrow read_table ({plain[0][2] / MB:.0f} MB in memory)",
-                        [w for w, _, _ in plain], [c for _, c, _ in plain], file_mb)
-    best_ray = report(f"Ray Data iter_batches, later passes (first batch after "
-                      f"{statistics.median(f for _, _, f in via_ray):.2f} s)",
-                      [w for w, _, _ in via_ray], [c for _, c, _ in via_ray], file_mb)
+    best_plain = report(
+        f"pyarrow read_table ({plain[0][2] / MB:.0f} MB in memory)",
+        [w for w, _, _ in plain],
+        [c for _, c, _ in plain],
+        file_mb,
+    )
+    best_ray = report(
+        f"Ray Data iter_batches, later passes (first batch after {statistics.median(f for _, _, f in via_ray):.2f} s)",
+        [w for w, _, _ in via_ray],
+        [c for _, c, _ in via_ray],
+        file_mb,
+    )
     ratios = [p[0] / r[0] for p, r in zip(plain, via_ray, strict=True)]
-    print(f"  ratio Ray Data / pyarrow: best passes {best_ray / best_plain:.2f}, pass pairs median "
-          f"{statistics.median(ratios):.2f} (range {min(ratios):.2f}-{max(ratios):.2f})", flush=True)
+    print(
+        f"  ratio Ray Data / pyarrow: best passes {best_ray / best_plain:.2f}, pass pairs median "
+        f"{statistics.median(ratios):.2f} (range {min(ratios):.2f}-{max(ratios):.2f})",
+        flush=True,
+    )
 
     def blocks_pass() -> tuple[float, float]:  # whole blocks: no re-batching, no slicing
         with Phase(monitor) as ph:
@@ -270,9 +303,10 @@ def read_throughput(name: str, store_dir: Path, args, monitor: TreeMonitor) -> N
         assert got == rows
         return ph.wall, ph.cpu
 
-    for label, one_pass in (("Ray Data iter_batches(batch_size=None), whole blocks", blocks_pass),
-                            (f"bare Ray tasks ({len(groups)}) returning pq.read_table through the object store",
-                             tasks_pass)):
+    for label, one_pass in (
+        ("Ray Data iter_batches(batch_size=None), whole blocks", blocks_pass),
+        (f"bare Ray tasks ({len(groups)}) returning pq.read_table through the object store", tasks_pass),
+    ):
         one_pass()  # start-up (task workers, first execution)
         timed = [one_pass() for _ in range(args.passes)]
         best = report(label, [w for w, _ in timed], [c for _, c in timed], file_mb)
@@ -284,22 +318,36 @@ def read_throughput(name: str, store_dir: Path, args, monitor: TreeMonitor) -> N
         for i in range(args.passes + 1):
             sinks = [[] for _ in shards]
             with Phase(monitor) as ph:
-                threads = [threading.Thread(target=consume, args=(
-                    s.iter_batches(batch_size=args.batch_rows, batch_format="pyarrow", prefetch_batches=2), sink))
-                    for s, sink in zip(shards, sinks, strict=True)]
+                threads = [
+                    threading.Thread(
+                        target=consume,
+                        args=(
+                            s.iter_batches(batch_size=args.batch_rows, batch_format="pyarrow", prefetch_batches=2),
+                            sink,
+                        ),
+                    )
+                    for s, sink in zip(shards, sinks, strict=True)
+                ]
                 for t in threads:
                     t.start()
                 for t in threads:
                     t.join()
             got = sum(b for sink in sinks for b in sink if b > 0)  # equal=True may drop a remainder
             if i == 0:
-                print(f"  streaming_split({n}) first pass (starts its coordinator actor): {ph.wall:.2f} s, "
-                      f"{ph.cpu:.2f} CPU-s", flush=True)
+                print(
+                    f"  streaming_split({n}) first pass (starts its coordinator actor): {ph.wall:.2f} s, "
+                    f"{ph.cpu:.2f} CPU-s",
+                    flush=True,
+                )
             else:
                 walls.append(ph.wall)
                 cpus.append(ph.cpu)
-        split_rate = report(f"streaming_split({n}, equal=True), {n} consumer thread(s), {got}/{rows} rows, later passes",
-                            walls, cpus, file_mb * got / rows)
+        split_rate = report(
+            f"streaming_split({n}, equal=True), {n} consumer thread(s), {got}/{rows} rows, later passes",
+            walls,
+            cpus,
+            file_mb * got / rows,
+        )
         print(f"  ratio streaming_split({n}) / pyarrow (best passes): {split_rate / best_plain:.2f}", flush=True)
 
 
@@ -308,11 +356,15 @@ def main() -> None:
     parser.add_argument("--dyads", type=int, default=50, help="train dyads (2 person-clips each)")
     parser.add_argument("--frames", type=int, default=750)
     parser.add_argument("--profiles", nargs="*", default=["lite", "paper"], help="profiles to prepare (none: skip)")
-    parser.add_argument("--full-dims", action="store_true",
-                        help="paper profile with a wav2vec2 of hidden 768 (AFR 1536); VA/AU/FE are always 64/25088/1408")
+    parser.add_argument(
+        "--full-dims",
+        action="store_true",
+        help="paper profile with a wav2vec2 of hidden 768 (AFR 1536); VA/AU/FE are always 64/25088/1408",
+    )
     parser.add_argument("--workers", type=int, default=2, help="prepare's actor pool size")
-    parser.add_argument("--read-mb", type=float, default=0,
-                        help="also time reads of a synthetic lite store of about this many MB")
+    parser.add_argument(
+        "--read-mb", type=float, default=0, help="also time reads of a synthetic lite store of about this many MB"
+    )
     parser.add_argument("--no-read", action="store_true", help="skip read throughput of the prepared stores")
     parser.add_argument("--batch-rows", type=int, default=8, help="dyad rows per batch (training default: 8)")
     parser.add_argument("--passes", type=int, default=3)
@@ -342,8 +394,9 @@ def run(args, tmp: Path, monitor: TreeMonitor, ray_init) -> None:
 
         corpus = tmp / "corpus"
         with Phase(monitor) as ph:
-            write_synthetic_corpus(corpus, dyads={"train": args.dyads, "val": 0, "test": 0},
-                                   frames_on_disk=args.frames + 1, video_size=64)
+            write_synthetic_corpus(
+                corpus, dyads={"train": args.dyads, "val": 0, "test": 0}, frames_on_disk=args.frames + 1, video_size=64
+            )
         print(f"synthetic corpus: {2 * args.dyads} person-clips in {ph.wall:.1f} s", flush=True)
         for profile in args.profiles:
             stores[profile] = prepare_store(args, profile, corpus, tmp, monitor)
@@ -352,13 +405,15 @@ def run(args, tmp: Path, monitor: TreeMonitor, ray_init) -> None:
     if args.read_mb:
         with Phase(monitor) as ph:
             stores[f"lite-synthetic-{args.read_mb:.0f}MB"] = synthetic_lite_store(
-                tmp / "store-read", args.read_mb, args.frames)
+                tmp / "store-read", args.read_mb, args.frames
+            )
         print(f"synthetic lite store written in {ph.wall:.1f} s", flush=True)
     for name, store_dir in stores.items():
         monitor.reset_peak()
         read_throughput(name, store_dir, args, monitor)
-        print(f"  peak process tree RSS while reading {gib(monitor.peak_rss)} (PSS {gib(monitor.peak_pss)})",
-              flush=True)
+        print(
+            f"  peak process tree RSS while reading {gib(monitor.peak_rss)} (PSS {gib(monitor.peak_pss)})", flush=True
+        )
     print(f"load average {os.getloadavg()[0]:.2f} at end", flush=True)
 
 

@@ -45,17 +45,30 @@ def bench_render(frames: int, alpha: int, face_size: int, workdir: Path) -> None
         print(f"draw_face {size} px: {len(emotion) / wall:7.0f} faces/s wall, {len(emotion) / cpu:7.0f} per CPU-s")
 
     root = workdir / "corpus"
-    write_synthetic_corpus(root, dyads={"train": 0, "val": 0, "test": 1}, frames_on_disk=frames + 1, seed=0,
-                           video_size=256, clips_per_session=1)
+    write_synthetic_corpus(
+        root,
+        dyads={"train": 0, "val": 0, "test": 1},
+        frames_on_disk=frames + 1,
+        seed=0,
+        video_size=256,
+        clips_per_session=1,
+    )
     pair = corpus.read_split(root, "test")[0]
     speaker, listener = (corpus.load_clip(root, "test", ref) for ref in (pair.speaker, pair.listener))
-    faces = [Face(f"reaction {k}", np.clip(listener.emotion + rng.normal(0, 0.2, listener.emotion.shape), 0, 1),
-                  listener.face3d + rng.normal(0, 0.05, listener.face3d.shape).astype(np.float32))
-             for k in range(alpha)] + [Face("real listener", listener.emotion, listener.face3d)]
+    faces = [
+        Face(
+            f"reaction {k}",
+            np.clip(listener.emotion + rng.normal(0, 0.2, listener.emotion.shape), 0, 1),
+            listener.face3d + rng.normal(0, 0.05, listener.face3d.shape).astype(np.float32),
+        )
+        for k in range(alpha)
+    ] + [Face("real listener", listener.emotion, listener.face3d)]
     path, wall, cpu = timed(lambda: write_video(workdir / "video.mp4", speaker, faces, face_size))
-    print(f"write_video α={alpha} + real listener, {face_size} px faces, {frames} frames: {wall:.1f} s wall = {frames / wall:.1f} "
-          f"frames/s ({frames / cpu:.1f} per CPU-s, {len(faces) * frames / wall:.0f} faces/s), "
-          f"{path.stat().st_size / 1e6:.1f} MB")
+    print(
+        f"write_video α={alpha} + real listener, {face_size} px faces, {frames} frames: {wall:.1f} s wall = {frames / wall:.1f} "
+        f"frames/s ({frames / cpu:.1f} per CPU-s, {len(faces) * frames / wall:.0f} faces/s), "
+        f"{path.stat().st_size / 1e6:.1f} MB"
+    )
 
 
 def bench_score(n: int, alpha: int, frames: int, workdir: Path) -> None:
@@ -68,9 +81,11 @@ def bench_score(n: int, alpha: int, frames: int, workdir: Path) -> None:
     predictions, load_wall, _ = timed(lambda: load_predictions(path, truth))
     (rows, _, _), score_wall, _ = timed(lambda: score(predictions, truth, workdir / "score"))
     wall, cpu = time.perf_counter() - start_wall, time.process_time() - start_cpu
-    print(f"score N={n} α={alpha} T={frames}: {wall:.1f} s wall ({cpu:.1f} CPU-s): load and check "
-          f"{load_wall:.1f} s, metrics + table + plots {score_wall:.1f} s; FRDist {rows['predictions']['FRDist']:.3f} "
-          f"(load avg {os.getloadavg()[0]:.1f})")
+    print(
+        f"score N={n} α={alpha} T={frames}: {wall:.1f} s wall ({cpu:.1f} CPU-s): load and check "
+        f"{load_wall:.1f} s, metrics + table + plots {score_wall:.1f} s; FRDist {rows['predictions']['FRDist']:.3f} "
+        f"(load avg {os.getloadavg()[0]:.1f})"
+    )
 
 
 def main() -> None:

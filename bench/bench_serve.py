@@ -58,13 +58,16 @@ def sized_model(dims: str) -> ReactDiff:
     return model
 
 
-async def one_stream(url: str, streams: dict[str, int], windows: int, alpha: int, seed: int, ws: int,
-                     offset_s: float) -> list[float]:
+async def one_stream(
+    url: str, streams: dict[str, int], windows: int, alpha: int, seed: int, ws: int, offset_s: float
+) -> list[float]:
     from websockets.asyncio.client import connect
 
     rng = np.random.default_rng(seed)
-    messages = [json.dumps({name: rng.standard_normal((ws, dim)).round(3).tolist() for name, dim in streams.items()})
-                for _ in range(windows)]
+    messages = [
+        json.dumps({name: rng.standard_normal((ws, dim)).round(3).tolist() for name, dim in streams.items()})
+        for _ in range(windows)
+    ]
     await asyncio.sleep(offset_s)
     latencies = []
     async with connect(url, max_size=None, open_timeout=300) as socket:
@@ -86,8 +89,9 @@ async def one_stream(url: str, streams: dict[str, int], windows: int, alpha: int
 
 async def load(url: str, streams: dict[str, int], count: int, windows: int, alpha: int, ws: int) -> list[float]:
     rng = random.Random(count)
-    results = await asyncio.gather(*(one_stream(url, streams, windows, alpha, seed, ws, rng.uniform(0, ws / FPS))
-                                     for seed in range(count)))
+    results = await asyncio.gather(
+        *(one_stream(url, streams, windows, alpha, seed, ws, rng.uniform(0, ws / FPS)) for seed in range(count))
+    )
     return [latency for stream in results for latency in stream]
 
 
@@ -97,8 +101,11 @@ def serving_processes() -> list:
     import psutil
 
     titles = ("ray::ServeReplica", "ray::ProxyActor")
-    return [process for process in psutil.Process().children(recursive=True)
-            if " ".join(process.cmdline()).startswith(titles)]
+    return [
+        process
+        for process in psutil.Process().children(recursive=True)
+        if " ".join(process.cmdline()).startswith(titles)
+    ]
 
 
 def cpu_seconds(processes: list) -> float:
@@ -127,14 +134,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = save_checkpoint(Path(tmp) / f"{args.dims}-size.pt", model)
         del model
-        options = ServeOptions(model=str(checkpoint), port=_free_port(), min_replicas=args.replicas,
-                               max_replicas=args.replicas, num_cpus=args.num_cpus,
-                               max_ongoing_requests=args.max_streams, target_ongoing_requests=args.max_streams)
+        options = ServeOptions(
+            model=str(checkpoint),
+            port=_free_port(),
+            min_replicas=args.replicas,
+            max_replicas=args.replicas,
+            num_cpus=args.num_cpus,
+            max_ongoing_requests=args.max_streams,
+            target_ongoing_requests=args.max_streams,
+        )
         try:
             url = app.deploy(options).replace("http://", "ws://") + "/stream"
-            print(f"{args.dims} size: streams {streams}, ws {ws} = {window_s:.1f} s windows, α {args.alpha}, "
-                  f"{args.replicas} replica(s) × {args.num_cpus:g} CPU, {args.windows} windows per stream; "
-                  f"load average {os.getloadavg()[0]:.1f}", flush=True)
+            print(
+                f"{args.dims} size: streams {streams}, ws {ws} = {window_s:.1f} s windows, α {args.alpha}, "
+                f"{args.replicas} replica(s) × {args.num_cpus:g} CPU, {args.windows} windows per stream; "
+                f"load average {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
             asyncio.run(load(url, streams, args.replicas, 2, args.alpha, ws))  # warm-up: every replica
 
             processes, cpu_per_window_s = serving_processes(), []
@@ -146,10 +162,13 @@ def main() -> None:
                 cpu_per_window = (cpu_seconds(processes) - cpu) / (len(latencies) + count)  # + each window 0
                 cpu_per_window_s.append(cpu_per_window)
                 p50, p99 = np.percentile(latencies, 50), np.percentile(latencies, 99)
-                print(f"{count:3d} streams: window latency p50 {p50:.3f} s, p99 {p99:.3f} s, mean "
-                      f"{statistics.fmean(latencies):.3f} s over {len(latencies)} windows, server "
-                      f"{cpu_per_window:.3f} CPU-s per window: {'holds' if p99 < window_s else 'falls behind'} "
-                      f"(load average {os.getloadavg()[0]:.1f})", flush=True)
+                print(
+                    f"{count:3d} streams: window latency p50 {p50:.3f} s, p99 {p99:.3f} s, mean "
+                    f"{statistics.fmean(latencies):.3f} s over {len(latencies)} windows, server "
+                    f"{cpu_per_window:.3f} CPU-s per window: {'holds' if p99 < window_s else 'falls behind'} "
+                    f"(load average {os.getloadavg()[0]:.1f})",
+                    flush=True,
+                )
                 return p99 < window_s
 
             held, count = 0, 1  # double until a load falls behind, then try halfway between
@@ -157,13 +176,16 @@ def main() -> None:
                 held, count = count, count * 2
             if held >= 2 and count <= args.max_streams and holds((held + count) // 2):
                 held = (held + count) // 2
-            print(f"real-time streams held: {held} (p99 under {window_s:.1f} s), at load average "
-                  f"{os.getloadavg()[0]:.1f}")
+            print(
+                f"real-time streams held: {held} (p99 under {window_s:.1f} s), at load average {os.getloadavg()[0]:.1f}"
+            )
             # What the cores would hold with nothing else on them (the clients' own cost left out).
             cpu_per_window = min(cpu_per_window_s)
-            print(f"server CPU per window: {cpu_per_window:.3f} CPU-s (least of the loads) → an idle "
-                  f"{os.cpu_count()}-core machine serves at most {os.cpu_count() * window_s / cpu_per_window:.1f} "
-                  "real-time streams")
+            print(
+                f"server CPU per window: {cpu_per_window:.3f} CPU-s (least of the loads) → an idle "
+                f"{os.cpu_count()}-core machine serves at most {os.cpu_count() * window_s / cpu_per_window:.1f} "
+                "real-time streams"
+            )
         finally:
             serve.shutdown()
             ray.shutdown()

@@ -39,8 +39,9 @@ from reactdiff.tune import run_sweep
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, required=True)
-    parser.add_argument("--reuse", action="store_true", help="keep the corpus, store and stage-1 model of a "
-                        "previous run in --workdir")
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep the corpus, store and stage-1 model of a previous run in --workdir"
+    )
     parser.add_argument("--alpha", type=int, default=3)
     parser.add_argument("--epochs", type=int, help="epochs of the trial (default: the demo recipe's sweep: block)")
     parser.add_argument("--stage1-epochs", type=int, default=1)
@@ -51,22 +52,42 @@ def main() -> None:
     sizes = load_config(recipe).synth
     corpus, store, runs = workdir / "corpus", workdir / "store", workdir / "runs"
     if not (args.reuse and (store / "manifest.json").is_file()):
-        write_synthetic_corpus(corpus, dyads={"train": sizes.dyads, "val": sizes.val_dyads, "test": sizes.test_dyads},
-                               frames_on_disk=sizes.frames + 1, seed=sizes.seed, video_size=sizes.video_size)
+        write_synthetic_corpus(
+            corpus,
+            dyads={"train": sizes.dyads, "val": sizes.val_dyads, "test": sizes.test_dyads},
+            frames_on_disk=sizes.frames + 1,
+            seed=sizes.seed,
+            video_size=sizes.video_size,
+        )
         prepare(PrepareOptions(corpus=corpus, out=store, profile="lite"))
     with mlflow_server(workdir / "bench-mlflow") as uri:
-        common = [f"data.store={store}", f"train.storage_path={runs}", f"tracking.tracking_uri={uri}",
-                  "tracking.experiment=bench-sweep-eval"]
+        common = [
+            f"data.store={store}",
+            f"train.storage_path={runs}",
+            f"tracking.tracking_uri={uri}",
+            "tracking.experiment=bench-sweep-eval",
+        ]
         stage1 = args.stage1 or runs / "bench-stage1-stage1" / "export" / "model.pt"
         if not stage1.is_file():
-            stage1 = run_training(load_config(recipe, common + [
-                f"train.epochs={args.stage1_epochs}", "train.name=bench-stage1"], stage=1)).checkpoint
+            stage1 = run_training(
+                load_config(recipe, common + [f"train.epochs={args.stage1_epochs}", "train.name=bench-stage1"], stage=1)
+            ).checkpoint
         name = f"bench-sweep-{int(time.time())}"
         # The demo's sweep trial (its sweep: block), scoring the whole val split every epoch.
-        cfg = load_config(recipe, common + [
-            f"train.stage1_model={stage1}", f"train.name={name}", "train.eval_every=1", "train.eval_samples=0",
-            f"train.eval_alpha={args.alpha}"] + ([f"train.epochs={args.epochs}"] if args.epochs else []),
-            stage=2, sweep=True)
+        cfg = load_config(
+            recipe,
+            common
+            + [
+                f"train.stage1_model={stage1}",
+                f"train.name={name}",
+                "train.eval_every=1",
+                "train.eval_samples=0",
+                f"train.eval_alpha={args.alpha}",
+            ]
+            + ([f"train.epochs={args.epochs}"] if args.epochs else []),
+            stage=2,
+            sweep=True,
+        )
         result = run_sweep(cfg, space=ROOT / cfg.tune.space, stage=2, num_samples=1, scheduler="none")
         client = MlflowClient(uri)
         for row in result.table:
@@ -74,11 +95,15 @@ def main() -> None:
             wall = (run.info.end_time - run.info.start_time) / 1000
             evals = [m.value for m in client.get_metric_history(row.run_id, "eval_seconds")]
             print(f"\ntrial {row.trial} ({row.params}): {row.epochs} epochs in {wall:.1f} s (MLflow run start to end)")
-            print(f"  scoring (α = {args.alpha}, {len(evals)} times, whole val split): "
-                  + ", ".join(f"{s:.1f} s" for s in evals))
+            print(
+                f"  scoring (α = {args.alpha}, {len(evals)} times, whole val split): "
+                + ", ".join(f"{s:.1f} s" for s in evals)
+            )
             print(f"  share of the trial: {sum(evals) / wall:.1%} (goal <= 15 %)")
-            print(f"  val_FRDist {row.metrics['val_FRDist']:.3f}  val_FRCorr {row.metrics['val_FRCorr']:.3f}  "
-                  f"val_FRDiv {row.metrics['val_FRDiv']:.4f}")
+            print(
+                f"  val_FRDist {row.metrics['val_FRDist']:.3f}  val_FRCorr {row.metrics['val_FRCorr']:.3f}  "
+                f"val_FRDiv {row.metrics['val_FRDiv']:.4f}"
+            )
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def window_features(speaker: np.ndarray, speaking: np.ndarray, half: int = 15, s
     centred = speaker - speaker.mean(axis=1, keepdims=True)
     n, t, _ = centred.shape
     padded = np.pad(centred, ((0, 0), (half, half), (0, 0)), mode="edge")
-    x = np.concatenate([padded[:, half + o: half + o + t] for o in range(-half, half + 1, step)], axis=2)
+    x = np.concatenate([padded[:, half + o : half + o + t] for o in range(-half, half + 1, step)], axis=2)
     gate = speaking[:, :, None].astype(np.float64)
     return np.concatenate([x, x * gate, gate, np.ones_like(gate)], axis=2)
 
@@ -46,9 +46,11 @@ def window_features(speaker: np.ndarray, speaking: np.ndarray, half: int = 15, s
 def samples(rows, frames):
     """Role-swapped (speaker emotion, listener emotion, speaker speaking) arrays."""
     order = [(a, b) for a, b in rows] + [(b, a) for a, b in rows]
-    return (np.stack([s.emotion[:frames] for s, _ in order]).astype(np.float64),
-            np.stack([lis.emotion[:frames] for _, lis in order]).astype(np.float64),
-            np.stack([s.speaking[:frames] for s, _ in order]))
+    return (
+        np.stack([s.emotion[:frames] for s, _ in order]).astype(np.float64),
+        np.stack([lis.emotion[:frames] for _, lis in order]).astype(np.float64),
+        np.stack([s.speaking[:frames] for s, _ in order]),
+    )
 
 
 def learnability(train_rows: int, val_rows: int, frames_on_disk: int, seed: int) -> None:
@@ -83,13 +85,17 @@ def main() -> None:
         root = Path(tmp) / "corpus"
         summary = write_synthetic_corpus(root, {"train": args.dyads}, args.frames, args.seed, args.video_size)
         size_mb = sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) / 1e6
-        print(f"write: {summary.person_clips} person-clips of {args.frames} frames in {summary.seconds:.2f} s "
-              f"= {summary.clips_per_second:.2f} clips/s, {size_mb:.1f} MB")
+        print(
+            f"write: {summary.person_clips} person-clips of {args.frames} frames in {summary.seconds:.2f} s "
+            f"= {summary.clips_per_second:.2f} clips/s, {size_mb:.1f} MB"
+        )
         start = time.perf_counter()
         good, rejected = scan_split(root, "train")
         seconds = time.perf_counter() - start
-        print(f"scan_split: {summary.person_clips} clips validated in {seconds:.2f} s "
-              f"= {summary.person_clips / seconds:.1f} clips/s ({len(good)} samples, {len(rejected)} rejected)")
+        print(
+            f"scan_split: {summary.person_clips} clips validated in {seconds:.2f} s "
+            f"= {summary.person_clips / seconds:.1f} clips/s ({len(good)} samples, {len(rejected)} rejected)"
+        )
         start = time.perf_counter()
         corpus_fingerprint(root)
         print(f"fingerprint: {time.perf_counter() - start:.2f} s")

@@ -57,8 +57,9 @@ REPO = Path(__file__).resolve().parents[1]
 DDP_PORT = 29533
 
 
-def plain_ddp_worker(rank: int, world: int, cfg_json: str, manifest_json: str, batch: int, frames: int,
-                     steps: int, queue) -> None:
+def plain_ddp_worker(
+    rank: int, world: int, cfg_json: str, manifest_json: str, batch: int, frames: int, steps: int, queue
+) -> None:
     """Stage-1 steps of the same MMT in plain torch DDP on random inputs: no Ray, no data."""
     torch.set_num_threads(1)  # as the Ray workers (cpus_per_worker 1)
     timeout = timedelta(minutes=30)  # torch's default
@@ -95,12 +96,17 @@ def plain_ddp_worker(rank: int, world: int, cfg_json: str, manifest_json: str, b
     dist.destroy_process_group()
 
 
-def plain_ddp_rate(cfg: ExperimentConfig, manifest: Manifest, workers: int, batch: int, frames: int,
-                   steps: int) -> float:
+def plain_ddp_rate(
+    cfg: ExperimentConfig, manifest: Manifest, workers: int, batch: int, frames: int, steps: int
+) -> float:
     context = mp.get_context("spawn")
     queue = context.SimpleQueue()
-    mp.start_processes(plain_ddp_worker, nprocs=workers, start_method="spawn",
-                       args=(workers, cfg.model_dump_json(), manifest.to_json(), batch, frames, steps, queue))
+    mp.start_processes(
+        plain_ddp_worker,
+        nprocs=workers,
+        start_method="spawn",
+        args=(workers, cfg.model_dump_json(), manifest.to_json(), batch, frames, steps, queue),
+    )
     return queue.get()
 
 
@@ -110,13 +116,25 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=750)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--profiles", nargs="+", default=["lite", "paper"])
-    parser.add_argument("--batch-size", type=int, default=8,
-                        help="samples per step per worker (weak scaling: the global batch grows with the workers)")
-    parser.add_argument("--fixed-global-batch", action="store_true",
-                        help="strong scaling instead: --batch-size is the global batch, split across the workers")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="config overrides for the Ray Train runs and the ceiling, e.g. data.shuffle_rows=0 "
-                             "or model.mmt.d_model=1024 (the paper's MMT)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="samples per step per worker (weak scaling: the global batch grows with the workers)",
+    )
+    parser.add_argument(
+        "--fixed-global-batch",
+        action="store_true",
+        help="strong scaling instead: --batch-size is the global batch, split across the workers",
+    )
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides for the Ray Train runs and the ceiling, e.g. data.shuffle_rows=0 "
+        "or model.mmt.d_model=1024 (the paper's MMT)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="runs per configuration (medians are reported)")
     parser.add_argument("--ddp-steps", type=int, default=8, help="timed steps of the plain-DDP ceiling (0: skip)")
     args = parser.parse_args()
@@ -127,11 +145,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         corpus = tmp / "corpus"
-        write_synthetic_corpus(corpus, dyads={"train": args.dyads, "val": 2, "test": 0},
-                               frames_on_disk=args.frames + 1, video_size=64)
+        write_synthetic_corpus(
+            corpus, dyads={"train": args.dyads, "val": 2, "test": 0}, frames_on_disk=args.frames + 1, video_size=64
+        )
         for profile in args.profiles:
-            options = PrepareOptions(corpus=corpus, out=tmp / f"store-{profile}", profile=profile,
-                                     splits=("train", "val"))
+            options = PrepareOptions(
+                corpus=corpus, out=tmp / f"store-{profile}", profile=profile, splits=("train", "val")
+            )
             if profile == "paper":
                 options.wav2vec2_dir = make_tiny_wav2vec2(tmp / "w2v", hidden_size=768)
                 options.facial_predictors = make_tiny_facial_predictors(tmp / "facial")
@@ -148,37 +168,55 @@ def main() -> None:
                     for workers in (1, 2):
                         batch = args.batch_size // (workers if args.fixed_global_batch else 1)
                         ceiling[workers].append(
-                            plain_ddp_rate(demo, manifest, workers, batch, args.frames, args.ddp_steps))
+                            plain_ddp_rate(demo, manifest, workers, batch, args.frames, args.ddp_steps)
+                        )
                 for workers in (1, 2):
-                    print(f"[{profile}] {workers} worker(s), plain torch DDP, same model and step, random inputs: "
-                          f"{statistics.median(ceiling[workers]):.2f} samples/s "
-                          f"(runs: {', '.join(f'{r:.2f}' for r in ceiling[workers])})", flush=True)
+                    print(
+                        f"[{profile}] {workers} worker(s), plain torch DDP, same model and step, random inputs: "
+                        f"{statistics.median(ceiling[workers]):.2f} samples/s "
+                        f"(runs: {', '.join(f'{r:.2f}' for r in ceiling[workers])})",
+                        flush=True,
+                    )
             for repeat in range(args.repeats):
                 for workers in (1, 2):
                     global_batch = args.batch_size * (1 if args.fixed_global_batch else workers)
-                    cfg = load_config(REPO / "configs" / "demo.yaml", [
-                        f"data.store={options.out}", f"train.storage_path={tmp / 'runs'}",
-                        f"train.name=bench-{profile}-{workers}-{repeat}", f"train.num_workers={workers}",
-                        f"train.epochs={args.epochs}", f"tracking.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
-                        f"train.batch_size={global_batch}", *args.set,
-                    ])
+                    cfg = load_config(
+                        REPO / "configs" / "demo.yaml",
+                        [
+                            f"data.store={options.out}",
+                            f"train.storage_path={tmp / 'runs'}",
+                            f"train.name=bench-{profile}-{workers}-{repeat}",
+                            f"train.num_workers={workers}",
+                            f"train.epochs={args.epochs}",
+                            f"tracking.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
+                            f"train.batch_size={global_batch}",
+                            *args.set,
+                        ],
+                    )
                     # Sampling the tree's memory costs CPU (smaps of every process); every 2 s it
                     # took no measurable share, every 0.25 s it slowed 2 workers on 2 cores.
                     with TreeMonitor(interval=2.0) as monitor, Phase(monitor) as phase:
                         result = run_training(cfg)
                     rates[workers].append(result.metrics["samples_per_s"])
-                    print(f"[{profile}] Ray Train, {workers} worker(s), {global_batch} samples per step: "
-                          f"{rates[workers][-1]:.2f} samples/s, "
-                          f"data wait {100 * result.metrics['data_wait_fraction']:.1f}% of step time, "
-                          f"peak RSS of the process tree {gib(monitor.peak_rss)} (PSS {gib(monitor.peak_pss)}), "
-                          f"{phase.cpu:.0f} CPU-s in {phase.wall:.0f} s", flush=True)
+                    print(
+                        f"[{profile}] Ray Train, {workers} worker(s), {global_batch} samples per step: "
+                        f"{rates[workers][-1]:.2f} samples/s, "
+                        f"data wait {100 * result.metrics['data_wait_fraction']:.1f}% of step time, "
+                        f"peak RSS of the process tree {gib(monitor.peak_rss)} (PSS {gib(monitor.peak_pss)}), "
+                        f"{phase.cpu:.0f} CPU-s in {phase.wall:.0f} s",
+                        flush=True,
+                    )
 
             def efficiency(runs: dict[int, list[float]]) -> float:
                 return statistics.median(runs[2]) / (2 * statistics.median(runs[1]))
 
-            print(f"[{profile}] scaling efficiency 1→2 workers (medians): Ray Train {efficiency(rates):.2f} "
-                  f"({statistics.median(rates[1]):.2f} → {statistics.median(rates[2]):.2f} samples/s)"
-                  + (f", plain DDP ceiling {efficiency(ceiling):.2f}" if args.ddp_steps else ""), flush=True)
+            print(
+                f"[{profile}] scaling efficiency 1→2 workers (medians): Ray Train {efficiency(rates):.2f} "
+                f"({statistics.median(rates[1]):.2f} → {statistics.median(rates[2]):.2f} samples/s)"
+                + (f", plain DDP ceiling {efficiency(ceiling):.2f}" if args.ddp_steps else ""),
+                flush=True,
+            )
+
 
 if __name__ == "__main__":
     main()

@@ -75,9 +75,13 @@ def cmd_synth(args) -> int:
     for flag in ("dyads", "val_dyads", "test_dyads", "frames", "seed", "video_size"):
         if getattr(args, flag) is not None:
             setattr(sizes, flag, getattr(args, flag))
-    summary = write_synthetic_corpus(args.out, dyads={"train": sizes.dyads, "val": sizes.val_dyads,
-                                                      "test": sizes.test_dyads},
-                                     frames_on_disk=sizes.frames + 1, seed=sizes.seed, video_size=sizes.video_size)
+    summary = write_synthetic_corpus(
+        args.out,
+        dyads={"train": sizes.dyads, "val": sizes.val_dyads, "test": sizes.test_dyads},
+        frames_on_disk=sizes.frames + 1,
+        seed=sizes.seed,
+        video_size=sizes.video_size,
+    )
     console.result(f"wrote a synthetic REACT2024 corpus to {args.out}: {summary}")
     return 0
 
@@ -91,16 +95,25 @@ def cmd_prepare(args) -> int:
         name, _, path = item.partition("=")
         facial[name] = Path(path)
     options = PrepareOptions(
-        corpus=args.corpus, out=args.out, profile=args.profile, rows_per_part=args.rows_per_part,
-        wav2vec2_dir=args.wav2vec2, facial_predictors=facial, appropriate_dir=args.appropriate,
-        threshold=args.threshold, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+        corpus=args.corpus,
+        out=args.out,
+        profile=args.profile,
+        rows_per_part=args.rows_per_part,
+        wav2vec2_dir=args.wav2vec2,
+        facial_predictors=facial,
+        appropriate_dir=args.appropriate,
+        threshold=args.threshold,
+        workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker,
         rebuild=args.rebuild,
     )
     manifest = prepare(options)  # PrepareError (nothing usable) is reported by main, status 1
     splits = ", ".join(f"{s}: {v['rows']} dyads" for s, v in manifest.splits.items())
     location = Location(args.out)
-    console.result(f"feature store {location.shown} ({manifest.profile} profile, {manifest.frames} frames): "
-                   f"{splits}; {manifest.rejected_count} rejected (see {location.name('rejected.json')})")
+    console.result(
+        f"feature store {location.shown} ({manifest.profile} profile, {manifest.frames} frames): "
+        f"{splits}; {manifest.rejected_count} rejected (see {location.name('rejected.json')})"
+    )
     return 0
 
 
@@ -111,10 +124,14 @@ def cmd_train(args) -> int:
     stage = 1 if args.stage == "stage1" else 2
     cfg = _load(args, stage=stage)
     what = "the MMT autoencoder" if stage == 1 else "the latent conditional DDIM (MMT frozen)"
-    console.say(f"train stage {stage}: {what}, {cfg.train.epochs} epochs on {cfg.train.num_workers} "
-                f"{cfg.train.strategy} worker(s), run name {cfg.train.name}-stage{stage}")
+    console.say(
+        f"train stage {stage}: {what}, {cfg.train.epochs} epochs on {cfg.train.num_workers} "
+        f"{cfg.train.strategy} worker(s), run name {cfg.train.name}-stage{stage}"
+    )
     result = run_training(cfg)
-    console.say(f"done: run {result.run_id}, checkpoint {result.checkpoint}  " + "  ".join(format_metrics(result.metrics)))
+    console.say(
+        f"done: run {result.run_id}, checkpoint {result.checkpoint}  " + "  ".join(format_metrics(result.metrics))
+    )
     console.result(result.model_uri)
     return 0
 
@@ -131,13 +148,34 @@ def cmd_tune(args) -> int:
     # The space and the objectives are checked here, before Ray or MLflow start (run_sweep checks
     # them again, the window sizes also against the store's frame count).
     space = load_space(space_path, cfg, args.stage)
-    plan_sweep(args.stage, space.objective, args.metric, args.mode, args.objectives, args.search, args.scheduler,
-               args.promote, args.pick)
-    console.say(f"tune: {num_samples} stage-{args.stage} trials over {space_path}, {cfg.train.epochs} epochs each, "
-                f"sweep name {cfg.train.name}")
-    sweep = run_sweep(cfg, space=space_path, stage=args.stage, num_samples=num_samples, search=args.search,
-                      scheduler=args.scheduler, metric=args.metric, mode=args.mode, objectives=args.objectives,
-                      promote=args.promote, pick=args.pick)
+    plan_sweep(
+        args.stage,
+        space.objective,
+        args.metric,
+        args.mode,
+        args.objectives,
+        args.search,
+        args.scheduler,
+        args.promote,
+        args.pick,
+    )
+    console.say(
+        f"tune: {num_samples} stage-{args.stage} trials over {space_path}, {cfg.train.epochs} epochs each, "
+        f"sweep name {cfg.train.name}"
+    )
+    sweep = run_sweep(
+        cfg,
+        space=space_path,
+        stage=args.stage,
+        num_samples=num_samples,
+        search=args.search,
+        scheduler=args.scheduler,
+        metric=args.metric,
+        mode=args.mode,
+        objectives=args.objectives,
+        promote=args.promote,
+        pick=args.pick,
+    )
     console.result(sweep.summary)
     if sweep.promotion is not None:
         console.result(sweep.promotion.summary())
@@ -148,9 +186,17 @@ def cmd_evaluate(args) -> int:
     from reactdiff.evaluate.run import evaluate
 
     cfg = _load(args)
-    evaluation = evaluate(cfg, model=args.model, split=args.split, mode=args.mode, alpha=args.alpha,
-                          out_dir=args.out, max_samples=args.max_samples, precision=args.precision,
-                          videos=args.videos)
+    evaluation = evaluate(
+        cfg,
+        model=args.model,
+        split=args.split,
+        mode=args.mode,
+        alpha=args.alpha,
+        out_dir=args.out,
+        max_samples=args.max_samples,
+        precision=args.precision,
+        videos=args.videos,
+    )
     console.result(evaluation.summary())
     console.say(f"tables, plots and videos: {evaluation.out_dir} (and in MLflow run {evaluation.run_id})")
     return 0
@@ -164,9 +210,20 @@ def cmd_render(args) -> int:
     from reactdiff.render import render
 
     try:
-        path = render(args.source, args.out, speaker=args.speaker, clip=args.clip, corpus_root=args.corpus,
-                      alpha=args.alpha, seed=args.seed, tracking_uri=args.tracking_uri, truth=not args.no_truth,
-                      face_size=args.face_size, renderer=args.renderer, still=args.still)
+        path = render(
+            args.source,
+            args.out,
+            speaker=args.speaker,
+            clip=args.clip,
+            corpus_root=args.corpus,
+            alpha=args.alpha,
+            seed=args.seed,
+            tracking_uri=args.tracking_uri,
+            truth=not args.no_truth,
+            face_size=args.face_size,
+            renderer=args.renderer,
+            still=args.still,
+        )
     except (ValueError, FileNotFoundError) as err:
         raise Refused(str(err)) from None
     console.result(f"wrote {path}")
@@ -180,19 +237,31 @@ def cmd_score(args) -> int:
     if (args.corpus is None) == (args.store is None):
         raise Refused("give the ground truth as exactly one of --corpus ROOT or --store DIR (with --split)")
     try:
-        truth = (truth_from_corpus(args.corpus, args.split, args.appropriate) if args.corpus else
-                 truth_from_store(args.store, args.split, args.appropriate))
+        truth = (
+            truth_from_corpus(args.corpus, args.split, args.appropriate)
+            if args.corpus
+            else truth_from_store(args.store, args.split, args.appropriate)
+        )
         predictions = load_predictions(args.predictions, truth, args.threedmm, args.clips)
     except ValueError as err:  # ScoreError, and the corpus reader's, store's and matrix loader's refusals
         raise Refused(str(err)) from None
     rows, markdown, files = score(predictions, truth, args.out, label=args.label, with_baselines=args.baselines)
-    console.result(f"REACT2024 metrics of {predictions.source} (α={predictions.emotion.shape[1]}) on {truth.source} "
-                   f"({len(truth.listener)} samples):\n\n{markdown}")
+    console.result(
+        f"REACT2024 metrics of {predictions.source} (α={predictions.emotion.shape[1]}) on {truth.source} "
+        f"({len(truth.listener)} samples):\n\n{markdown}"
+    )
     console.say(f"tables and plots: {args.out}")
     if args.tracking_uri:
-        run_id = tracking.log_scoring(args.tracking_uri, args.experiment, f"score-{args.label}", rows, args.label,
-                                      files, f"evaluation/{args.split}-score",
-                                      {tracking.EVAL_SPLIT_TAG: args.split, tracking.EVAL_MODE_TAG: "score"})
+        run_id = tracking.log_scoring(
+            args.tracking_uri,
+            args.experiment,
+            f"score-{args.label}",
+            rows,
+            args.label,
+            files,
+            f"evaluation/{args.split}-score",
+            {tracking.EVAL_SPLIT_TAG: args.split, tracking.EVAL_MODE_TAG: "score"},
+        )
         console.result(f"logged to MLflow run {run_id} ({args.tracking_uri}, experiment '{args.experiment}')")
     return 0
 
@@ -207,8 +276,15 @@ def cmd_promote(args) -> int:
         version = registry.rollback(uri, name)
         console.result(f"champion of {name} rolled back to version {version}")
         return 0
-    result = registry.promote(uri, args.experiment or cfg.tracking.experiment, args.metric, args.mode, name,
-                              split=args.split, force=args.force)
+    result = registry.promote(
+        uri,
+        args.experiment or cfg.tracking.experiment,
+        args.metric,
+        args.mode,
+        name,
+        split=args.split,
+        force=args.force,
+    )
     console.result(result.summary())
     return 0
 
@@ -216,9 +292,17 @@ def cmd_promote(args) -> int:
 def cmd_generate(args) -> int:
     from reactdiff.generate import generate_to_dir
 
-    files = generate_to_dir(args.model, args.speaker, args.out, alpha=args.alpha, mode=args.mode,
-                            listener_ref=args.listener_ref, seed=args.seed, tracking_uri=args.tracking_uri,
-                            max_clips=args.max_clips)
+    files = generate_to_dir(
+        args.model,
+        args.speaker,
+        args.out,
+        alpha=args.alpha,
+        mode=args.mode,
+        listener_ref=args.listener_ref,
+        seed=args.seed,
+        tracking_uri=args.tracking_uri,
+        max_clips=args.max_clips,
+    )
     console.result(f"wrote {len(files)} files under {args.out}")
     return 0
 
@@ -226,8 +310,15 @@ def cmd_generate(args) -> int:
 def cmd_serve_request(args) -> int:
     from reactdiff.generate import serving_request
 
-    body = serving_request(args.model, args.speaker, max_clips=args.max_clips, alpha=args.alpha, mode=args.mode,
-                           seed=args.seed, tracking_uri=args.tracking_uri)
+    body = serving_request(
+        args.model,
+        args.speaker,
+        max_clips=args.max_clips,
+        alpha=args.alpha,
+        mode=args.mode,
+        seed=args.seed,
+        tracking_uri=args.tracking_uri,
+    )
     args.out.write_text(json.dumps(body))
     console.result(f"wrote the request body for {args.model} to {args.out}")
     return 0
@@ -250,8 +341,10 @@ def cmd_serve(args) -> int:
         names = serve.check_source(options)
     except (ValueError, OSError, MlflowException) as err:
         raise Refused(f"--model {args.model}: {err}") from None
-    console.say(f"serve: {args.model} names {names}; replicas {args.min_replicas}-{args.max_replicas}, "
-                f"{args.num_cpus} CPU each" + (f", alias polled every {args.poll_s} s" if "@" in args.model else ""))
+    console.say(
+        f"serve: {args.model} names {names}; replicas {args.min_replicas}-{args.max_replicas}, "
+        f"{args.num_cpus} CPU each" + (f", alias polled every {args.poll_s} s" if "@" in args.model else "")
+    )
     url = serve.deploy(options)
     console.result(url)
     console.say("serving: POST /react, WebSocket /stream, GET /model; Ctrl-C (or SIGTERM) stops it")
@@ -277,17 +370,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reactdiff",
         description="Train, sweep, evaluate, promote and serve ReactDiff facial-reaction models on Ray.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     # -v and --log-dir work before or after the subcommand (the subcommand's copy must not reset
     # the value given before it, hence SUPPRESS).
     common = argparse.ArgumentParser(add_help=False)
     for target, default in ((parser, None), (common, argparse.SUPPRESS)):
-        target.add_argument("-v", "--verbose", action="store_true", default=default or False,
-                            help="print everything (Ray, MLflow and library output, debug logging) instead of "
-                            "writing it to the log file")
-        target.add_argument("--log-dir", type=Path, default=default or Path("logs"),
-                            help="where the log file goes (default logs/; the demo: <workdir>/logs)")
+        target.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            default=default or False,
+            help="print everything (Ray, MLflow and library output, debug logging) instead of "
+            "writing it to the log file",
+        )
+        target.add_argument(
+            "--log-dir",
+            type=Path,
+            default=default or Path("logs"),
+            help="where the log file goes (default logs/; the demo: <workdir>/logs)",
+        )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_parser = functools.partial(sub.add_parser, parents=[common])
 
@@ -295,10 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_config)
 
-    p = add_parser("synth", help="write a seeded synthetic corpus in the REACT2024 layout",
-                       description="Write a synthetic corpus (WAV, Emotion CSV, 3DMM NPY, MP4, split CSVs) "
-                       "whose listeners react to their speakers with a lag, a personal style and "
-                       "several reaction modes, so models have something real to learn.")
+    p = add_parser(
+        "synth",
+        help="write a seeded synthetic corpus in the REACT2024 layout",
+        description="Write a synthetic corpus (WAV, Emotion CSV, 3DMM NPY, MP4, split CSVs) "
+        "whose listeners react to their speakers with a lag, a personal style and "
+        "several reaction modes, so models have something real to learn.",
+    )
     p.add_argument("--out", type=Path, required=True, help="new, empty folder for the corpus")
     # Sizes come from the recipe's synth: section (`reactdiff config` shows the defaults); flags win.
     p.add_argument("--dyads", type=int, help="train dyads (split CSV rows)")
@@ -310,40 +416,68 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_synth)
 
-    p = add_parser("prepare", help="extract per-frame features into a Parquet feature store (Ray Data)",
-                       description="Read a REACT2024-layout corpus, skip and report bad clips "
-                       "(<out>/rejected.json), and write one Parquet row per dyad plus manifest.json "
-                       "and the appropriate-reaction matrices. Exit status 1 only when nothing usable remains.")
+    p = add_parser(
+        "prepare",
+        help="extract per-frame features into a Parquet feature store (Ray Data)",
+        description="Read a REACT2024-layout corpus, skip and report bad clips "
+        "(<out>/rejected.json), and write one Parquet row per dyad plus manifest.json "
+        "and the appropriate-reaction matrices. Exit status 1 only when nothing usable remains.",
+    )
     p.add_argument("--corpus", type=Path, required=True, help="corpus root holding train.csv/val.csv/test.csv")
-    p.add_argument("--out", required=True,
-                   help="store folder or pyarrow.fs URI (s3://bucket/prefix); a re-run with the same settings resumes it, skipping finished parts")
-    p.add_argument("--rebuild", action="store_true",
-                   help="delete --out first (needed when settings or extractors changed since it was written)")
-    p.add_argument("--profile", choices=["lite", "paper"], default="lite",
-                   help="lite: the person's Emotion+3DMM and MFCC; paper: adds wav2vec2 and facial predictors")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="store folder or pyarrow.fs URI (s3://bucket/prefix); a re-run with the same settings resumes it, skipping finished parts",
+    )
+    p.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="delete --out first (needed when settings or extractors changed since it was written)",
+    )
+    p.add_argument(
+        "--profile",
+        choices=["lite", "paper"],
+        default="lite",
+        help="lite: the person's Emotion+3DMM and MFCC; paper: adds wav2vec2 and facial predictors",
+    )
     p.add_argument("--wav2vec2", type=Path, help="paper profile: local wav2vec2 folder (save_pretrained)")
-    p.add_argument("--facial", nargs="*", metavar="NAME=PATH",
-                   help="paper profile: TorchScript predictors va=<.pt> au=<.pt> fe=<.pt>")
-    p.add_argument("--appropriate", type=Path,
-                   help="folder of given matrices <split>.npy (2R×2R); computed from speaker similarity if omitted")
-    p.add_argument("--threshold", type=float, default=0.6,
-                   help="similarity threshold of the computed appropriateness matrix")
+    p.add_argument(
+        "--facial",
+        nargs="*",
+        metavar="NAME=PATH",
+        help="paper profile: TorchScript predictors va=<.pt> au=<.pt> fe=<.pt>",
+    )
+    p.add_argument(
+        "--appropriate",
+        type=Path,
+        help="folder of given matrices <split>.npy (2R×2R); computed from speaker similarity if omitted",
+    )
+    p.add_argument(
+        "--threshold", type=float, default=0.6, help="similarity threshold of the computed appropriateness matrix"
+    )
     p.add_argument("--rows-per-part", type=int, default=8, help="dyads per Parquet file")
     p.add_argument("--workers", type=int, default=2, help="parallel Ray Data extraction actors")
-    p.add_argument("--gpus-per-worker", type=float,
-                   help="paper profile: GPU fraction per extraction actor (0: CPU); default: the "
-                   "cluster's GPUs shared among the workers, at most one each, or CPU when it has none")
+    p.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        help="paper profile: GPU fraction per extraction actor (0: CPU); default: the "
+        "cluster's GPUs shared among the workers, at most one each, or CPU when it has none",
+    )
     p.set_defaults(func=cmd_prepare)
 
-    p = add_parser("train", help="train stage 1 (MMT) or stage 2 (latent DDIM) with Ray Train",
-                       description="Run a Ray Train TorchTrainer (DDP or DeepSpeed). Re-running the same "
-                       "train.name resumes from its latest checkpoint and MLflow run.")
+    p = add_parser(
+        "train",
+        help="train stage 1 (MMT) or stage 2 (latent DDIM) with Ray Train",
+        description="Run a Ray Train TorchTrainer (DDP or DeepSpeed). Re-running the same "
+        "train.name resumes from its latest checkpoint and MLflow run.",
+    )
     p.add_argument("stage", choices=["stage1", "stage2"])
     _add_config_args(p)
     p.set_defaults(func=cmd_train)
 
     p = add_parser(
-        "tune", help="Ray Tune sweep over a YAML search space (tune_spaces/), ranked by reaction quality",
+        "tune",
+        help="Ray Tune sweep over a YAML search space (tune_spaces/), ranked by reaction quality",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Every trial is a Ray Train run scored on val in units that mean the same in every trial:\n"
         "  stage 1: reconstructions (val_recon_FRDist, val_recon_3dmm_mse, val_recon_emotion_l1,\n"
@@ -359,23 +493,43 @@ def build_parser() -> argparse.ArgumentParser:
         "  ... --objectives ... --promote --pick <trial>   promote a Pareto-front member",
     )
     p.add_argument("--space", type=Path, help="search space YAML (default: the recipe's tune.space)")
-    p.add_argument("--stage", type=int, choices=[1, 2], required=True,
-                   help="the stage trained; the recipe's stage<k>: and sweep: blocks apply")
+    p.add_argument(
+        "--stage",
+        type=int,
+        choices=[1, 2],
+        required=True,
+        help="the stage trained; the recipe's stage<k>: and sweep: blocks apply",
+    )
     p.add_argument("--num-samples", type=int, help="trials (default: the recipe's tune.num_samples)")
-    p.add_argument("--search", choices=["random", "optuna"], default="random",
-                   help="several objectives always use Optuna's NSGA-II")
-    p.add_argument("--scheduler", choices=["asha", "none"], default=None,
-                   help="default: asha for one objective (rungs at train.eval_every·2^k epochs); "
-                   "none for several (ASHA does not apply to a Pareto search)")
-    p.add_argument("--metric", help="the metric to rank by (default: the space's sweep: entry, else the "
-                   "stage default above)")
+    p.add_argument(
+        "--search",
+        choices=["random", "optuna"],
+        default="random",
+        help="several objectives always use Optuna's NSGA-II",
+    )
+    p.add_argument(
+        "--scheduler",
+        choices=["asha", "none"],
+        default=None,
+        help="default: asha for one objective (rungs at train.eval_every·2^k epochs); "
+        "none for several (ASHA does not apply to a Pareto search)",
+    )
+    p.add_argument(
+        "--metric", help="the metric to rank by (default: the space's sweep: entry, else the stage default above)"
+    )
     p.add_argument("--mode", choices=["min", "max"], help="must agree with the metric's direction")
     p.add_argument("--objectives", help="several metrics, name:min|max separated by commas: a Pareto search")
-    p.add_argument("--promote", action="store_true",
-                   help="after the sweep, evaluate the winner on val with α = 10 and register it as challenger "
-                   "(champion if it beats the current one)")
-    p.add_argument("--pick", help="multi-objective sweeps: the Pareto-front trial to promote: its name, its id, "
-                   "or its row in the printed front table (1 = first)")
+    p.add_argument(
+        "--promote",
+        action="store_true",
+        help="after the sweep, evaluate the winner on val with α = 10 and register it as challenger "
+        "(champion if it beats the current one)",
+    )
+    p.add_argument(
+        "--pick",
+        help="multi-objective sweeps: the Pareto-front trial to promote: its name, its id, "
+        "or its row in the printed front table (1 = first)",
+    )
     _add_config_args(p)
     p.set_defaults(func=cmd_tune)
 
@@ -385,20 +539,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["offline", "online"], default="offline")
     p.add_argument("--alpha", type=int, default=10, help="reactions per speaker")
     p.add_argument("--max-samples", type=int, default=0, help="evaluate the first N samples only (0: all)")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                   help="the denoiser's precision while sampling; bf16 is ~1.7x faster on CPUs with native bf16 "
-                   "(AVX-512 BF16/AMX) and moves the metrics slightly; fp32 is the reference")
-    p.add_argument("--videos", type=int, default=2,
-                   help="stage-2 models: this many seeded samples as MP4s (speaker video and audio beside "
-                   "3 reactions and the real listener), logged next to the plots; needs data.corpus=<corpus root>")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="the denoiser's precision while sampling; bf16 is ~1.7x faster on CPUs with native bf16 "
+        "(AVX-512 BF16/AMX) and moves the metrics slightly; fp32 is the reference",
+    )
+    p.add_argument(
+        "--videos",
+        type=int,
+        default=2,
+        help="stage-2 models: this many seeded samples as MP4s (speaker video and audio beside "
+        "3 reactions and the real listener), logged next to the plots; needs data.corpus=<corpus root>",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/eval"), help="tables and plots")
     _add_config_args(p)
     p.set_defaults(func=cmd_evaluate)
 
-    p = add_parser("promote", help="register the best run and move the champion alias if it is better",
-                       description="Pick the best finished run on --metric, register its model, alias it "
-                       "'challenger', and move 'champion' only if it beats the current one (or --force). "
-                       "Undo with: reactdiff promote --rollback")
+    p = add_parser(
+        "promote",
+        help="register the best run and move the champion alias if it is better",
+        description="Pick the best finished run on --metric, register its model, alias it "
+        "'challenger', and move 'champion' only if it beats the current one (or --force). "
+        "Undo with: reactdiff promote --rollback",
+    )
     p.add_argument("--experiment")
     p.add_argument("--metric", default="FRDist")
     p.add_argument("--mode", choices=["min", "max"], default="min")
@@ -412,24 +577,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add_parser("generate", help="generate listener reactions in REACT2024 formats")
     p.add_argument("--model", required=True, help="checkpoint or MLflow URI, e.g. models:/reactdiff@champion")
-    p.add_argument("--speaker", required=True, help="<store dir>:<split> for every speaker of a split, or a corpus clip file "
-                   "(e.g. <root>/test/Audio_files/NoXI/<session>/Expert_video/3.wav; lite-profile models)")
+    p.add_argument(
+        "--speaker",
+        required=True,
+        help="<store dir>:<split> for every speaker of a split, or a corpus clip file "
+        "(e.g. <root>/test/Audio_files/NoXI/<session>/Expert_video/3.wav; lite-profile models)",
+    )
     p.add_argument("--alpha", type=int, default=10)
     p.add_argument("--mode", choices=["offline", "online"], default="offline")
     p.add_argument("--listener-ref", nargs="*", help="reference clips of the target listener (LRS)")
     p.add_argument("--seed", type=int)
     p.add_argument("--tracking-uri")
-    p.add_argument("--max-clips", type=int, default=0,
-                   help="generate for the first N speaker clips of a split only (0: all)")
+    p.add_argument(
+        "--max-clips", type=int, default=0, help="generate for the first N speaker clips of a split only (0: all)"
+    )
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_generate)
 
-    p = add_parser("serve-request", help="write a JSON request body for `mlflow models serve` of a model",
-                       description="Speaker features from a store split or a corpus clip, in the JSON body "
-                       "that the served pyfunc takes: POST it to http://<host>:<port>/invocations "
-                       "(README, 'Serving the champion').")
-    p.add_argument("--model", required=True, help="the served model (its streams are sent), e.g. "
-                   "models:/reactdiff@champion")
+    p = add_parser(
+        "serve-request",
+        help="write a JSON request body for `mlflow models serve` of a model",
+        description="Speaker features from a store split or a corpus clip, in the JSON body "
+        "that the served pyfunc takes: POST it to http://<host>:<port>/invocations "
+        "(README, 'Serving the champion').",
+    )
+    p.add_argument(
+        "--model", required=True, help="the served model (its streams are sent), e.g. models:/reactdiff@champion"
+    )
     p.add_argument("--speaker", required=True, help="<store dir>:<split> or a corpus clip file, as for generate")
     p.add_argument("--max-clips", type=int, default=1, help="the first N speaker clips (0: all)")
     p.add_argument("--alpha", type=int, default=10)
@@ -440,16 +614,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve_request)
 
     p = add_parser(
-        "serve", help="serve reactions over HTTP and WebSocket with Ray Serve, following a registry alias",
+        "serve",
+        help="serve reactions over HTTP and WebSocket with Ray Serve, following a registry alias",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="A Ray Serve application (reactdiff/serve/app.py) on this machine's Ray runtime, or the\n"
         "cluster in RAY_ADDRESS. It serves the model the alias names and polls the registry every\n"
         "--poll-s seconds: when `reactdiff promote` moves the alias, replicas load the new version and\n"
         "switch to it; requests and streams already running finish on the version they started with.\n\n"
-        "  POST /react    speaker features (the body of `reactdiff serve-request`, {\"inputs\": ..., \"params\": ...})\n"
-        "                 or {\"speaker\": \"<store>:<split>\" | \"<clip file>\"} under --data-root; answers the\n"
-        "                 REACT2024 layout as JSON, or .npy / .npz (\"format\", or the Accept header)\n"
-        "  WS   /stream   {\"alpha\": 10, \"seed\": 0}, then one speaker window per message; each is answered\n"
+        '  POST /react    speaker features (the body of `reactdiff serve-request`, {"inputs": ..., "params": ...})\n'
+        '                 or {"speaker": "<store>:<split>" | "<clip file>"} under --data-root; answers the\n'
+        '                 REACT2024 layout as JSON, or .npy / .npz ("format", or the Accept header)\n'
+        '  WS   /stream   {"alpha": 10, "seed": 0}, then one speaker window per message; each is answered\n'
         "                 with the next listener window (online mode)\n"
         "  GET  /model    the registered name, version and run id served\n\n"
         "Bad input is answered 4xx with the reason; over the size limits, 413. Prints the URL; runs until\n"
@@ -459,42 +634,81 @@ def build_parser() -> argparse.ArgumentParser:
         "  reactdiff serve --data-root data --port 8001      # requests may name data/store:test etc.\n"
         "  reactdiff serve --model models:/reactdiff/3 --max-replicas 4 --num-cpus 2\n"
         "  curl -s http://127.0.0.1:8000/model\n"
-        "(README, \"Serving with Ray Serve\", has curl and a Python WebSocket client)")
+        '(README, "Serving with Ray Serve", has curl and a Python WebSocket client)',
+    )
     serving = ServeOptions()  # the defaults
-    p.add_argument("--model", default=serving.model,
-                   help="models:/<name>@<alias> (followed), models:/<name>/<version>, runs:/<id>/model or a "
-                   "checkpoint file (default: %(default)s)")
+    p.add_argument(
+        "--model",
+        default=serving.model,
+        help="models:/<name>@<alias> (followed), models:/<name>/<version>, runs:/<id>/model or a "
+        "checkpoint file (default: %(default)s)",
+    )
     p.add_argument("--tracking-uri", help="the MLflow server of the registry (default: $MLFLOW_TRACKING_URI)")
-    p.add_argument("--host", default=serving.host,
-                   help="address Serve's HTTP proxy binds (default %(default)s; 0.0.0.0 exposes it to the network)")
+    p.add_argument(
+        "--host",
+        default=serving.host,
+        help="address Serve's HTTP proxy binds (default %(default)s; 0.0.0.0 exposes it to the network)",
+    )
     p.add_argument("--port", type=int, default=serving.port, help="default %(default)s")
-    p.add_argument("--data-root", type=Path,
-                   help="requests may name speaker paths under this folder (stores, corpus clips); without it, "
-                   "features only")
-    p.add_argument("--poll-s", type=float, default=serving.poll_s,
-                   help="seconds between looks at the alias (default %(default)s)")
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        help="requests may name speaker paths under this folder (stores, corpus clips); without it, features only",
+    )
+    p.add_argument(
+        "--poll-s", type=float, default=serving.poll_s, help="seconds between looks at the alias (default %(default)s)"
+    )
     p.add_argument("--min-replicas", type=int, default=serving.min_replicas, help="default %(default)s")
-    p.add_argument("--max-replicas", type=int, default=serving.max_replicas,
-                   help="the autoscaler adds replicas up to this under load (default %(default)s)")
-    p.add_argument("--target-ongoing-requests", type=float, default=serving.target_ongoing_requests,
-                   help="requests (an open stream is one) per replica the autoscaler aims for (default %(default)s)")
-    p.add_argument("--max-ongoing-requests", type=int, default=serving.max_ongoing_requests,
-                   help="requests and open streams one replica takes at once; more wait in Serve's queue "
-                   "(default %(default)s)")
-    p.add_argument("--num-cpus", type=float, default=serving.num_cpus,
-                   help="CPUs per replica, its torch threads (default %(default)s)")
-    p.add_argument("--max-clips", type=int, default=serving.max_clips,
-                   help="the most speaker clips (B) in one /react request (default %(default)s)")
-    p.add_argument("--max-frames", type=int, default=serving.max_frames,
-                   help="the most frames (T) per clip of one /react request (default %(default)s)")
-    p.add_argument("--max-stream-frames", type=int, default=serving.max_stream_frames,
-                   help="the most listener frames one /stream generates (default %(default)s: 5 minutes at 25 fps)")
-    p.add_argument("--max-body-mb", type=float, default=serving.max_body_mb,
-                   help="the largest /react body (default %(default)s)")
+    p.add_argument(
+        "--max-replicas",
+        type=int,
+        default=serving.max_replicas,
+        help="the autoscaler adds replicas up to this under load (default %(default)s)",
+    )
+    p.add_argument(
+        "--target-ongoing-requests",
+        type=float,
+        default=serving.target_ongoing_requests,
+        help="requests (an open stream is one) per replica the autoscaler aims for (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-ongoing-requests",
+        type=int,
+        default=serving.max_ongoing_requests,
+        help="requests and open streams one replica takes at once; more wait in Serve's queue (default %(default)s)",
+    )
+    p.add_argument(
+        "--num-cpus",
+        type=float,
+        default=serving.num_cpus,
+        help="CPUs per replica, its torch threads (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-clips",
+        type=int,
+        default=serving.max_clips,
+        help="the most speaker clips (B) in one /react request (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-frames",
+        type=int,
+        default=serving.max_frames,
+        help="the most frames (T) per clip of one /react request (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-stream-frames",
+        type=int,
+        default=serving.max_stream_frames,
+        help="the most listener frames one /stream generates (default %(default)s: 5 minutes at 25 fps)",
+    )
+    p.add_argument(
+        "--max-body-mb", type=float, default=serving.max_body_mb, help="the largest /react body (default %(default)s)"
+    )
     p.set_defaults(func=cmd_serve)
 
     p = add_parser(
-        "render", help="an MP4 of a speaker (real video and audio) beside drawn faces of the reactions",
+        "render",
+        help="an MP4 of a speaker (real video and audio) beside drawn faces of the reactions",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="The faces are drawn from the 25 emotion values and the 6 pose values of the 3DMM\n"
         "(reactdiff/render.py documents which channel moves which feature); a bar strip under each face shows\n"
@@ -507,7 +721,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  reactdiff render models:/reactdiff@champion --out r.mp4 \\\n"
         "      --speaker data/corpus/test/Audio_files/NoXI/001_test/Expert_video/1.wav\n"
         "  reactdiff render out/ --corpus data/corpus --renderer mypkg.faceverse:render --out mesh.mp4\n"
-        "      (a 3DMM mesh renderer of your own: f(emotion (25,), 3dmm (58,), size) -> (size, size, 3) uint8)")
+        "      (a 3DMM mesh renderer of your own: f(emotion (25,), 3dmm (58,), size) -> (size, size, 3) uint8)",
+    )
     p.add_argument("source", help="a folder written by `reactdiff generate`, or a model (checkpoint or MLflow URI)")
     p.add_argument("--out", type=Path, required=True, help="the MP4 to write")
     p.add_argument("--speaker", help="with a model: the speaker, a corpus clip file outside the Emotion tree")
@@ -519,12 +734,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-truth", action="store_true", help="leave the real listener out")
     p.add_argument("--face-size", type=int, default=128, help="pixels of each face")
     p.add_argument("--still", type=int, metavar="FRAME", help="write this frame as a PNG instead of the video")
-    p.add_argument("--renderer", default="drawn",
-                   help="'drawn' (built in) or package.module:function of your own (e.g. a FaceVerse mesh renderer)")
+    p.add_argument(
+        "--renderer",
+        default="drawn",
+        help="'drawn' (built in) or package.module:function of your own (e.g. a FaceVerse mesh renderer)",
+    )
     p.set_defaults(func=cmd_render)
 
     p = add_parser(
-        "score", help="REACT2024 metrics for predictions made elsewhere (the official shapes)",
+        "score",
+        help="REACT2024 metrics for predictions made elsewhere (the official shapes)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Score emotion predictions (N, α, T, 25) against a split's ground truth, with the same\n"
         "table, JSON and plots as `evaluate`. Sample order: with R rows in <split>.csv, sample s < R is row s\n"
@@ -538,18 +757,28 @@ def build_parser() -> argparse.ArgumentParser:
         "  reactdiff score preds.pt --threedmm 3dmm.npy --corpus /data/REACT2024 --split val --clips order.txt\n"
         "  reactdiff score out/ --store data/store --split test          # a folder written by `generate`\n"
         "  reactdiff score csv_folder/ --corpus data/corpus --split test --baselines \\\n"
-        "      --tracking-uri http://127.0.0.1:5000 --label my-team   # also a run of its own in MLflow")
-    p.add_argument("predictions", type=Path,
-                   help="emotion .npy/.pt (N, α, T, 25), a `generate` folder, or a folder of per-clip CSVs")
+        "      --tracking-uri http://127.0.0.1:5000 --label my-team   # also a run of its own in MLflow",
+    )
+    p.add_argument(
+        "predictions",
+        type=Path,
+        help="emotion .npy/.pt (N, α, T, 25), a `generate` folder, or a folder of per-clip CSVs",
+    )
     p.add_argument("--corpus", type=Path, help="ground truth: a REACT2024-layout corpus root")
     p.add_argument("--store", help="ground truth: a feature store, folder or URI (its matrix included)")
     p.add_argument("--split", default="test")
-    p.add_argument("--appropriate", type=Path,
-                   help="the (N, N) appropriateness matrix (.npy/.csv), e.g. the official neighbour_emotion_test.npy; "
-                   "default: the store's, or for a corpus computed from speaker similarity like `prepare`")
+    p.add_argument(
+        "--appropriate",
+        type=Path,
+        help="the (N, N) appropriateness matrix (.npy/.csv), e.g. the official neighbour_emotion_test.npy; "
+        "default: the store's, or for a corpus computed from speaker similarity like `prepare`",
+    )
     p.add_argument("--threedmm", type=Path, help="3DMM predictions (N, α, T, 58), checked for shape and values")
-    p.add_argument("--clips", type=Path,
-                   help="the speaker clip of each prediction row, one per line, to match an array to the split")
+    p.add_argument(
+        "--clips",
+        type=Path,
+        help="the speaker clip of each prediction row, one per line, to match an array to the split",
+    )
     p.add_argument("--label", default="predictions", help="the row name in the table and MLflow")
     p.add_argument("--baselines", action="store_true", help="add B_Random and B_Mime rows (each costs a scoring)")
     p.add_argument("--out", type=Path, default=Path("runs/score"), help="tables and plots")
@@ -557,19 +786,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", default="reactdiff-score", help="the MLflow experiment of that run")
     p.set_defaults(func=cmd_score)
 
-    p = add_parser("demo", help="the whole pipeline on a synthetic corpus, locally, end to end",
-                       description="synth → prepare → stage 1 → stage 2 → sweep → evaluate → promote → "
-                       "generate from models:/…@champion, on a local Ray runtime with an MLflow server "
-                       "on a SQLite file (127.0.0.1). Ends with the metric table against the naive "
-                       "baselines, the real-time factor of online generation, where the plots, a reaction "
-                       "video and the MLflow database are, and the command that opens the MLflow UI. The full size "
-                       "takes about 15 minutes on 2 CPU cores.")
-    p.add_argument("--workdir", type=Path, default=Path("demo_out"),
-                   help="folder for the corpus, store, checkpoints, MLflow database, plots and "
-                   "generated reactions (its demo outputs are replaced)")
-    p.add_argument("--size", choices=["full", "small"], default="full",
-                   help="full: the recipe in configs/demo.yaml at learning size; small: a minute-long "
-                   "smoke run (what the end-to-end test runs)")
+    p = add_parser(
+        "demo",
+        help="the whole pipeline on a synthetic corpus, locally, end to end",
+        description="synth → prepare → stage 1 → stage 2 → sweep → evaluate → promote → "
+        "generate from models:/…@champion, on a local Ray runtime with an MLflow server "
+        "on a SQLite file (127.0.0.1). Ends with the metric table against the naive "
+        "baselines, the real-time factor of online generation, where the plots, a reaction "
+        "video and the MLflow database are, and the command that opens the MLflow UI. The full size "
+        "takes about 15 minutes on 2 CPU cores.",
+    )
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("demo_out"),
+        help="folder for the corpus, store, checkpoints, MLflow database, plots and "
+        "generated reactions (its demo outputs are replaced)",
+    )
+    p.add_argument(
+        "--size",
+        choices=["full", "small"],
+        default="full",
+        help="full: the recipe in configs/demo.yaml at learning size; small: a minute-long "
+        "smoke run (what the end-to-end test runs)",
+    )
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -580,11 +820,13 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     bad = [word for word in extra if "=" not in word or word.startswith("-")]
     if bad or (extra and not getattr(args, "accepts_overrides", False)):
-        parser.error(f"unrecognized arguments: {' '.join(bad or extra)} "
-                     "(overrides are key=value words, e.g. train.epochs=3)")
+        parser.error(
+            f"unrecognized arguments: {' '.join(bad or extra)} (overrides are key=value words, e.g. train.epochs=3)"
+        )
     args.overrides = extra
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     from reactdiff.config import ConfigError
     from reactdiff.data.prepare import PrepareError
 

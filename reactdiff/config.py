@@ -45,7 +45,8 @@ class MMTConfig(_Strict):
     ff_mult: int = Field(2, gt=0, description="feed-forward width as a multiple of the decoder width")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     latent_noise: float = Field(
-        0.0, ge=0.0,
+        0.0,
+        ge=0.0,
         description="training only: Gaussian noise added to the latent before decoding, as a fraction "
         "of each dimension's batch std, so the decoder tolerates the imperfect latents stage 2 "
         "samples (0 = the paper's plain autoencoder)",
@@ -65,9 +66,7 @@ class LRSConfig(_Strict):
 
     mode: Literal["off", "mean", "mean+scale"] = "mean"
     reference_clips: int = Field(4, ge=1, description="clips per listener used to estimate a style")
-    shrinkage: float = Field(
-        4.0, ge=0.0, description="pseudo-count k: style = (n·listener + k·global)/(n + k)"
-    )
+    shrinkage: float = Field(4.0, ge=0.0, description="pseudo-count k: style = (n·listener + k·global)/(n + k)")
 
 
 class DiffusionConfig(_Strict):
@@ -79,16 +78,21 @@ class DiffusionConfig(_Strict):
     unet_channels: list[int] = Field(default_factory=lambda: [128, 256], min_length=1)
     time_embed_dim: int = Field(128, gt=0)
     ema_decay: float = Field(
-        0.999, ge=0.0, lt=1.0,
+        0.999,
+        ge=0.0,
+        lt=1.0,
         description="EMA decay of the denoiser used for sampling, warmed up as min(decay, (1+n)/(10+n))",
     )
     condition_dropout: float = Field(
-        0.0, ge=0.0, lt=1.0,
+        0.0,
+        ge=0.0,
+        lt=1.0,
         description="classifier-free guidance training: probability of zeroing the speaker "
         "condition (0 = the paper's plain conditional model)",
     )
     guidance_scale: float = Field(
-        1.0, ge=0.0,
+        1.0,
+        ge=0.0,
         description="classifier-free guidance weight at sampling; 1 = plain conditional sampling "
         "(values != 1 need condition_dropout > 0 in training)",
     )
@@ -129,18 +133,21 @@ class ModelConfig(_Strict):
 
 class DataConfig(_Strict):
     # str, not Path: a Path would fold the '//' of s3://bucket/prefix.
-    store: str = Field("data/store", description="feature store written by `prepare`: a folder or a "
-                       "pyarrow.fs URI (s3://bucket/prefix)")
+    store: str = Field(
+        "data/store",
+        description="feature store written by `prepare`: a folder or a pyarrow.fs URI (s3://bucket/prefix)",
+    )
     corpus: Path | None = Field(
-        None, description="the corpus the store was prepared from; `evaluate` reads the speakers' real video "
-        "and audio from it for its videos (none: no videos)")
+        None,
+        description="the corpus the store was prepared from; `evaluate` reads the speakers' real video "
+        "and audio from it for its videos (none: no videos)",
+    )
     train_split: str = "train"
     val_split: str = "val"
-    crop_frames: int = Field(
-        0, ge=0, description="random crop length per training sample; 0 trains on whole clips"
-    )
+    crop_frames: int = Field(0, ge=0, description="random crop length per training sample; 0 trains on whole clips")
     shuffle_rows: int = Field(
-        16, ge=0,
+        16,
+        ge=0,
         description="rows (dyads) in each training worker's local shuffle buffer, reseeded every "
         "epoch; memory grows with it (a paper-profile row is ~80 MB); 0 reads in store order",
     )
@@ -182,15 +189,20 @@ class TrainConfig(_Strict):
     )
     seed: int = 0
     eval_every: int = Field(
-        1, ge=1,
+        1,
+        ge=1,
         description="stage 2: score generated val reactions with the REACT2024 metrics every this many "
         "epochs and at the last (val_FRDist, ...); stage 1 reports its reconstruction metrics every epoch",
     )
     eval_alpha: int | None = Field(
-        None, ge=1, description="reactions per val speaker in that scoring; unset: 3 in sweeps, 10 otherwise",
+        None,
+        ge=1,
+        description="reactions per val speaker in that scoring; unset: 3 in sweeps, 10 otherwise",
     )
     eval_samples: int = Field(
-        0, ge=0, description="score a fixed subset of this many val samples (seeded by train.seed); 0 = all",
+        0,
+        ge=0,
+        description="score a fixed subset of this many val samples (seeded by train.seed); 0 = all",
     )
     eval_precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
@@ -274,12 +286,9 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     parsed = []
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(
-                f"override '{item}' is not of the form key=value (e.g. train.epochs=3)"
-            )
+            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. train.epochs=3)")
         key, raw = item.split("=", 1)
-        parsed.append((key.strip(), yaml.safe_load(raw) if raw != "" else "")
-        )
+        parsed.append((key.strip(), yaml.safe_load(raw) if raw != "" else ""))
     return parsed
 
 
@@ -346,8 +355,9 @@ def _validate(tree: dict[str, Any], source: str) -> ExperimentConfig:
         raise ConfigError(_format_validation_error(err, source)) from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, *,
-                stage: int | None = None, sweep: bool = False) -> ExperimentConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, *, stage: int | None = None, sweep: bool = False
+) -> ExperimentConfig:
     """Load a YAML recipe (or the defaults when `path` is None) and apply dotted overrides.
 
     The recipe's `stage1:`/`stage2:` block is laid over it for the run's stage (`stage`, else a
@@ -365,8 +375,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{source}: '{name}' must be a mapping of sections (e.g. train: {{epochs: 10}})")
         _validate(_merge(tree, block), f"{source}, block '{name}'")
     parsed = parse_overrides(overrides or [])
-    stage = stage or next((int(value) for key, value in parsed if key == "train.stage"), None) \
+    stage = (
+        stage
+        or next((int(value) for key, value in parsed if key == "train.stage"), None)
         or tree.get("train", {}).get("stage", 1)
+    )
     if stage not in STAGE_BLOCKS:
         raise ConfigError(f"{source}: train.stage must be 1 or 2 (got {stage!r})")
     tree = _merge(tree, {"train": {"stage": stage}})

@@ -46,8 +46,16 @@ def say(message: str) -> None:
 def progress(iterable: Iterable[T], total: int, desc: str, unit: str = "it") -> Iterator[T]:
     """A progress bar on the terminal (with the rate and an ETA); a line in the log when it ends."""
     # delay: loops that end within 2 s draw no bar at all.
-    bar = tqdm(iterable, total=total, desc=desc, file=_progress or sys.stderr, dynamic_ncols=True,
-               mininterval=1.0, delay=2.0, unit=unit)
+    bar = tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        file=_progress or sys.stderr,
+        dynamic_ncols=True,
+        mininterval=1.0,
+        delay=2.0,
+        unit=unit,
+    )
     yield from bar
     if _log is not None:
         print(f"{desc}: {bar.n}/{total} in {duration(bar.format_dict['elapsed'])}", file=_log, flush=True)
@@ -64,8 +72,9 @@ def _tail(path: Path, lines: int) -> str:
 
 
 @contextmanager
-def session(log_dir: Path, command: str, verbose: bool,
-            expected: tuple[type[BaseException], ...] = ()) -> Iterator[Path | None]:
+def session(
+    log_dir: Path, command: str, verbose: bool, expected: tuple[type[BaseException], ...] = ()
+) -> Iterator[Path | None]:
     """Redirect fds 1 and 2 to `<log_dir>/<command>-<time>.log` for the block (unless verbose);
     yields the log's path. A failure prints the log's last lines and its path to the terminal,
     unless it is `expected` (its message says what to do, and the caller prints it)."""
@@ -105,8 +114,12 @@ def session(log_dir: Path, command: str, verbose: bool,
             stream.close()
         _progress = _results = _log = None
         if failed is not None and not isinstance(failed, expected):
-            print(f"--- the last {LOG_TAIL_LINES} lines of {log} ---\n{_tail(log, LOG_TAIL_LINES)}"
-                  f"--- full log: {log} ---", file=sys.stderr, flush=True)
+            print(
+                f"--- the last {LOG_TAIL_LINES} lines of {log} ---\n{_tail(log, LOG_TAIL_LINES)}"
+                f"--- full log: {log} ---",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def _ray_is_up() -> bool:

@@ -85,8 +85,7 @@ def lite_features(path: str | Path) -> tuple[str, dict[str, np.ndarray]]:
     root, split, ref = corpus.locate_clip(path)
     clip = corpus.load_clip(root, split, ref)
     audio, rate = clip.read_audio()
-    return ref.path, {"emotion": clip.emotion, "3dmm": clip.face3d,
-                      "mfcc": features.mfcc(audio, rate, clip.frames)}
+    return ref.path, {"emotion": clip.emotion, "3dmm": clip.face3d, "mfcc": features.mfcc(audio, rate, clip.frames)}
 
 
 def load_speakers(speaker: str | Path, streams: Sequence[str]) -> Speakers:
@@ -100,8 +99,10 @@ def load_speakers(speaker: str | Path, streams: Sequence[str]) -> Speakers:
         # A person-clip speaks once per split; keep the first sample of any repeated clip.
         first = {clip: i for i, clip in reversed(list(enumerate(samples["speaker_clip"])))}
         rows = sorted(first.values())
-        return Speakers([samples["speaker_clip"][i] for i in rows],
-                        {s: np.asarray(a[rows], dtype=np.float32) for s, a in samples["speaker"].items()})
+        return Speakers(
+            [samples["speaker_clip"][i] for i in rows],
+            {s: np.asarray(a[rows], dtype=np.float32) for s, a in samples["speaker"].items()},
+        )
     missing = sorted(set(streams) - set(LITE_STREAMS))
     if missing:
         raise ValueError(
@@ -132,8 +133,10 @@ def listener_style(model: ReactDiff, listener_ref: Sequence[str | Path]) -> List
 
 def _stage2(model: Any, source: str) -> ReactDiff:
     if not isinstance(model, ReactDiff):
-        raise ValueError(f"model '{source}' is a {type(model).__name__} (stage 1); generate needs a "
-                         "stage-2 ReactDiff checkpoint or its registered model")
+        raise ValueError(
+            f"model '{source}' is a {type(model).__name__} (stage 1); generate needs a "
+            "stage-2 ReactDiff checkpoint or its registered model"
+        )
     return model
 
 
@@ -152,11 +155,15 @@ class Generator:
             schema = self.pyfunc.metadata.get_params_schema()
             self.declared_params = set() if schema is None else {p.name for p in schema.params}
             if not self.declared_params >= {"alpha", "mode", "seed"}:
-                log.warning("%s declares no params schema for alpha/mode/seed (MLflow would drop "
-                            "them); calling its logged predict directly", text)
+                log.warning(
+                    "%s declares no params schema for alpha/mode/seed (MLflow would drop "
+                    "them); calling its logged predict directly",
+                    text,
+                )
 
-    def __call__(self, feats: dict[str, np.ndarray], alpha: int, mode: str, seed: int | None,
-                 style: ListenerStyle | None) -> dict[str, np.ndarray]:
+    def __call__(
+        self, feats: dict[str, np.ndarray], alpha: int, mode: str, seed: int | None, style: ListenerStyle | None
+    ) -> dict[str, np.ndarray]:
         """{stream: (B, T, D)} → {"3dmm": (B, α, T, 58), "emotion": (B, α, T, 25)} numpy; speaker b
         is seeded `seed + b`."""
         if self.pyfunc is not None and style is None:
@@ -180,8 +187,14 @@ def write_emotion_csv(path: Path, emotion: np.ndarray) -> None:
     """(T, 25) → REACT2024 Emotion CSV; AUs as 0/1 occurrences."""
     values = emotion.astype(np.float64).copy()
     values[:, layout.AU_SLICE] = values[:, layout.AU_SLICE] >= 0.5
-    np.savetxt(path, values, delimiter=",", comments="", header=",".join(layout.EMOTION_COLUMNS),
-               fmt=["%d"] * len(layout.AU_NAMES) + ["%.6f"] * (layout.EMOTION_DIM - len(layout.AU_NAMES)))
+    np.savetxt(
+        path,
+        values,
+        delimiter=",",
+        comments="",
+        header=",".join(layout.EMOTION_COLUMNS),
+        fmt=["%d"] * len(layout.AU_NAMES) + ["%.6f"] * (layout.EMOTION_DIM - len(layout.AU_NAMES)),
+    )
 
 
 def plot_emotion(path: Path, clip: str, speaker: np.ndarray, reactions: np.ndarray) -> None:
@@ -204,9 +217,17 @@ def plot_emotion(path: Path, clip: str, speaker: np.ndarray, reactions: np.ndarr
     figure.savefig(path, dpi=80)
 
 
-def generate_to_dir(model_uri: str | Path, speaker: str | Path, out_dir: str | Path, alpha: int = 10,
-                    mode: str = "offline", listener_ref: Sequence[str | Path] | None = None,
-                    seed: int | None = None, tracking_uri: str | None = None, max_clips: int = 0) -> list[Path]:
+def generate_to_dir(
+    model_uri: str | Path,
+    speaker: str | Path,
+    out_dir: str | Path,
+    alpha: int = 10,
+    mode: str = "offline",
+    listener_ref: Sequence[str | Path] | None = None,
+    seed: int | None = None,
+    tracking_uri: str | None = None,
+    max_clips: int = 0,
+) -> list[Path]:
     """Generate α reactions per speaker clip (the first `max_clips` of them; 0: all) and write
     them under `out_dir` (module doc); returns the files written."""
     if alpha < 1:
@@ -222,15 +243,20 @@ def generate_to_dir(model_uri: str | Path, speaker: str | Path, out_dir: str | P
     out_dir.mkdir(parents=True, exist_ok=True)
     n, frames = len(speakers.clips), int(speakers.feats["emotion"].shape[1])
     # The whole run in the REACT2024 shape, written batch by batch (a test split's 3DMM is ~1 GB).
-    arrays = {key: np.lib.format.open_memmap(out_dir / name, mode="w+", dtype=np.float32, shape=(n, alpha, frames, dim))
-              for key, name, dim in (("emotion", layout.EMOTION_FILE, layout.EMOTION_DIM),
-                                     ("3dmm", layout.FACE3D_FILE, layout.FACE3D_DIM))}
+    arrays = {
+        key: np.lib.format.open_memmap(out_dir / name, mode="w+", dtype=np.float32, shape=(n, alpha, frames, dim))
+        for key, name, dim in (
+            ("emotion", layout.EMOTION_FILE, layout.EMOTION_DIM),
+            ("3dmm", layout.FACE3D_FILE, layout.FACE3D_DIM),
+        )
+    }
     written: list[Path] = [out_dir / layout.EMOTION_FILE, out_dir / layout.FACE3D_FILE]
     starts = range(0, n, GENERATION_BATCH)
     for start in console.progress(starts, total=len(starts), desc="generate", unit="batch"):
         stop = min(start + GENERATION_BATCH, n)
-        feats = {name: values[start:stop] for name, values in speakers.feats.items()
-                 if name in generator.model.mmt.streams}
+        feats = {
+            name: values[start:stop] for name, values in speakers.feats.items() if name in generator.model.mmt.streams
+        }
         out = generator(feats, alpha, mode, None if seed is None else seed + start, style)
         for key, array in arrays.items():
             array[start:stop] = out[key]
@@ -245,16 +271,30 @@ def generate_to_dir(model_uri: str | Path, speaker: str | Path, out_dir: str | P
             written.append(folder / "emotion.png")
     for array in arrays.values():
         array.flush()
-    summary = {"model": str(model_uri), "speaker": str(speaker), "alpha": alpha, "mode": mode,
-               "seed": seed, "listener_ref": [str(p) for p in listener_ref or []],
-               "frames": frames, "clips": speakers.clips}
+    summary = {
+        "model": str(model_uri),
+        "speaker": str(speaker),
+        "alpha": alpha,
+        "mode": mode,
+        "seed": seed,
+        "listener_ref": [str(p) for p in listener_ref or []],
+        "frames": frames,
+        "clips": speakers.clips,
+    }
     (out_dir / layout.SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     written.append(out_dir / layout.SUMMARY_FILE)
     return written
 
 
-def serving_request(model_uri: str | Path, speaker: str | Path, max_clips: int = 1, alpha: int = 10,
-                    mode: str = "offline", seed: int | None = None, tracking_uri: str | None = None) -> dict:
+def serving_request(
+    model_uri: str | Path,
+    speaker: str | Path,
+    max_clips: int = 1,
+    alpha: int = 10,
+    mode: str = "offline",
+    seed: int | None = None,
+    tracking_uri: str | None = None,
+) -> dict:
     """The JSON body for the served pyfunc (`mlflow models serve`, README "Serving the champion"):
     the model's streams of the first `max_clips` speaker clips of `speaker` (0: all), and the params.
 
@@ -266,8 +306,10 @@ def serving_request(model_uri: str | Path, speaker: str | Path, max_clips: int =
     speakers = load_speakers(speaker, list(streams))
     clips = max_clips or len(speakers.clips)
     # float32 → Python float is exact, so the server sees the store's values bit for bit.
-    return {"inputs": {name: speakers.feats[name][:clips].tolist() for name in streams},
-            "params": {"alpha": alpha, "mode": mode, **({} if seed is None else {"seed": seed})}}
+    return {
+        "inputs": {name: speakers.feats[name][:clips].tolist() for name in streams},
+        "params": {"alpha": alpha, "mode": mode, **({} if seed is None else {"seed": seed})},
+    }
 
 
 @dataclass
@@ -284,12 +326,19 @@ class RealTime:
 
     def summary(self) -> str:
         times = sorted(self.seconds_per_window)
-        return (f"real-time factor {self.factor:.2f} (one {self.window_seconds:.1f} s window takes "
-                f"{times[len(times) // 2]:.2f} s median, {times[-1]:.2f} s worst; below 1 keeps up)")
+        return (
+            f"real-time factor {self.factor:.2f} (one {self.window_seconds:.1f} s window takes "
+            f"{times[len(times) // 2]:.2f} s median, {times[-1]:.2f} s worst; below 1 keeps up)"
+        )
 
 
-def measure_real_time(model: ReactDiff, speaker_feats: dict[str, torch.Tensor], alpha: int = 10,
-                      fps: int = layout.FPS, seed: int | None = 0) -> RealTime:
+def measure_real_time(
+    model: ReactDiff,
+    speaker_feats: dict[str, torch.Tensor],
+    alpha: int = 10,
+    fps: int = layout.FPS,
+    seed: int | None = 0,
+) -> RealTime:
     """Time `model.generate_online` on one speaker clip (a batch of 1), window by window."""
     seconds = []
     start = time.perf_counter()

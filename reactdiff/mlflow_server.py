@@ -35,8 +35,9 @@ def wait_until_answering(url: str, process: subprocess.Popen, log: Path, timeout
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the server exited with {process.returncode}; its log ({log}):\n"
-                               f"{log.read_text()[-4000:]}")
+            raise RuntimeError(
+                f"the server exited with {process.returncode}; its log ({log}):\n{log.read_text()[-4000:]}"
+            )
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
@@ -59,17 +60,25 @@ def mlflow_server(tmp_dir: str | Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     log = tmp_dir / "mlflow-server.log"
     command = [
-        str(Path(sys.executable).with_name("mlflow")), "server",
-        "--backend-store-uri", f"sqlite:///{tmp_dir / 'mlflow.db'}",
-        "--default-artifact-root", str(tmp_dir / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port),
-        "--workers", "1",  # tests share two CPU cores
+        str(Path(sys.executable).with_name("mlflow")),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_dir / 'mlflow.db'}",
+        "--default-artifact-root",
+        str(tmp_dir / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",  # tests share two CPU cores
     ]
     # The job runner (8 huey worker processes, for MLflow's GenAI jobs) is not needed here.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with log.open("wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
-                                   start_new_session=True, cwd=tmp_dir, env=env)
+        process = subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_dir, env=env
+        )
     try:
         wait_until_answering(f"{url}/health", process, log)
         yield url

@@ -69,8 +69,12 @@ def release_orphaned_placement_groups() -> int:
         # A group made by the driver itself (Tune's trial groups) has no creator actor and counts
         # as "creator dead" from the start.
         made_by_dead_actor = record.creator_actor_dead and not ray.ActorID(record.creator_actor_id).is_nil()
-        if (made_by_dead_actor and not record.is_detached and record.creator_job_id.hex() == job_id
-                and record.state != gcs_pb2.PlacementGroupTableData.REMOVED):
+        if (
+            made_by_dead_actor
+            and not record.is_detached
+            and record.creator_job_id.hex() == job_id
+            and record.state != gcs_pb2.PlacementGroupTableData.REMOVED
+        ):
             remove_placement_group(PlacementGroup(ray.PlacementGroupID(record.placement_group_id)))
             freed += 1
     return freed
@@ -146,6 +150,12 @@ def start_worker_node(gcs_address: str, num_cpus: int, temp_dir: str, agent_port
     from ray._private.node import Node
     from ray._private.parameter import RayParams
 
-    params = RayParams(gcs_address=gcs_address, node_ip_address="127.0.0.1", num_cpus=num_cpus,
-                       temp_dir=temp_dir, dashboard_agent_listen_port=agent_port, include_log_monitor=False)
+    params = RayParams(
+        gcs_address=gcs_address,
+        node_ip_address="127.0.0.1",
+        num_cpus=num_cpus,
+        temp_dir=temp_dir,
+        dashboard_agent_listen_port=agent_port,
+        include_log_monitor=False,
+    )
     return Node(params, head=False, shutdown_at_exit=True, spawn_reaper=True)

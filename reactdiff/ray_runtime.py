@@ -68,6 +68,10 @@ def ray_init() -> None:
             logger.warning(
                 "this local Ray runtime binds the machine's network address, not 127.0.0.1: call "
                 "ray_runtime.bind_local_ray_to_loopback() before Python imports ray (the reactdiff "
-                "command does this itself)")
-        ray.init(num_cpus=(os.cpu_count() or 1) + LOCAL_EXTRA_CPUS, include_dashboard=False,
-                 runtime_env={"worker_process_setup_hook": SETUP_HOOK})
+                "command does this itself)"
+            )
+        ray.init(
+            num_cpus=(os.cpu_count() or 1) + LOCAL_EXTRA_CPUS,
+            include_dashboard=False,
+            runtime_env={"worker_process_setup_hook": SETUP_HOOK},
+        )

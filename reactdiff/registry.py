@@ -110,8 +110,11 @@ class PromotionResult:
         return self.decision in ("promoted", "forced")
 
     def summary(self) -> str:
-        before = ("no champion before" if self.previous_champion is None else
-                  f"previous champion v{self.previous_champion} ({self.metric}={_fmt(self.previous_value)})")
+        before = (
+            "no champion before"
+            if self.previous_champion is None
+            else f"previous champion v{self.previous_champion} ({self.metric}={_fmt(self.previous_value)})"
+        )
         lines = [
             f"{self.model_name} v{self.version} (run {self.run_id}, {self.split} {self.metric}="
             f"{_fmt(self.value)}): {self.decision}; {before}; champion is now v{self.champion_version}",
@@ -221,8 +224,9 @@ def _better(value: float, than: float, mode: Mode) -> bool:
     return value < than if mode == "min" else value > than
 
 
-def _select(runs: list[Run], metric: str, mode: Mode, split: str,
-            store_fingerprint: str | None) -> tuple[Run, list[str]]:
+def _select(
+    runs: list[Run], metric: str, mode: Mode, split: str, store_fingerprint: str | None
+) -> tuple[Run, list[str]]:
     """The best FINISHED run evaluated on `split` (and on `store_fingerprint` when given), plus
     notes on what was skipped. Runs of several stores without a reference fingerprint refuse."""
     notes: list[str] = []
@@ -235,12 +239,14 @@ def _select(runs: list[Run], metric: str, mode: Mode, split: str,
             skipped.setdefault(f"no finite metric '{metric}'", []).append(run_id)
         elif tags.get(EVAL_SPLIT_TAG) != split:
             skipped.setdefault(f"{EVAL_SPLIT_TAG} is not '{split}'", []).append(
-                f"{run_id} ({tags.get(EVAL_SPLIT_TAG, 'no tag')})")
+                f"{run_id} ({tags.get(EVAL_SPLIT_TAG, 'no tag')})"
+            )
         elif not tags.get(STORE_FINGERPRINT_TAG):
             skipped.setdefault(f"no {STORE_FINGERPRINT_TAG} tag", []).append(run_id)
         elif store_fingerprint is not None and tags[STORE_FINGERPRINT_TAG] != store_fingerprint:
             skipped.setdefault(f"evaluated on another store than {store_fingerprint}", []).append(
-                f"{run_id} ({tags[STORE_FINGERPRINT_TAG]})")
+                f"{run_id} ({tags[STORE_FINGERPRINT_TAG]})"
+            )
         else:
             comparable.append(run)
     notes += [f"skipped {len(ids)} run(s), {why}: {', '.join(ids)}" for why, ids in skipped.items()]
@@ -251,13 +257,16 @@ def _select(runs: list[Run], metric: str, mode: Mode, split: str,
     finished = [r for r in comparable if r.info.status == finished_status]
     unfinished = [r for r in comparable if r.info.status != finished_status]
     if unfinished:
-        notes.append(f"skipped {len(unfinished)} run(s) that did not finish: " + ", ".join(
-            f"{r.info.run_id} ({r.info.status})" for r in unfinished))
+        notes.append(
+            f"skipped {len(unfinished)} run(s) that did not finish: "
+            + ", ".join(f"{r.info.run_id} ({r.info.status})" for r in unfinished)
+        )
     if comparable and comparable[0].info.status != finished_status:
         best = comparable[0]
         notes.append(
             f"the best {split} {metric} overall ({_fmt(best.data.metrics[metric])}) is run "
-            f"{best.info.run_id}, which is {best.info.status}: promote again once it has FINISHED")
+            f"{best.info.run_id}, which is {best.info.status}: promote again once it has FINISHED"
+        )
     if not finished:
         raise PromotionError(
             f"no FINISHED run with metric '{metric}' evaluated on split '{split}'"
@@ -349,7 +358,11 @@ def _register(client: MlflowClient, model_name: str, run: Run, split: str) -> Mo
             client.set_model_version_tag(model_name, version.version, key, value)
         return client.get_model_version(model_name, version.version)
     return client.create_model_version(
-        model_name, source=f"models:/{model_id}", run_id=run.info.run_id, tags=tags, model_id=model_id,
+        model_name,
+        source=f"models:/{model_id}",
+        run_id=run.info.run_id,
+        tags=tags,
+        model_id=model_id,
     )
 
 
@@ -364,10 +377,20 @@ def _move_champion(client: MlflowClient, model_name: str, version: str) -> None:
         )
 
 
-def promote(tracking_uri: str, experiment: str, metric: str, mode: Mode, model_name: str,
-            split: str = "val", force: bool = False, store_fingerprint: str | None = None,
-            require_existing: bool = False, lock_timeout_s: float = 120.0, run_id: str | None = None,
-            record: dict[str, str] | None = None) -> PromotionResult:
+def promote(
+    tracking_uri: str,
+    experiment: str,
+    metric: str,
+    mode: Mode,
+    model_name: str,
+    split: str = "val",
+    force: bool = False,
+    store_fingerprint: str | None = None,
+    require_existing: bool = False,
+    lock_timeout_s: float = 120.0,
+    run_id: str | None = None,
+    record: dict[str, str] | None = None,
+) -> PromotionResult:
     """Register the best FINISHED run of `experiment` on `metric` (`mode` min|max, evaluated on
     `split`) as `challenger`, and make it `champion` if it beats the current champion (or `force`).
 
@@ -381,8 +404,10 @@ def promote(tracking_uri: str, experiment: str, metric: str, mode: Mode, model_n
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        raise PromotionError(f"experiment '{experiment}' does not exist at {tracking_uri}; "
-                             "check --experiment (the tracking.experiment of the runs)")
+        raise PromotionError(
+            f"experiment '{experiment}' does not exist at {tracking_uri}; "
+            "check --experiment (the tracking.experiment of the runs)"
+        )
     with RegistryLock(client, model_name, lock_timeout_s):
         _ensure_model(client, model_name, create=not require_existing)
         champion = _alias_version(client, model_name, CHAMPION)
@@ -403,11 +428,22 @@ def promote(tracking_uri: str, experiment: str, metric: str, mode: Mode, model_n
             raise PromotionError(
                 f"run {best.info.run_id} trained a stage-{stage} model, but champion v{champion.version} of "
                 f"'{model_name}' is a stage-{champion_stage} model: register each stage under its own name "
-                "(stage-1 MMTs e.g. as --model-name reactdiff-mmt, evaluated with --metric recon_FRDist --mode min)")
+                "(stage-1 MMTs e.g. as --model-name reactdiff-mmt, evaluated with --metric recon_FRDist --mode min)"
+            )
         if champion is not None and champion.run_id == best.info.run_id:
-            return PromotionResult(model_name, champion.version, best.info.run_id, metric, split, value,
-                                   "already champion", champion.version, champion.version,
-                                   _version_metric(champion, metric), notes)
+            return PromotionResult(
+                model_name,
+                champion.version,
+                best.info.run_id,
+                metric,
+                split,
+                value,
+                "already champion",
+                champion.version,
+                champion.version,
+                _version_metric(champion, metric),
+                notes,
+            )
 
         version = _register(client, model_name, best, split).version
         for tag, text in (record or {}).items():
@@ -431,22 +467,36 @@ def promote(tracking_uri: str, experiment: str, metric: str, mode: Mode, model_n
                 decision = "promoted"
             else:
                 decision = "kept champion"
-                notes.append(f"v{version} {split} {metric}={_fmt(value)} does not beat champion "
-                             f"v{champion.version} ({_fmt(champion_value)}, mode {mode})")
+                notes.append(
+                    f"v{version} {split} {metric}={_fmt(value)} does not beat champion "
+                    f"v{champion.version} ({_fmt(champion_value)}, mode {mode})"
+                )
 
         previous = None if champion is None else champion.version
         if decision == "kept champion":
-            client.set_model_version_tag(model_name, version, DECISION_TAG,
-                                         f"kept champion v{previous}")
-            return PromotionResult(model_name, version, best.info.run_id, metric, split, value, decision,
-                                   previous, previous, champion_value, notes)
+            client.set_model_version_tag(model_name, version, DECISION_TAG, f"kept champion v{previous}")
+            return PromotionResult(
+                model_name,
+                version,
+                best.info.run_id,
+                metric,
+                split,
+                value,
+                decision,
+                previous,
+                previous,
+                champion_value,
+                notes,
+            )
         # The rollback record goes first: a crash after it leaves a champion that can be rolled back.
         client.set_model_version_tag(model_name, version, PREVIOUS_CHAMPION_TAG, previous or "")
         _move_champion(client, model_name, version)
-        client.set_model_version_tag(model_name, version, DECISION_TAG,
-                                     f"{decision} ({split} {metric}={_fmt(value)}, mode {mode})")
-    return PromotionResult(model_name, version, best.info.run_id, metric, split, value, decision,
-                           version, previous, champion_value, notes)
+        client.set_model_version_tag(
+            model_name, version, DECISION_TAG, f"{decision} ({split} {metric}={_fmt(value)}, mode {mode})"
+        )
+    return PromotionResult(
+        model_name, version, best.info.run_id, metric, split, value, decision, version, previous, champion_value, notes
+    )
 
 
 def _incomparable(champion: ModelVersion, metric: str, split: str, store: str) -> str:
@@ -454,8 +504,9 @@ def _incomparable(champion: ModelVersion, metric: str, split: str, store: str) -
     if champion.tags.get(EVAL_SPLIT_TAG) != split:
         return f"the champion was evaluated on split '{champion.tags.get(EVAL_SPLIT_TAG)}', not '{split}'"
     if champion.tags.get(STORE_FINGERPRINT_TAG) != store:
-        return (f"the champion was evaluated on store {champion.tags.get(STORE_FINGERPRINT_TAG)}, "
-                f"the candidate on {store}")
+        return (
+            f"the champion was evaluated on store {champion.tags.get(STORE_FINGERPRINT_TAG)}, the candidate on {store}"
+        )
     if _version_metric(champion, metric) is None:
         return f"the champion has no '{metric}' in its {METRICS_TAG} tag"
     return ""
@@ -485,9 +536,11 @@ def rollback(tracking_uri: str, model_name: str, lock_timeout_s: float = 120.0) 
             if _not_found(err):
                 raise PromotionError(
                     f"{model_name} v{champion.version} records v{previous} as the previous champion, "
-                    "but that version was deleted; set the alias by hand") from None
+                    "but that version was deleted; set the alias by hand"
+                ) from None
             raise
         _move_champion(client, model_name, previous)
-        client.set_model_version_tag(model_name, champion.version, ROLLED_BACK_TAG,
-                                     f"champion moved back to v{previous} at {time.time():.0f}")
+        client.set_model_version_tag(
+            model_name, champion.version, ROLLED_BACK_TAG, f"champion moved back to v{previous} at {time.time():.0f}"
+        )
     return previous

@@ -81,8 +81,19 @@ MOUTH = np.array([72, 20, 30], np.float32)
 CHEEK = np.array([240, 120, 120], np.float32)
 CREASE = np.array([160, 110, 90], np.float32)
 POSITIVE, NEGATIVE = np.array([90, 200, 110], np.uint8), np.array([220, 80, 70], np.uint8)
-EXPRESSION_COLOURS = np.array([[200, 200, 200], [250, 210, 60], [80, 130, 230], [250, 150, 40],
-                               [170, 90, 200], [110, 170, 60], [230, 60, 50], [140, 110, 90]], np.uint8)
+EXPRESSION_COLOURS = np.array(
+    [
+        [200, 200, 200],
+        [250, 210, 60],
+        [80, 130, 230],
+        [250, 150, 40],
+        [170, 90, 200],
+        [110, 170, 60],
+        [230, 60, 50],
+        [140, 110, 90],
+    ],
+    np.uint8,
+)
 
 # Renderer: (emotion (25,), 3DMM (58,), size) → (size, size, 3) uint8 RGB.
 Renderer = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
@@ -130,12 +141,13 @@ class _Upright:
         return self.image[r0:r1, c0:c1], np.abs(self.fx[None, c0:c1]), self.fy[r0:r1, None]
 
 
-def _segment(x: np.ndarray, y: np.ndarray, start: tuple[float, float], stop: tuple[float, float],
-             half_width: float) -> np.ndarray:
+def _segment(
+    x: np.ndarray, y: np.ndarray, start: tuple[float, float], stop: tuple[float, float], half_width: float
+) -> np.ndarray:
     """Pixels within `half_width` of the segment start→stop (a thick line with round ends)."""
     dx, dy = stop[0] - start[0], stop[1] - start[1]
     t = np.clip(((x - start[0]) * dx + (y - start[1]) * dy) / (dx * dx + dy * dy), 0, 1)
-    return (x - start[0] - t * dx) ** 2 + (y - start[1] - t * dy) ** 2 < half_width ** 2
+    return (x - start[0] - t * dx) ** 2 + (y - start[1] - t * dy) ** 2 < half_width**2
 
 
 def _ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
@@ -178,8 +190,10 @@ def draw_face(emotion: np.ndarray, pose: np.ndarray, size: int = FACE_SIZE) -> n
     probabilities are not drawn here (see `draw_bars`)."""
     emotion, pose = np.asarray(emotion, np.float64), np.asarray(pose, np.float64)
     if emotion.shape != (layout.EMOTION_DIM,) or pose.shape != (6,):
-        raise ValueError(f"draw_face: expected emotion ({layout.EMOTION_DIM},) and pose (6,) "
-                         f"(3DMM coefficients 52-57), got {emotion.shape} and {pose.shape}")
+        raise ValueError(
+            f"draw_face: expected emotion ({layout.EMOTION_DIM},) and pose (6,) "
+            f"(3DMM coefficients 52-57), got {emotion.shape} and {pose.shape}"
+        )
     au = {name: _clamp(float(emotion[i]), 0.0, 1.0) for name, i in _AU.items()}
     pitch, yaw, roll, tx, ty, tz = (float(p) for p in pose)
     face = _Upright(size, pitch, yaw)
@@ -187,7 +201,7 @@ def draw_face(emotion: np.ndarray, pose: np.ndarray, size: int = FACE_SIZE) -> n
 
     # Head: an ellipse, narrower when turned, longer below with the jaw drop.
     y = face.y[:, None]
-    head = (face.x[None, :] / (0.98 * face.squeeze ** 0.5)) ** 2 + (y / np.where(y > 0, 1.2 + jaw, 1.2)) ** 2 < 1
+    head = (face.x[None, :] / (0.98 * face.squeeze**0.5)) ** 2 + (y / np.where(y > 0, 1.2 + jaw, 1.2)) ** 2 < 1
     _paint(face.image, head, SKIN)
 
     image, x, y = face.window(0.55, 0.0, 0.3)
@@ -231,8 +245,10 @@ def draw_face(emotion: np.ndarray, pose: np.ndarray, size: int = FACE_SIZE) -> n
     chin = centre + lower_gap + 0.16
     _paint(image, _segment(x, y, (0.0, chin), (0.12, chin - 0.02), 0.02), CREASE, au["AU17"])
 
-    shift = (_clamp(TRANSLATION_GAIN * tx, -MAX_SHIFT, MAX_SHIFT),
-             _clamp(-TRANSLATION_GAIN * ty, -MAX_SHIFT, MAX_SHIFT))  # 3DMM y points up, image rows down
+    shift = (
+        _clamp(TRANSLATION_GAIN * tx, -MAX_SHIFT, MAX_SHIFT),
+        _clamp(-TRANSLATION_GAIN * ty, -MAX_SHIFT, MAX_SHIFT),
+    )  # 3DMM y points up, image rows down
     scale = math.exp(_clamp(DEPTH_GAIN * tz, -0.5, 0.5))
     return _warp(face.padded.astype(np.uint8), roll, shift, scale)
 
@@ -248,13 +264,13 @@ def draw_bars(emotion: np.ndarray, width: int, height: int) -> np.ndarray:
         top = 1 + k * (row + 1)
         reach = int(round(float(value) * (mid - 2)))
         lo, hi = (mid, mid + reach) if reach >= 0 else (mid + reach, mid)
-        strip[top:top + row, lo:hi + 1] = POSITIVE if reach >= 0 else NEGATIVE
-        strip[top:top + row, mid] = 255  # the zero mark
+        strip[top : top + row, lo : hi + 1] = POSITIVE if reach >= 0 else NEGATIVE
+        strip[top : top + row, mid] = 255  # the zero mark
     base, room = height - 1, height - 2 * (row + 1) - 2
     column = width // len(layout.EXPRESSION_NAMES)
     for k, value in enumerate(np.clip(emotion[layout.EXPR_SLICE], 0, 1)):
         tall = int(round(float(value) * room))
-        strip[base - tall:base, k * column + 1:(k + 1) * column - 1] = EXPRESSION_COLOURS[k]
+        strip[base - tall : base, k * column + 1 : (k + 1) * column - 1] = EXPRESSION_COLOURS[k]
     return strip
 
 
@@ -275,8 +291,9 @@ def load_renderer(spec: str) -> Renderer:
     try:
         renderer = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as exc:
-        raise ValueError(f"renderer '{spec}': cannot import it ({exc}); install the package that "
-                         "provides it into this environment") from None
+        raise ValueError(
+            f"renderer '{spec}': cannot import it ({exc}); install the package that provides it into this environment"
+        ) from None
     if not callable(renderer):
         raise ValueError(f"renderer '{spec}' is not a function")
     return renderer
@@ -346,44 +363,62 @@ def _speaker_frames(path: Path, frames: int, size: int) -> Iterator[np.ndarray]:
         yield last
 
 
-def compose_frames(speaker: Clip, faces: Sequence[Face], face_size: int = FACE_SIZE,
-                   renderer: Renderer = drawn_face, title: str = "speaker") -> Iterator[np.ndarray]:
+def compose_frames(
+    speaker: Clip,
+    faces: Sequence[Face],
+    face_size: int = FACE_SIZE,
+    renderer: Renderer = drawn_face,
+    title: str = "speaker",
+) -> Iterator[np.ndarray]:
     """The video's frames, (H, W, 3) uint8 (one buffer, redrawn in place for every frame): the
     speaker's video beside a grid of `faces`, as long as the shorter of the clip and the faces."""
     if not faces:
         raise ValueError("compose_frames: expected at least one face to draw")
     for face in faces:
         if face.emotion.shape[1:] != (layout.EMOTION_DIM,) or face.threedmm.shape[1:] != (layout.FACE3D_DIM,):
-            raise ValueError(f"compose_frames: face '{face.label}': expected emotion (T, {layout.EMOTION_DIM}) "
-                             f"and 3DMM (T, {layout.FACE3D_DIM}), got {face.emotion.shape} and {face.threedmm.shape}")
+            raise ValueError(
+                f"compose_frames: face '{face.label}': expected emotion (T, {layout.EMOTION_DIM}) "
+                f"and 3DMM (T, {layout.FACE3D_DIM}), got {face.emotion.shape} and {face.threedmm.shape}"
+            )
     frames = min(speaker.frames, *(len(f.emotion) for f in faces))
     grid = _Layout(len(faces), face_size)
     canvas = np.zeros((grid.height, grid.width, 3), np.uint8)
     canvas[:] = BACKGROUND
-    canvas[:LABEL_HEIGHT, :grid.panel] = _text(title, grid.panel, LABEL_HEIGHT)
+    canvas[:LABEL_HEIGHT, : grid.panel] = _text(title, grid.panel, LABEL_HEIGHT)
     for k, face in enumerate(faces):
         top, left = grid.tile(k)
-        canvas[top:top + LABEL_HEIGHT, left:left + grid.tile_width] = _text(face.label, grid.tile_width, LABEL_HEIGHT)
+        canvas[top : top + LABEL_HEIGHT, left : left + grid.tile_width] = _text(
+            face.label, grid.tile_width, LABEL_HEIGHT
+        )
     for t, speaker_frame in enumerate(_speaker_frames(speaker.video_path, frames, grid.panel)):
-        canvas[LABEL_HEIGHT:LABEL_HEIGHT + grid.panel, :grid.panel] = speaker_frame
+        canvas[LABEL_HEIGHT : LABEL_HEIGHT + grid.panel, : grid.panel] = speaker_frame
         for k, face in enumerate(faces):
             top, left = grid.tile(k)
             top += LABEL_HEIGHT
-            canvas[top:top + face_size, left:left + face_size] = renderer(face.emotion[t], face.threedmm[t], face_size)
-            canvas[top + face_size:top + face_size + grid.bar_height, left:left + face_size] = draw_bars(
-                face.emotion[t], face_size, grid.bar_height)
+            canvas[top : top + face_size, left : left + face_size] = renderer(
+                face.emotion[t], face.threedmm[t], face_size
+            )
+            canvas[top + face_size : top + face_size + grid.bar_height, left : left + face_size] = draw_bars(
+                face.emotion[t], face_size, grid.bar_height
+            )
         yield canvas
 
 
-def write_video(path: str | Path, speaker: Clip, faces: Sequence[Face], face_size: int = FACE_SIZE,
-                renderer: Renderer = drawn_face, title: str = "speaker") -> Path:
+def write_video(
+    path: str | Path,
+    speaker: Clip,
+    faces: Sequence[Face],
+    face_size: int = FACE_SIZE,
+    renderer: Renderer = drawn_face,
+    title: str = "speaker",
+) -> Path:
     """An MP4 of `compose_frames` with the speaker's audio (`speaker` from the corpus reader);
     returns the path."""
     frames = compose_frames(speaker, faces, face_size, renderer, title)
     first = next(frames)
     count = min(speaker.frames, *(len(f.emotion) for f in faces))
     audio, rate = speaker.read_audio()
-    audio = audio[:round(count * rate / layout.FPS)]
+    audio = audio[: round(count * rate / layout.FPS)]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # faststart: the index goes before the media, so a browser starts playing before the end arrives.
@@ -397,16 +432,24 @@ def write_video(path: str | Path, speaker: Clip, faces: Sequence[Face], face_siz
         for canvas in frames:
             container.mux(video.encode(av.VideoFrame.from_ndarray(canvas, format="rgb24")))
         container.mux(video.encode())
-        samples = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio, np.float32)[None], format="fltp",
-                                             layout="mono")
+        samples = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(audio, np.float32)[None], format="fltp", layout="mono"
+        )
         samples.sample_rate, samples.pts = rate, 0
         container.mux(sound.encode(samples))
         container.mux(sound.encode())
     return path
 
 
-def write_still(path: str | Path, speaker: Clip, faces: Sequence[Face], frame: int, face_size: int = FACE_SIZE,
-                renderer: Renderer = drawn_face, title: str = "speaker") -> Path:
+def write_still(
+    path: str | Path,
+    speaker: Clip,
+    faces: Sequence[Face],
+    frame: int,
+    face_size: int = FACE_SIZE,
+    renderer: Renderer = drawn_face,
+    title: str = "speaker",
+) -> Path:
     """Frame `frame` of the video as a PNG (the README's picture)."""
     for t, canvas in enumerate(compose_frames(speaker, faces, face_size, renderer, title)):
         if t == frame:
@@ -429,8 +472,10 @@ def _corpus_split(summary: dict, corpus_root: Path | None, source: Path) -> tupl
     store, _, split = speaker.rpartition(":")
     if store and (Path(store) / "manifest.json").is_file():
         if corpus_root is None:
-            raise ValueError(f"{source / layout.SUMMARY_FILE}: speaker '{speaker}' is a feature-store split; "
-                             "its real video and audio are in the corpus it was prepared from: pass --corpus ROOT")
+            raise ValueError(
+                f"{source / layout.SUMMARY_FILE}: speaker '{speaker}' is a feature-store split; "
+                "its real video and audio are in the corpus it was prepared from: pass --corpus ROOT"
+            )
         return Path(corpus_root), split
     root, split, _ = corpus.locate_clip(speaker)
     return (Path(corpus_root) if corpus_root else root), split
@@ -458,23 +503,37 @@ def read_generated(folder: str | Path, clip: str | None = None) -> tuple[dict, s
     clips = list(summary["clips"])
     clip = clip or clips[0]
     if clip not in clips:
-        raise ValueError(f"{summary_path}: clip '{clip}' was not generated (it has: {', '.join(clips[:5])}"
-                         f"{', ...' if len(clips) > 5 else ''})")
+        raise ValueError(
+            f"{summary_path}: clip '{clip}' was not generated (it has: {', '.join(clips[:5])}"
+            f"{', ...' if len(clips) > 5 else ''})"
+        )
     reactions = folder / layout.REACTIONS_DIR / clip
     frames, alpha = int(summary["frames"]), int(summary["alpha"])
     if (folder / layout.EMOTION_FILE).is_file():
         emotion = np.load(folder / layout.EMOTION_FILE, mmap_mode="r")[clips.index(clip)]
     else:
         emotion = np.stack([corpus.read_emotion(reactions / f"{k}.csv") for k in range(alpha)])
-    faces = [Face(f"reaction {k}", np.asarray(emotion[k], np.float32),
-                  corpus.read_face3d(reactions / f"{k}.npy", frames)) for k in range(alpha)]
+    faces = [
+        Face(f"reaction {k}", np.asarray(emotion[k], np.float32), corpus.read_face3d(reactions / f"{k}.npy", frames))
+        for k in range(alpha)
+    ]
     return summary, clip, faces
 
 
-def render(source: str | Path, out: str | Path, speaker: str | Path | None = None, clip: str | None = None,
-           corpus_root: str | Path | None = None, alpha: int = 10, seed: int | None = 0,
-           tracking_uri: str | None = None, truth: bool = True, face_size: int = FACE_SIZE,
-           renderer: str = "drawn", still: int | None = None) -> Path:
+def render(
+    source: str | Path,
+    out: str | Path,
+    speaker: str | Path | None = None,
+    clip: str | None = None,
+    corpus_root: str | Path | None = None,
+    alpha: int = 10,
+    seed: int | None = 0,
+    tracking_uri: str | None = None,
+    truth: bool = True,
+    face_size: int = FACE_SIZE,
+    renderer: str = "drawn",
+    still: int | None = None,
+) -> Path:
     """`reactdiff render`: an MP4 of a speaker and the listener reactions to it.
 
     `source` is a folder written by `generate` (its `clip`, default the first), or a model
@@ -484,16 +543,26 @@ def render(source: str | Path, out: str | Path, speaker: str | Path | None = Non
     source_path = Path(str(source))
     if not (source_path / layout.SUMMARY_FILE).is_file():
         if speaker is None:
-            raise ValueError(f"'{source}' is not a folder written by `reactdiff generate`, so it is taken as a "
-                             "model, which needs --speaker <corpus clip file>, e.g. "
-                             "<root>/test/Audio_files/NoXI/<session>/Expert_video/1.wav")
+            raise ValueError(
+                f"'{source}' is not a folder written by `reactdiff generate`, so it is taken as a "
+                "model, which needs --speaker <corpus clip file>, e.g. "
+                "<root>/test/Audio_files/NoXI/<session>/Expert_video/1.wav"
+            )
         from reactdiff.generate import generate_to_dir
 
         folder = Path(tempfile.mkdtemp(prefix="reactdiff-render-"))
         try:
             generate_to_dir(source, speaker, folder, alpha=alpha, seed=seed, tracking_uri=tracking_uri)
-            return render(folder, out, clip=clip, corpus_root=corpus_root, truth=truth, face_size=face_size,
-                          renderer=renderer, still=still)
+            return render(
+                folder,
+                out,
+                clip=clip,
+                corpus_root=corpus_root,
+                truth=truth,
+                face_size=face_size,
+                renderer=renderer,
+                still=still,
+            )
         finally:
             shutil.rmtree(folder, ignore_errors=True)
     summary, clip, faces = read_generated(source_path, clip)

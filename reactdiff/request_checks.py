@@ -40,8 +40,10 @@ def speaker_features(model_input: Any, streams: dict[str, int], window: int | No
     (B = 1 for a `window`)."""
     if window is None:
         expected = ", ".join(f'"{name}": (B, T, {dim})' for name, dim in streams.items())
-        send = (f'send {{"inputs": {{{expected}}}}}: every stream as a nested list of B clips × T frames '
-                "× D values, with the same B and T for all streams")
+        send = (
+            f'send {{"inputs": {{{expected}}}}}: every stream as a nested list of B clips × T frames '
+            "× D values, with the same B and T for all streams"
+        )
     else:
         expected = ", ".join(f'"{name}": ({window}, {dim})' for name, dim in streams.items())
         send = f"send each window as {{{expected}}}: every stream as {window} frames × D values"
@@ -59,12 +61,17 @@ def speaker_features(model_input: Any, streams: dict[str, int], window: int | No
         try:
             values = np.asarray(model_input[name])
         except ValueError:  # ragged nested lists
-            raise BadRequest(f"stream '{name}': expected shape {shape}, got nested lists of unequal "
-                             f"lengths; {send}") from None
+            raise BadRequest(
+                f"stream '{name}': expected shape {shape}, got nested lists of unequal lengths; {send}"
+            ) from None
         if window is not None and values.ndim == 2:
             values = values[None]
-        if (values.ndim != 3 or values.shape[2] != dim or 0 in values.shape
-                or (window is not None and values.shape[1] != window)):
+        if (
+            values.ndim != 3
+            or values.shape[2] != dim
+            or 0 in values.shape
+            or (window is not None and values.shape[1] != window)
+        ):
             got = values.shape[1:] if window is not None and values.ndim == 3 else values.shape
             raise BadRequest(f"stream '{name}': expected shape {shape}, got {got}; {send}")
         if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
@@ -75,8 +82,10 @@ def speaker_features(model_input: Any, streams: dict[str, int], window: int | No
         if len(bad):
             clip, frame = bad[0][:2]
             where = f"frame {frame}" if window is not None else f"clip {clip}, frame {frame}"
-            raise BadRequest(f"stream '{name}': {len(bad)} NaN or infinite value(s) (the first in {where}); "
-                             "send finite float32 numbers")
+            raise BadRequest(
+                f"stream '{name}': {len(bad)} NaN or infinite value(s) (the first in {where}); "
+                "send finite float32 numbers"
+            )
     sizes = {name: values.shape[:2] for name, values in feats.items()}
     if len(set(sizes.values())) > 1:
         raise BadRequest(f"streams differ in (B clips, T frames): {sizes}; {send}")
@@ -92,11 +101,15 @@ def generation_params(params: dict[str, Any] | None) -> tuple[int, str, int | No
     params = params or {}
     alpha, mode, seed = params.get("alpha", DEFAULT_ALPHA), params.get("mode", MODES[0]), params.get("seed")
     if not _integer(alpha) or not 1 <= alpha <= MAX_ALPHA:
-        raise BadRequest(f"params.alpha: expected the number of reactions per speaker clip, 1 to "
-                         f"{MAX_ALPHA} (REACT2024 uses 10), got {alpha!r}")
+        raise BadRequest(
+            f"params.alpha: expected the number of reactions per speaker clip, 1 to "
+            f"{MAX_ALPHA} (REACT2024 uses 10), got {alpha!r}"
+        )
     if mode not in MODES:
-        raise BadRequest(f"params.mode: expected one of {list(MODES)} (online: each frame sees only "
-                         f"earlier speaker windows), got {mode!r}")
+        raise BadRequest(
+            f"params.mode: expected one of {list(MODES)} (online: each frame sees only "
+            f"earlier speaker windows), got {mode!r}"
+        )
     if seed is not None and not _integer(seed):
         raise BadRequest(f"params.seed: expected an integer (or none for random reactions), got {seed!r}")
     return int(alpha), mode, None if seed is None else int(seed)

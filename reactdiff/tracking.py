@@ -53,8 +53,9 @@ def client_for(tracking_uri: str) -> MlflowClient:
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -62,7 +63,9 @@ def git_commit() -> str:
 
 def find_run(client: MlflowClient, experiment_id: str, run_name: str) -> str | None:
     runs = client.search_runs(
-        [experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'", max_results=1,
+        [experiment_id],
+        filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'",
+        max_results=1,
         order_by=["attributes.start_time ASC"],
     )
     return runs[0].info.run_id if runs else None
@@ -82,8 +85,9 @@ def experiment_id(client: MlflowClient, experiment: str) -> str:
         return found.experiment_id
 
 
-def start_or_resume_run(client: MlflowClient, experiment: str, run_name: str, tags: dict[str, str],
-                        params: dict[str, Any]) -> str:
+def start_or_resume_run(
+    client: MlflowClient, experiment: str, run_name: str, tags: dict[str, str], params: dict[str, Any]
+) -> str:
     """Start the run for `run_name`, or reopen it if it already exists; returns its id."""
     experiment_key = experiment_id(client, experiment)
     run_id = find_run(client, experiment_key, run_name)
@@ -93,7 +97,7 @@ def start_or_resume_run(client: MlflowClient, experiment: str, run_name: str, ta
         # MLflow caps param values at 6000 characters and a batch at 100 params.
         items = [Param(k, str(v)) for k, v in params.items()]
         for start in range(0, len(items), 100):
-            client.log_batch(run_id, params=items[start:start + 100])
+            client.log_batch(run_id, params=items[start : start + 100])
     else:
         client.update_run(run_id, status="RUNNING")
     return run_id
@@ -102,8 +106,9 @@ def start_or_resume_run(client: MlflowClient, experiment: str, run_name: str, ta
 def log_epoch(client: MlflowClient, run_id: str, metrics: dict[str, float], epoch: int) -> None:
     """The finite numbers of `metrics` at step `epoch`."""
     now = int(time.time() * 1000)
-    clean = [Metric(k, float(v), now, epoch) for k, v in metrics.items()
-             if isinstance(v, (int, float)) and np.isfinite(v)]
+    clean = [
+        Metric(k, float(v), now, epoch) for k, v in metrics.items() if isinstance(v, (int, float)) and np.isfinite(v)
+    ]
     if clean:
         client.log_batch(run_id, metrics=clean)
 
@@ -123,16 +128,24 @@ def create_finished_run(client: MlflowClient, experiment: str, run_name: str) ->
     return run_id
 
 
-def log_scores(client: MlflowClient, run_id: str, rows: dict[str, dict[str, float]], main_label: str,
-               files: list[Path], artifact_path: str, tags: dict[str, str]) -> None:
+def log_scores(
+    client: MlflowClient,
+    run_id: str,
+    rows: dict[str, dict[str, float]],
+    main_label: str,
+    files: list[Path],
+    artifact_path: str,
+    tags: dict[str, str],
+) -> None:
     """An evaluation's results into a run: tags, the metrics of the `main_label` row under their
     own names (what promotion ranks by) and every other row's as `<row>.<metric>`, and the files
     as artifacts under `artifact_path`. Non-finite values are not logged."""
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
     flat = dict(rows.get(main_label, {}))
-    flat.update({f"{label}.{name}": value for label, row in rows.items() if label != main_label
-                 for name, value in row.items()})
+    flat.update(
+        {f"{label}.{name}": value for label, row in rows.items() if label != main_label for name, value in row.items()}
+    )
     for key, value in flat.items():
         if np.isfinite(value):
             client.log_metric(run_id, key, float(value))
@@ -140,8 +153,16 @@ def log_scores(client: MlflowClient, run_id: str, rows: dict[str, dict[str, floa
         client.log_artifact(run_id, str(path), artifact_path=artifact_path)
 
 
-def log_scoring(tracking_uri: str, experiment: str, run_name: str, rows: dict[str, dict[str, float]],
-                main_label: str, files: list[Path], artifact_path: str, tags: dict[str, str]) -> str:
+def log_scoring(
+    tracking_uri: str,
+    experiment: str,
+    run_name: str,
+    rows: dict[str, dict[str, float]],
+    main_label: str,
+    files: list[Path],
+    artifact_path: str,
+    tags: dict[str, str],
+) -> str:
     """A scoring of predictions made elsewhere as a run of its own (`log_scores`); returns its id."""
     client = client_for(tracking_uri)
     run_id = create_finished_run(client, experiment, run_name)
@@ -182,7 +203,9 @@ class ReactDiffPyfunc(mlflow.pyfunc.PythonModel):
 
         stage1 = isinstance(self.model, MMT)
         try:
-            feats = request_checks.speaker_features(model_input, self.model.streams if stage1 else self.model.mmt.streams)
+            feats = request_checks.speaker_features(
+                model_input, self.model.streams if stage1 else self.model.mmt.streams
+            )
             if not stage1:
                 alpha, mode, seed = request_checks.generation_params(params)
                 request_checks.clip_frames(self.model, next(iter(feats.values())).shape[1])
@@ -206,10 +229,15 @@ def _signature():
     from mlflow.models import ModelSignature
     from mlflow.types import ParamSchema, ParamSpec
 
-    return ModelSignature(params=ParamSchema([
-        ParamSpec("alpha", "long", request_checks.DEFAULT_ALPHA), ParamSpec("mode", "string", request_checks.MODES[0]),
-        ParamSpec("seed", "long", None),
-    ]))
+    return ModelSignature(
+        params=ParamSchema(
+            [
+                ParamSpec("alpha", "long", request_checks.DEFAULT_ALPHA),
+                ParamSpec("mode", "string", request_checks.MODES[0]),
+                ParamSpec("seed", "long", None),
+            ]
+        )
+    )
 
 
 @contextmanager
@@ -230,12 +258,13 @@ def _fluent_tracking_uri(tracking_uri: str) -> Iterator[None]:
         mlflow.set_tracking_uri(previous)
 
 
-def log_model(client: MlflowClient, run_id: str, checkpoint_path: Path,
-              metadata: dict[str, Any] | None = None) -> str:
+def log_model(client: MlflowClient, run_id: str, checkpoint_path: Path, metadata: dict[str, Any] | None = None) -> str:
     """Log a checkpoint as the run's pyfunc model (also reachable as runs:/<run id>/model); returns
     the logged model's URI (models:/<model id>)."""
-    with _fluent_tracking_uri(client.tracking_uri), \
-            mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+    with (
+        _fluent_tracking_uri(client.tracking_uri),
+        mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None),
+    ):
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
             python_model=ReactDiffPyfunc(),
@@ -295,9 +324,11 @@ class ModelRef:
         if self.kind == "run":
             run = client.get_run(self.run_id)
             name, _, rest = self.path.partition("/")
-            logged = [model for model in client.search_logged_models([run.info.experiment_id],
-                                                                     filter_string=f"name = '{name}'")
-                      if model.source_run_id == self.run_id]
+            logged = [
+                model
+                for model in client.search_logged_models([run.info.experiment_id], filter_string=f"name = '{name}'")
+                if model.source_run_id == self.run_id
+            ]
             root, path = (logged[0].artifact_location, rest) if logged else (run.info.artifact_uri, self.path)
             return f"{root.rstrip('/')}/{path}" if path else root
         raise ValueError(f"{self.text} is a checkpoint file, not an MLflow model")
@@ -307,13 +338,14 @@ def parse_model(model: str | Path) -> ModelRef:
     """The one parser of model references; a missing file or malformed URI raises naming the form."""
     text = str(model)
     if text.startswith("runs:/"):
-        run_id, _, path = text[len("runs:/"):].partition("/")
+        run_id, _, path = text[len("runs:/") :].partition("/")
         if not run_id or not path:
-            raise ValueError(f"model URI '{text}': expected runs:/<run id>/<artifact path>, "
-                             f"e.g. runs:/<run id>/{MODEL_ARTIFACT}")
+            raise ValueError(
+                f"model URI '{text}': expected runs:/<run id>/<artifact path>, e.g. runs:/<run id>/{MODEL_ARTIFACT}"
+            )
         return ModelRef(text, "run", run_id=run_id, path=path)
     if text.startswith("models:/"):
-        rest = text[len("models:/"):]
+        rest = text[len("models:/") :]
         name, at, alias = rest.partition("@")
         if at:
             if not name or not alias or "/" in alias:
@@ -329,16 +361,16 @@ def parse_model(model: str | Path) -> ModelRef:
         return ModelRef(text, "registered", name=name, version=version)
     if Path(text).is_file():
         return ModelRef(text, "file")
-    raise FileNotFoundError(f"model '{text}' is neither a checkpoint file nor an MLflow URI "
-                            f"({MODEL_URI_EXAMPLES})")
+    raise FileNotFoundError(f"model '{text}' is neither a checkpoint file nor an MLflow URI ({MODEL_URI_EXAMPLES})")
 
 
 def download_model(tracking_uri: str, model: ModelRef) -> Path:
     """A model URI's artifacts in a new local folder (the pyfunc model: MLmodel, artifacts/)."""
     local = Path(tempfile.mkdtemp(prefix="reactdiff-model-"))
     location = model.artifact_location(client_for(tracking_uri))
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(local),
-                                                    tracking_uri=tracking_uri))
+    return Path(
+        mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(local), tracking_uri=tracking_uri)
+    )
 
 
 def resolve_checkpoint(tracking_uri: str, model: str | Path | ModelRef) -> Path:

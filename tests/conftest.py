@@ -76,8 +76,9 @@ def untrained_stage1(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory)
     samples = to_samples(store.read_split("train"), list(manifest.model_streams()))
     accumulator = LatentStatsAccumulator(config.latent_dim)
     with torch.no_grad():
-        accumulator.update(mmt.encode({k: torch.from_numpy(np.asarray(v, dtype=np.float32))
-                                       for k, v in samples["listener"].items()}))
+        accumulator.update(
+            mmt.encode({k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in samples["listener"].items()})
+        )
     mmt.set_latent_stats(accumulator.finalize())
     return save_checkpoint(tmp_path_factory.mktemp("stage1") / "stage1.pt", mmt)
 

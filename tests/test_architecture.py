@@ -11,12 +11,21 @@ PACKAGE = Path(__file__).resolve().parents[1] / "reactdiff"
 # Unit → layer. A unit may import units of its own or a lower layer. A unit is a module or a
 # subpackage; a dotted entry inside a subpackage (data.layout) is a unit of its own.
 LAYERS = {
-    "config": 0, "console": 0, "data.layout": 0, "request_checks": 0, "ray_compat": 0,
+    "config": 0,
+    "console": 0,
+    "data.layout": 0,
+    "request_checks": 0,
+    "ray_compat": 0,
     "atomic_io": 0,
-    "models": 1, "ray_runtime": 1, "mlflow_server": 1,
-    "data": 2, "tracking": 2,
-    "registry": 3, "generate": 3,
-    "render": 4, "serve": 4,
+    "models": 1,
+    "ray_runtime": 1,
+    "mlflow_server": 1,
+    "data": 2,
+    "tracking": 2,
+    "registry": 3,
+    "generate": 3,
+    "render": 4,
+    "serve": 4,
     "evaluate": 5,
     "train": 6,
     "tune": 7,
@@ -73,8 +82,9 @@ def test_no_upward_imports():
         for imported in imports_of(path):
             if imported.startswith("reactdiff.") and unit_of(imported) != unit:
                 if LAYERS[unit_of(imported)] > LAYERS[unit]:
-                    upward.append(f"{module} (layer {LAYERS[unit]}) imports {imported} "
-                                  f"(layer {LAYERS[unit_of(imported)]})")
+                    upward.append(
+                        f"{module} (layer {LAYERS[unit]}) imports {imported} (layer {LAYERS[unit_of(imported)]})"
+                    )
     assert not upward, "upward imports:\n" + "\n".join(upward)
 
 

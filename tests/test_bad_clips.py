@@ -128,9 +128,20 @@ def split_names_absent_clip(root):
 
 
 CASES = [
-    emotion_wrong_column_count, emotion_nan_cell, emotion_non_numeric_cell, au_value_two, face3d_wrong_shape,
-    wav_missing, wav_truncated, mp4_missing, mp4_truncated, face3d_fewer_frames, video_fewer_frames,
-    clip_shorter_than_rest_of_split, unknown_person_folder, split_names_absent_clip,
+    emotion_wrong_column_count,
+    emotion_nan_cell,
+    emotion_non_numeric_cell,
+    au_value_two,
+    face3d_wrong_shape,
+    wav_missing,
+    wav_truncated,
+    mp4_missing,
+    mp4_truncated,
+    face3d_fewer_frames,
+    video_fewer_frames,
+    clip_shorter_than_rest_of_split,
+    unknown_person_folder,
+    split_names_absent_clip,
 ]
 
 
@@ -163,8 +174,12 @@ def test_clip_error_carries_file_field_expected(tiny_corpus, tmp_path):
     with pytest.raises(ClipError) as err:
         load_clip(root, "train", TARGET)
     e = err.value
-    assert (e.file, e.field, e.expected, e.got) == (str(_file(root, layout.EMOTION_DIR)), "AU12 (line 4)",
-                                                   "0 or 1 (AU occurrence)", 2.0)
+    assert (e.file, e.field, e.expected, e.got) == (
+        str(_file(root, layout.EMOTION_DIR)),
+        "AU12 (line 4)",
+        "0 or 1 (AU occurrence)",
+        2.0,
+    )
     assert isinstance(e, ValueError)
 
 

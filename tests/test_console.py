@@ -28,12 +28,15 @@ print("after the session")
 
 def test_a_session_sends_library_output_to_its_log_and_progress_to_the_terminal(tmp_path):
     # A process of its own: pytest's capture would stand between sys.stdout and fd 1.
-    done = subprocess.run([sys.executable, "-c", SESSION_SCRIPT, str(tmp_path)], capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", SESSION_SCRIPT, str(tmp_path)], capture_output=True, text=True, check=True
+    )
     (log,) = tmp_path.glob("train-*.log")
     assert done.stdout == "runs:/abc/model\nafter the session\n"  # scripts capture the result alone
-    assert done.stderr.splitlines() == [f"log: {log}  (Ray, MLflow and library output; `reactdiff -v train` "
-                                        "prints it here instead)", "stage 1 epoch 1/2"]
+    assert done.stderr.splitlines() == [
+        f"log: {log}  (Ray, MLflow and library output; `reactdiff -v train` prints it here instead)",
+        "stage 1 epoch 1/2",
+    ]
     text = log.read_text()
     for line in ("library chatter on sys.stdout", "C-level chatter on fd 2", "a child process", "stage 1 epoch 1/2"):
         assert line in text
@@ -64,8 +67,9 @@ def test_epoch_lines_show_the_metrics_and_an_eta_once_a_rate_is_known():
     from reactdiff.train.progress import EpochClock
 
     clock = EpochClock()
-    first = clock.line("stage 1", {"epoch": 0, "train_loss": 1.5, "val_loss": float("nan"),
-                                   "data_wait_fraction": 0.25}, epochs=3)
+    first = clock.line(
+        "stage 1", {"epoch": 0, "train_loss": 1.5, "val_loss": float("nan"), "data_wait_fraction": 0.25}, epochs=3
+    )
     assert first.startswith("stage 1 epoch 1/3  train_loss 1.5  data_wait_fraction 25.0%")
     assert "with start-up" in first and "ETA" not in first and "val_loss" not in first  # NaN: not scored yet
     second = clock.line("stage 1", {"epoch": 1, "train_loss": 1.0}, epochs=3)

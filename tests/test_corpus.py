@@ -58,8 +58,12 @@ def test_split_rows_and_role_swap_order(tiny_corpus, tiny_rows):
 
 def test_parse_clip_path_tolerates_prefix_suffix_and_backslashes():
     ref = ClipRef("NoXI", "001_x", "Expert_video", "3")
-    for text in ["NoXI/001_x/Expert_video/3", "train/NoXI/001_x/Expert_video/3.mp4", " NoXI\\001_x\\Expert_video\\3 ",
-                 "val/Audio_files/NoXI/001_x/Expert_video/3.wav"]:
+    for text in [
+        "NoXI/001_x/Expert_video/3",
+        "train/NoXI/001_x/Expert_video/3.mp4",
+        " NoXI\\001_x\\Expert_video\\3 ",
+        "val/Audio_files/NoXI/001_x/Expert_video/3.wav",
+    ]:
         assert parse_clip_path(text) == ref
     for text in ["NoXI/001_x/3", "CMU/001_x/Expert_video/3", "NoXI/a/b/c/d"]:
         with pytest.raises(ClipError) as err:
@@ -68,8 +72,14 @@ def test_parse_clip_path_tolerates_prefix_suffix_and_backslashes():
 
 
 def test_emotion_tree_maps_person_folders_to_p1_p2(tiny_corpus, tiny_rows):
-    cases = {("NoXI", "Expert_video"): "P1", ("NoXI", "Novice_video"): "P2",
-             ("RECOLA", "P25"): "P1", ("RECOLA", "P26"): "P2", ("RECOLA", "P42"): "P2", ("RECOLA", "P45"): "P1"}
+    cases = {
+        ("NoXI", "Expert_video"): "P1",
+        ("NoXI", "Novice_video"): "P2",
+        ("RECOLA", "P25"): "P1",
+        ("RECOLA", "P26"): "P2",
+        ("RECOLA", "P42"): "P2",
+        ("RECOLA", "P45"): "P1",
+    }
     for (dataset, person), emotion_name in cases.items():
         path = ClipRef(dataset, "s", person, "7").file("/r", "train", layout.EMOTION_DIR)
         assert path.as_posix() == f"/r/train/Emotion/{dataset}/s/{emotion_name}/7.csv"

@@ -22,12 +22,18 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_inprocess_ray")]
 def test_demo_small_runs_every_stage(tmp_path):
     workdir = tmp_path / "demo"
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    proc = subprocess.run([sys.executable, "-m", "reactdiff.cli", "demo", "--size", "small", "--workdir", str(workdir)],
-                          capture_output=True, text=True, env=env, timeout=1500)
+    proc = subprocess.run(
+        [sys.executable, "-m", "reactdiff.cli", "demo", "--size", "small", "--workdir", str(workdir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1500,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     out, progress = proc.stdout, proc.stderr
-    for step, name in enumerate(("synth", "prepare", "train stage 1", "train stage 2", "sweep", "evaluate",
-                                 "promote", "generate"), start=1):
+    for step, name in enumerate(
+        ("synth", "prepare", "train stage 1", "train stage 2", "sweep", "evaluate", "promote", "generate"), start=1
+    ):
         assert f"[{step}/8] {name}" in progress, f"step '{name}' missing from the demo's progress lines"
     # A quiet terminal: stage and epoch lines (with an ETA), results; Ray's, Tune's and MLflow's
     # own output went to the log file named on the first line.

@@ -15,8 +15,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_baselines_only_evaluation(tiny_store, tracking_uri, tmp_path):
-    cfg = load_config(REPO / "configs" / "tiny.yaml", [
-        f"data.store={tiny_store}", f"tracking.tracking_uri={tracking_uri}", "tracking.experiment=test-evaluate"])
+    cfg = load_config(
+        REPO / "configs" / "tiny.yaml",
+        [f"data.store={tiny_store}", f"tracking.tracking_uri={tracking_uri}", "tracking.experiment=test-evaluate"],
+    )
     result = evaluate(cfg, model=None, split="test", alpha=3, out_dir=tmp_path / "eval")
 
     assert set(result.rows) == {"B_Random", "B_Mime", "B_MeanSeq", "B_MeanFr"}

@@ -55,14 +55,28 @@ def val_store(tiny_corpus: Path, tmp_path_factory) -> Path:
     """A lite feature store of the tiny corpus's val split, written with the store's own writer."""
     root = tmp_path_factory.mktemp("store")
     pairs = corpus.read_split(tiny_corpus, "val")
-    rows = [{"pair_id": p.row, "clip_a": p.speaker.path, "clip_b": p.listener.path,
-             "a": lite_features(audio_file(tiny_corpus, "val", p.speaker))[1],
-             "b": lite_features(audio_file(tiny_corpus, "val", p.listener))[1]} for p in pairs]
-    streams = {"emotion": StreamSpec(25, "float32", "target"), "3dmm": StreamSpec(58, "float32", "target"),
-               "mfcc": StreamSpec(26, "float32", "audio")}
-    manifest = Manifest(profile="lite", frames=len(rows[0]["a"]["emotion"]), fps=layout.FPS, streams=streams,
-                        splits={"val": {"rows": len(rows), "samples": 2 * len(rows),
-                                        "files": ["val/part-00000.parquet"]}})
+    rows = [
+        {
+            "pair_id": p.row,
+            "clip_a": p.speaker.path,
+            "clip_b": p.listener.path,
+            "a": lite_features(audio_file(tiny_corpus, "val", p.speaker))[1],
+            "b": lite_features(audio_file(tiny_corpus, "val", p.listener))[1],
+        }
+        for p in pairs
+    ]
+    streams = {
+        "emotion": StreamSpec(25, "float32", "target"),
+        "3dmm": StreamSpec(58, "float32", "target"),
+        "mfcc": StreamSpec(26, "float32", "audio"),
+    }
+    manifest = Manifest(
+        profile="lite",
+        frames=len(rows[0]["a"]["emotion"]),
+        fps=layout.FPS,
+        streams=streams,
+        splits={"val": {"rows": len(rows), "samples": 2 * len(rows), "files": ["val/part-00000.parquet"]}},
+    )
     location = Location(root)
     write_part(location, "val/part-00000.parquet", rows, manifest)
     write_manifest(location, manifest)
@@ -84,8 +98,9 @@ def test_store_split_outputs_parse_back_and_match_the_model(checkpoint, val_stor
     model = load_checkpoint(checkpoint)
     feats = [lite_features(audio_file(tiny_corpus, "val", corpus.parse_clip_path(clip)))[1] for clip in speakers]
     # One batch, speaker i seeded SEED + i: what `evaluate` generates for these speakers.
-    expected = model.generate({k: torch.from_numpy(np.stack([f[k] for f in feats])) for k in LITE},
-                              alpha=ALPHA, seed=SEED)
+    expected = model.generate(
+        {k: torch.from_numpy(np.stack([f[k] for f in feats])) for k in LITE}, alpha=ALPHA, seed=SEED
+    )
     np.testing.assert_array_equal(np.load(tmp_path / layout.EMOTION_FILE), expected["emotion"].numpy())
     np.testing.assert_array_equal(np.load(tmp_path / layout.FACE3D_FILE), expected["3dmm"].numpy())
     for i, clip in enumerate(speakers):
@@ -111,11 +126,17 @@ def test_clip_speaker_matches_store_speaker(checkpoint, val_store, tiny_corpus, 
     generate_to_dir(checkpoint, f"{val_store}:val", store_out, alpha=ALPHA, seed=SEED)
     rows = _store_rows(val_store)
     clip = rows[0]["clip_b"]  # speaker of sample R + 0 (role-swapped), seeded SEED + R
-    files = generate_to_dir(checkpoint, audio_file(tiny_corpus, "val", corpus.parse_clip_path(clip)), clip_out,
-                            alpha=ALPHA, seed=SEED + len(rows))
+    files = generate_to_dir(
+        checkpoint,
+        audio_file(tiny_corpus, "val", corpus.parse_clip_path(clip)),
+        clip_out,
+        alpha=ALPHA,
+        seed=SEED + len(rows),
+    )
     assert sorted(p.relative_to(clip_out).as_posix() for p in files) == sorted(
         [f"reactions/{clip}/{k}.{ext}" for k in range(ALPHA) for ext in ("csv", "npy")]
-        + [f"reactions/{clip}/emotion.png", "generation.json", "emotion.npy", "3dmm.npy"])
+        + [f"reactions/{clip}/emotion.png", "generation.json", "emotion.npy", "3dmm.npy"]
+    )
     assert_same_reactions(clip_out / "reactions" / clip, store_out / "reactions" / clip)
 
 
@@ -123,8 +144,10 @@ def test_max_clips_generates_for_the_first_speakers_only(checkpoint, val_store, 
     generate_to_dir(checkpoint, f"{val_store}:val", tmp_path / "all", alpha=ALPHA, seed=SEED)
     generate_to_dir(checkpoint, f"{val_store}:val", tmp_path / "one", alpha=ALPHA, seed=SEED, max_clips=1)
     first = _store_rows(val_store)[0]["clip_a"]
-    assert [p.relative_to(tmp_path / "one" / "reactions").as_posix()
-            for p in (tmp_path / "one" / "reactions").rglob("emotion.png")] == [f"{first}/emotion.png"]
+    assert [
+        p.relative_to(tmp_path / "one" / "reactions").as_posix()
+        for p in (tmp_path / "one" / "reactions").rglob("emotion.png")
+    ] == [f"{first}/emotion.png"]
     assert_same_reactions(tmp_path / "one" / "reactions" / first, tmp_path / "all" / "reactions" / first)
     with pytest.raises(ValueError, match="max_clips"):
         generate_to_dir(checkpoint, f"{val_store}:val", tmp_path / "bad", max_clips=-1)
@@ -140,8 +163,12 @@ def test_listener_reference_shifts_the_reactions(checkpoint, tiny_corpus, tmp_pa
     assert not np.allclose(read["global"], read["reference"])
     model = load_checkpoint(checkpoint)
     _, feats = lite_features(speaker)
-    expected = model.generate({k: torch.from_numpy(v)[None] for k, v in feats.items()}, alpha=ALPHA, seed=SEED,
-                              listener_style=model.lrs.styles["NoXI/fit/Novice_video"])
+    expected = model.generate(
+        {k: torch.from_numpy(v)[None] for k, v in feats.items()},
+        alpha=ALPHA,
+        seed=SEED,
+        listener_style=model.lrs.styles["NoXI/fit/Novice_video"],
+    )
     np.testing.assert_array_equal(read["fitted"], expected["3dmm"][0].numpy())
 
 
@@ -155,7 +182,6 @@ def test_refusals_name_the_problem(checkpoint, tiny_corpus, tmp_path):
     stage1 = save_checkpoint(tmp_path / "stage1.pt", load_checkpoint(checkpoint).mmt)
     with pytest.raises(ValueError, match="stage 1"):
         generate_to_dir(stage1, audio_file(tiny_corpus, "val", pair.speaker), tmp_path)
-
 
 
 def _store_rows(store: Path) -> list[dict]:

@@ -66,9 +66,7 @@ def ref_frdiv(preds):
     n, alpha, t, c = preds.shape
     per_sample = []
     for k in range(n):
-        total = sum(
-            ((preds[k, i] - preds[k, j]) ** 2).sum() for i in range(alpha) for j in range(alpha) if i != j
-        )
+        total = sum(((preds[k, i] - preds[k, j]) ** 2).sum() for i in range(alpha) for j in range(alpha) if i != j)
         per_sample.append(total / (alpha * (alpha - 1) * t * c))
     return np.mean(per_sample)
 
@@ -83,8 +81,14 @@ def ref_frdvs(preds):
 
 
 def ref_frvar(preds):
-    return np.mean([np.var(preds[k, i, :, c], ddof=1) for k in range(preds.shape[0])
-                    for i in range(preds.shape[1]) for c in range(25)])
+    return np.mean(
+        [
+            np.var(preds[k, i, :, c], ddof=1)
+            for k in range(preds.shape[0])
+            for i in range(preds.shape[1])
+            for c in range(25)
+        ]
+    )
 
 
 def ref_offset(pred, speaker, max_lag, official):
@@ -107,8 +111,9 @@ def ref_offset(pred, speaker, max_lag, official):
 
 def ref_frsyn(preds, speaker, max_lag, official=False, all_predictions=False):
     used = preds.shape[1] if all_predictions else 1
-    return np.mean([ref_offset(preds[k, i], speaker[k], max_lag, official)
-                    for k in range(len(preds)) for i in range(used)])
+    return np.mean(
+        [ref_offset(preds[k, i], speaker[k], max_lag, official) for k in range(len(preds)) for i in range(used)]
+    )
 
 
 # --------------------------------------------------------------------------- data
@@ -168,8 +173,10 @@ def test_dtaidistance_is_the_sqrt_of_summed_squared_distances_dtw():
 def kernel_dtw_sq(x: np.ndarray, y: np.ndarray, limit_sq: float = np.inf) -> float:
     """The compiled kernel on (T, d) series, in its float32, channel-major, y-reversed layout."""
     return dtw._make_dtw_sq(x.shape[1])(
-        np.ascontiguousarray(x.T, dtype=np.float32), np.ascontiguousarray(y[::-1].T, dtype=np.float32),
-        limit_sq, np.empty((3, len(x) + 2)),
+        np.ascontiguousarray(x.T, dtype=np.float32),
+        np.ascontiguousarray(y[::-1].T, dtype=np.float32),
+        limit_sq,
+        np.empty((3, len(x) + 2)),
     )
 
 

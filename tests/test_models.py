@@ -33,8 +33,9 @@ WS = 5
 def tiny_config(**overrides) -> ModelConfig:
     config = ModelConfig(
         mmt=MMTConfig(d_model=32, n_heads=4, latent_dim=8, decoder_layers=1, dropout=0.0),
-        diffusion=DiffusionConfig(window_size=WS, steps=4, cond_dim=32, unet_channels=[16, 32],
-                                  time_embed_dim=16, ema_decay=0.9),
+        diffusion=DiffusionConfig(
+            window_size=WS, steps=4, cond_dim=32, unet_channels=[16, 32], time_embed_dim=16, ema_decay=0.9
+        ),
     )
     return config.model_copy(update=overrides)
 
@@ -108,8 +109,7 @@ def test_mmt_rejects_unknown_and_missing_streams():
     with pytest.raises(KeyError, match="missing stream 'mfcc'"):
         mmt.encode({"3dmm": torch.zeros(1, 5, 58), "emotion": torch.zeros(1, 5, 25)})
     with pytest.raises(ValueError, match="'emotion': expected a \\(batch, 5 frames, 25\\)"):
-        mmt.encode({"3dmm": torch.zeros(1, 5, 58), "emotion": torch.zeros(1, 6, 25),
-                    "mfcc": torch.zeros(1, 5, 26)})
+        mmt.encode({"3dmm": torch.zeros(1, 5, 58), "emotion": torch.zeros(1, 6, 25), "mfcc": torch.zeros(1, 5, 26)})
 
 
 @pytest.mark.parametrize("streams", [LITE, PAPER_TINY], ids=["lite", "paper-tiny"])
@@ -187,8 +187,11 @@ def test_classifier_free_guidance_scale():
     speakers = [features(LITE, 1, 20, seed=s) for s in (1, 2)]
 
     def sample(scale: float, speaker) -> torch.Tensor:
-        config = tiny_config(diffusion=DiffusionConfig.model_validate(
-            {**diffusion.model_dump(), "guidance_scale": scale, "condition_dropout": 0.1}))
+        config = tiny_config(
+            diffusion=DiffusionConfig.model_validate(
+                {**diffusion.model_dump(), "guidance_scale": scale, "condition_dropout": 0.1}
+            )
+        )
         return stage2(LITE, config).generate(speaker, alpha=2, seed=0)["latent"]
 
     # w = 0 is the unconditional model: the speaker no longer matters
@@ -203,8 +206,11 @@ def test_classifier_free_guidance_scale():
 def test_sampling_from_embedded_conditions_equals_sampling_from_windows():
     """Generation embeds each speaker window once (z_bc) for all steps; with guidance the null
     condition is the embedded zero window, so both equal sampling from the raw windows."""
-    config = tiny_config(diffusion=DiffusionConfig.model_validate(
-        {**tiny_config().diffusion.model_dump(), "guidance_scale": 2.0, "condition_dropout": 0.1}))
+    config = tiny_config(
+        diffusion=DiffusionConfig.model_validate(
+            {**tiny_config().diffusion.model_dump(), "guidance_scale": 2.0, "condition_dropout": 0.1}
+        )
+    )
     model = stage2(LITE, config)
     generator = torch.Generator().manual_seed(0)
     windows, noise = (torch.randn(6, WS, 8, generator=generator) for _ in range(2))
@@ -212,7 +218,9 @@ def test_sampling_from_embedded_conditions_equals_sampling_from_windows():
     with torch.no_grad():
         from_windows = model.diffusion.sample(denoiser, windows, noise)
         embedded = model.diffusion.sample(
-            denoiser, denoiser.embed_condition(windows), noise,
+            denoiser,
+            denoiser.embed_condition(windows),
+            noise,
             null_condition=denoiser.embed_condition(torch.zeros_like(windows)),
         )
     torch.testing.assert_close(embedded, from_windows, atol=1e-5, rtol=1e-5)
@@ -228,8 +236,9 @@ def test_condition_dropout_zeroes_whole_conditions_at_its_rate():
         return torch.zeros_like(x)
 
     condition = torch.ones(4000, 5, 8)
-    LatentDiffusion(4, condition_dropout=0.25).training_loss(net, torch.zeros(4000, 5, 8), condition,
-                                                              torch.Generator().manual_seed(0))
+    LatentDiffusion(4, condition_dropout=0.25).training_loss(
+        net, torch.zeros(4000, 5, 8), condition, torch.Generator().manual_seed(0)
+    )
     kept = seen[0].flatten(1)
     assert set(kept.sum(1).unique().tolist()) == {0.0, 40.0}  # whole windows, never parts
     assert abs((kept.sum(1) == 0).float().mean().item() - 0.25) < 0.03
@@ -305,16 +314,17 @@ def test_online_is_causal_and_offline_is_not():
     speaker = features(PAPER_TINY, 1, 20, seed=1)  # 4 windows of 5 frames
     changed = {name: x.clone() for name, x in speaker.items()}
     for x in changed.values():
-        x[:, 2 * WS:] += 3.0  # perturb speaker windows 2 and 3
+        x[:, 2 * WS :] += 3.0  # perturb speaker windows 2 and 3
     online = model.generate(speaker, alpha=2, mode="online", seed=0)
     online_changed = model.generate(changed, alpha=2, mode="online", seed=0)
     # Listener window t sees speaker windows < t: windows 0..2 (frames < 15) cannot change.
     for key in ("3dmm", "emotion", "latent"):
-        torch.testing.assert_close(online[key][:, :, : 3 * WS], online_changed[key][:, :, : 3 * WS],
-                                   atol=1e-6, rtol=0.0)
+        torch.testing.assert_close(
+            online[key][:, :, : 3 * WS], online_changed[key][:, :, : 3 * WS], atol=1e-6, rtol=0.0
+        )
     # ... while the model does react to the speaker: the last online window and, offline, the
     # first window (the encoder and the condition see the whole clip) move clearly.
-    last = (online["emotion"] - online_changed["emotion"])[:, :, 3 * WS:]
+    last = (online["emotion"] - online_changed["emotion"])[:, :, 3 * WS :]
     assert last.abs().max() > 1e-2
     offline = model.generate(speaker, alpha=2, mode="offline", seed=0)
     offline_changed = model.generate(changed, alpha=2, mode="offline", seed=0)
@@ -325,14 +335,13 @@ def test_online_training_condition_never_sees_the_last_speaker_window():
     speaker, listener = features(LITE, 2, 20, seed=1), features(LITE, 2, 20, seed=2)
     changed = {name: x.clone() for name, x in speaker.items()}
     for x in changed.values():
-        x[:, 3 * WS:] -= 2.0  # the last of 4 windows: online, no listener window is conditioned on it
+        x[:, 3 * WS :] -= 2.0  # the last of 4 windows: online, no listener window is conditioned on it
     losses = {}
     for train_mode in ("online", "offline"):
         diffusion = tiny_config().diffusion.model_copy(update={"train_mode": train_mode})
         model = stage2(LITE, tiny_config(diffusion=diffusion))
         losses[train_mode] = [
-            model.diffusion_loss(s, listener, generator=torch.Generator().manual_seed(0))[0]
-            for s in (speaker, changed)
+            model.diffusion_loss(s, listener, generator=torch.Generator().manual_seed(0))[0] for s in (speaker, changed)
         ]
     torch.testing.assert_close(losses["online"][0], losses["online"][1], atol=1e-6, rtol=0.0)
     assert (losses["offline"][0] - losses["offline"][1]).abs() > 1e-4
@@ -348,7 +357,7 @@ def test_streaming_online_matches_batched_online(streams):
     # The stream API by hand: window 0 from nothing, then listener window t from speaker window t-1.
     stream = model.open_stream(batch=2, alpha=2, seed=5)
     by_hand = [stream.step(None)] + [
-        stream.step({name: x[:, (t - 1) * WS: t * WS] for name, x in speaker.items()}, frames=3 if t == 4 else None)
+        stream.step({name: x[:, (t - 1) * WS : t * WS] for name, x in speaker.items()}, frames=3 if t == 4 else None)
         for t in range(1, 5)
     ]
     assert stream.windows_done == 5
@@ -369,14 +378,12 @@ def test_cached_block_by_block_equals_the_masked_whole_clip(streams):
         encoded, decoded = model.mmt.encode(clip, WS), model.mmt.decode(latent, WS)
         encoder_cache, decoder_cache = CausalCache(), CausalCache()
         blocks = [slice(t * WS, (t + 1) * WS) for t in range(4)]
-        encoded_blocks = [model.mmt.encode({k: x[:, b] for k, x in clip.items()}, cache=encoder_cache)
-                          for b in blocks]
+        encoded_blocks = [model.mmt.encode({k: x[:, b] for k, x in clip.items()}, cache=encoder_cache) for b in blocks]
         decoded_blocks = [model.mmt.decode(latent[:, b], cache=decoder_cache) for b in blocks]
     assert encoder_cache.frames == decoder_cache.frames == 4 * WS
     torch.testing.assert_close(torch.cat(encoded_blocks, dim=1), encoded, atol=1e-5, rtol=1e-5)
     for i in range(2):  # 3DMM, emotion
-        torch.testing.assert_close(torch.cat([d[i] for d in decoded_blocks], dim=1), decoded[i],
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(torch.cat([d[i] for d in decoded_blocks], dim=1), decoded[i], atol=1e-5, rtol=1e-5)
 
 
 def test_stream_work_per_window_does_not_grow():
@@ -389,6 +396,7 @@ def test_stream_work_per_window_does_not_grow():
     def count(part: str):
         def hook(module: torch.nn.Linear, inputs: tuple[torch.Tensor], _output) -> None:
             rows[part] += inputs[0].numel() // module.in_features
+
         return hook
 
     for name, module in model.mmt.named_modules():
@@ -399,7 +407,7 @@ def test_stream_work_per_window_does_not_grow():
     per_window = []
     for t in range(8):
         rows.update(encoder=0, decoder=0)
-        stream.step(None if t == 0 else {k: x[:, (t - 1) * WS: t * WS] for k, x in speaker.items()})
+        stream.step(None if t == 0 else {k: x[:, (t - 1) * WS : t * WS] for k, x in speaker.items()})
         per_window.append(dict(rows))
     assert per_window[0]["encoder"] == 0  # window 0 is conditioned on no speaker frames
     assert per_window[1]["encoder"] > 0 and per_window[1]["decoder"] > 0
@@ -438,8 +446,7 @@ def test_window_padding_replicate_and_drop():
     speaker = features(LITE, 1, 23, seed=1)  # 23 frames, ws 5
     out = stage2(LITE).generate(speaker, alpha=2, seed=0)
     assert out["emotion"].shape == (1, 2, 23, 25)
-    refusing = stage2(LITE, tiny_config(diffusion=tiny_config().diffusion.model_copy(
-        update={"pad_mode": "drop"})))
+    refusing = stage2(LITE, tiny_config(diffusion=tiny_config().diffusion.model_copy(update={"pad_mode": "drop"})))
     with pytest.raises(ValueError, match="window_size=5.*pad_mode='drop'"):
         refusing.generate(speaker, alpha=2, seed=0)
     with pytest.raises(ValueError, match="not a multiple"):
@@ -456,19 +463,19 @@ def latents_around(center: float, clips: int, seed: int) -> list[torch.Tensor]:
 
 def test_lrs_shrinkage_and_inverse():
     lrs = LRS(LRSConfig(mode="mean+scale", reference_clips=4, shrinkage=4.0))
-    by_listener = {"NoXI/001/Expert_video": latents_around(0.5, 2, 0),
-                   "NoXI/001/Novice_video": latents_around(-0.5, 6, 1)}
+    by_listener = {
+        "NoXI/001/Expert_video": latents_around(0.5, 2, 0),
+        "NoXI/001/Novice_video": latents_around(-0.5, 6, 1),
+    }
     lrs.fit(by_listener)
     all_frames = torch.cat([z for clips in by_listener.values() for z in clips])
     torch.testing.assert_close(lrs.global_style.mean, all_frames.mean(0))
     own_mean = torch.cat(by_listener["NoXI/001/Expert_video"]).mean(0)
     # n = 2 clips, k = 4: style = (2·own + 4·global) / 6
-    torch.testing.assert_close(lrs.styles["NoXI/001/Expert_video"].mean,
-                               (2 * own_mean + 4 * lrs.global_style.mean) / 6)
+    torch.testing.assert_close(lrs.styles["NoXI/001/Expert_video"].mean, (2 * own_mean + 4 * lrs.global_style.mean) / 6)
     # reference_clips caps n at 4 for the listener with 6 clips
     own4 = torch.cat(by_listener["NoXI/001/Novice_video"][:4]).mean(0)
-    torch.testing.assert_close(lrs.styles["NoXI/001/Novice_video"].mean,
-                               (4 * own4 + 4 * lrs.global_style.mean) / 8)
+    torch.testing.assert_close(lrs.styles["NoXI/001/Novice_video"].mean, (4 * own4 + 4 * lrs.global_style.mean) / 8)
     styles = lrs.styles_for(["NoXI/001/Expert_video", "unknown"])
     torch.testing.assert_close(styles.mean[1], lrs.global_style.mean)
     z = torch.randn(2, 3, 5, 8)
@@ -500,8 +507,7 @@ def test_lrs_reference_style_shifts_generated_reactions():
     moved = model.generate(speaker, alpha=3, listener_style=shifted, seed=0)
     # mean mode moves every generated latent frame by n/(n+k)·shift = 0.15 in each dimension
     difference = moved["latent"] - base["latent"]
-    torch.testing.assert_close(difference, torch.full_like(difference, shift * 4 / 8),
-                               atol=1e-5, rtol=0.0)
+    torch.testing.assert_close(difference, torch.full_like(difference, shift * 4 / 8), atol=1e-5, rtol=0.0)
     assert not torch.allclose(moved["3dmm"], base["3dmm"])
     # One DDIM pass serves several styles with the same values as one generate() per style.
     in_styles = model.generate_in_styles(speaker, [None, style, shifted], alpha=3, seed=0)
@@ -522,8 +528,7 @@ def test_checkpoint_round_trip_both_stages(tmp_path: Path, monkeypatch):
     with torch.no_grad():  # the raw denoiser now differs from its EMA, which generation uses
         for p in model.denoiser.parameters():
             p.add_(0.05)
-    assert torch.equal(model.generate(speaker, alpha=2, listener_style=style, seed=3)["3dmm"],
-                       expected["3dmm"])
+    assert torch.equal(model.generate(speaker, alpha=2, listener_style=style, seed=3)["3dmm"], expected["3dmm"])
 
     calls = []
     real_load = torch.load
@@ -539,8 +544,7 @@ def test_checkpoint_round_trip_both_stages(tmp_path: Path, monkeypatch):
 
     loaded = load_checkpoint(stage2_path)
     assert isinstance(loaded, ReactDiff)
-    got = loaded.generate(speaker, alpha=2, listener_style=loaded.lrs.styles["RECOLA/group-1/P25"],
-                          seed=3)
+    got = loaded.generate(speaker, alpha=2, listener_style=loaded.lrs.styles["RECOLA/group-1/P25"], seed=3)
     for key in expected:
         assert torch.equal(got[key], expected[key]), key
 
@@ -555,8 +559,15 @@ def test_checkpoint_round_trip_both_stages(tmp_path: Path, monkeypatch):
     assert bool(rebuilt.latent_stats_set) and torch.equal(rebuilt.latent_center, model.latent_center)
     torch.testing.assert_close(rebuilt.encode_latent(speaker), model.encode_latent(speaker))
     payload = read_checkpoint(stage2_path)
-    assert payload["extra"] == {} and set(payload) == {"format", "version", "stage", "config", "streams", "weights",
-                                                       "extra"}
+    assert payload["extra"] == {} and set(payload) == {
+        "format",
+        "version",
+        "stage",
+        "config",
+        "streams",
+        "weights",
+        "extra",
+    }
     assert "lrs._extra_state" in payload["weights"] and "mmt.latent_center" in payload["weights"]
 
 

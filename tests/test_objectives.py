@@ -35,19 +35,22 @@ def test_defaults_rank_by_what_each_stage_produces() -> None:
     assert set(known_metrics(2)) >= {"val_loss", "val_FRDist", "val_LRS_FRDist", "val_FRSyn", "val_FRRea"}
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"metric": "val_FRDistance"}, "unknown metric 'val_FRDistance'"),
-    ({"metric": "val_recon_FRDist"}, "unknown metric"),  # a stage-1 metric in a stage-2 sweep
-    ({"metric": "val_FRCorr", "mode": "min"}, "contradicts the metric (higher is better)"),
-    ({"objectives": "val_FRDist:min,val_FRDiv:min"}, "'val_FRDiv:min' contradicts"),
-    ({"objectives": "val_FRDist:max"}, "'val_FRDist:max' contradicts"),
-    ({"objectives": "val_FRDist,val_FRDiv", "scheduler": "asha"}, "ASHA stops trials on a single metric"),
-    ({"objectives": "val_FRDist,val_FRDist"}, "appears twice"),
-    ({"metric": "val_FRDist", "objectives": "val_FRDiv"}, "either --metric/--mode or --objectives"),
-    ({"pick": "t1"}, "--pick names a Pareto-front member"),
-    ({"promote": True, "metric": "val_loss"}, "'val_loss' is not one"),
-    ({"promote": True, "objectives": "val_FRDist,val_FRDiv"}, "--promote --pick <trial>"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"metric": "val_FRDistance"}, "unknown metric 'val_FRDistance'"),
+        ({"metric": "val_recon_FRDist"}, "unknown metric"),  # a stage-1 metric in a stage-2 sweep
+        ({"metric": "val_FRCorr", "mode": "min"}, "contradicts the metric (higher is better)"),
+        ({"objectives": "val_FRDist:min,val_FRDiv:min"}, "'val_FRDiv:min' contradicts"),
+        ({"objectives": "val_FRDist:max"}, "'val_FRDist:max' contradicts"),
+        ({"objectives": "val_FRDist,val_FRDiv", "scheduler": "asha"}, "ASHA stops trials on a single metric"),
+        ({"objectives": "val_FRDist,val_FRDist"}, "appears twice"),
+        ({"metric": "val_FRDist", "objectives": "val_FRDiv"}, "either --metric/--mode or --objectives"),
+        ({"pick": "t1"}, "--pick names a Pareto-front member"),
+        ({"promote": True, "metric": "val_loss"}, "'val_loss' is not one"),
+        ({"promote": True, "objectives": "val_FRDist,val_FRDiv"}, "--promote --pick <trial>"),
+    ],
+)
 def test_refusals(kwargs, message) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         plan_sweep(2, **kwargs)
@@ -59,8 +62,11 @@ def test_stage1_sweeps_do_not_promote() -> None:
 
 
 def test_a_space_file_states_its_metric(tmp_path: Path) -> None:
-    for name, stage, metric in (("stage1.yaml", 1, "val_recon_FRDist"), ("stage2.yaml", 2, "val_FRDist"),
-                                ("demo_stage2.yaml", 2, "val_FRDist")):
+    for name, stage, metric in (
+        ("stage1.yaml", 1, "val_recon_FRDist"),
+        ("stage2.yaml", 2, "val_FRDist"),
+        ("demo_stage2.yaml", 2, "val_FRDist"),
+    ):
         space = load_space(ROOT / "tune_spaces" / name, TINY, stage=stage)
         assert plan_sweep(stage, space.objective).objectives[0].metric == metric
     # The command line wins over the file; a wrong entry in the file is refused like a flag.
@@ -78,10 +84,24 @@ def test_a_space_file_states_its_metric(tmp_path: Path) -> None:
 def test_the_command_refuses_before_ray_or_mlflow_start(tmp_path: Path) -> None:
     """No store, no server at the tracking URI: the objective is what the error is about."""
     out = subprocess.run(
-        [sys.executable, "-m", "reactdiff.cli", "tune", "--space", str(ROOT / "tune_spaces" / "stage2.yaml"),
-         "--stage", "2", "--objectives", "val_FRDist:min,val_FRCorr:min", f"data.store={tmp_path / 'none'}",
-         "tracking.tracking_uri=http://127.0.0.1:9"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "reactdiff.cli",
+            "tune",
+            "--space",
+            str(ROOT / "tune_spaces" / "stage2.yaml"),
+            "--stage",
+            "2",
+            "--objectives",
+            "val_FRDist:min,val_FRCorr:min",
+            f"data.store={tmp_path / 'none'}",
+            "tracking.tracking_uri=http://127.0.0.1:9",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
     )
     assert out.returncode == 2, out.stderr
     assert "'val_FRCorr:min' contradicts the metric" in out.stderr
@@ -103,8 +123,10 @@ def test_pareto_front_keeps_exactly_the_non_dominated() -> None:
 
 
 def test_pick_must_be_a_front_member() -> None:
-    rows = [TrialRow(1, "s-a", "completed", {}, 2, {}, "r1", on_front=True),
-            TrialRow(2, "s-b", "completed", {}, 2, {}, "r2", on_front=False)]
+    rows = [
+        TrialRow(1, "s-a", "completed", {}, 2, {}, "r1", on_front=True),
+        TrialRow(2, "s-b", "completed", {}, 2, {}, "r2", on_front=False),
+    ]
     assert _picked(rows, "a", "s") is rows[0] and _picked(rows, "s-a", "s") is rows[0]
     with pytest.raises(ConfigError, match="s-b is not on the Pareto front"):
         _picked(rows, "b", "s")
@@ -156,6 +178,8 @@ def test_reconstruction_metrics() -> None:
     halves = [ReconstructionTotals(), ReconstructionTotals()]
     halves[0].add(noisy_3dmm[:1], noisy_emotion[:1], threedmm[:1], emotion[:1])
     halves[1].add(noisy_3dmm[1:], noisy_emotion[1:], threedmm[1:], emotion[1:])
-    summed = ReconstructionTotals.from_list([a + b for a, b in zip(halves[0].as_list(), halves[1].as_list(), strict=True)])
+    summed = ReconstructionTotals.from_list(
+        [a + b for a, b in zip(halves[0].as_list(), halves[1].as_list(), strict=True)]
+    )
     assert summed.metrics() == pytest.approx(scores, rel=1e-9)
     assert all(math.isnan(v) for v in ReconstructionTotals().metrics().values())

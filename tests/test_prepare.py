@@ -74,15 +74,30 @@ def test_store_written_twice_is_identical(tiny_corpus, tiny_store, tmp_path, mon
         assert_same_store(tiny_store, again, f"{workers} workers")
 
 
-def test_store_interrupted_by_killing_the_driver_resumes_to_the_same_bytes(tiny_corpus, tiny_store, tmp_path,
-                                                                        capsys):
+def test_store_interrupted_by_killing_the_driver_resumes_to_the_same_bytes(tiny_corpus, tiny_store, tmp_path, capsys):
     import ray
 
     out = tmp_path / "store"
     env = dict(os.environ, RAY_ADDRESS=ray.get_runtime_context().gcs_address, **{DELAY_ENV: "7:1.5"})
-    driver = subprocess.Popen([sys.executable, "-m", "reactdiff.cli", "prepare", "--corpus", str(tiny_corpus),
-                               "--out", str(out), "--rows-per-part", "1", "--workers", "1",
-                               "--log-dir", str(tmp_path / "logs")], env=env)
+    driver = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "reactdiff.cli",
+            "prepare",
+            "--corpus",
+            str(tiny_corpus),
+            "--out",
+            str(out),
+            "--rows-per-part",
+            "1",
+            "--workers",
+            "1",
+            "--log-dir",
+            str(tmp_path / "logs"),
+        ],
+        env=env,
+    )
     try:
         deadline = time.monotonic() + 120
         while len(list((out / PROGRESS_DIR).glob("*/*.json"))) < 2:
@@ -103,8 +118,7 @@ def test_store_interrupted_by_killing_the_driver_resumes_to_the_same_bytes(tiny_
     assert_same_store(tiny_store, out, "re-run with nothing to do")
 
 
-def test_store_whose_extraction_actor_was_killed_has_the_same_bytes(tiny_corpus, tiny_store, tmp_path,
-                                                                     monkeypatch):
+def test_store_whose_extraction_actor_was_killed_has_the_same_bytes(tiny_corpus, tiny_store, tmp_path, monkeypatch):
     marker = tmp_path / "killed"
     monkeypatch.setenv(CRASH_ENV, f"{marker}:train:2")  # after the part file, before its record
     out = tmp_path / "store"
@@ -122,7 +136,10 @@ def test_changed_option_is_refused_unless_rebuild(tiny_corpus, tiny_store, tmp_p
     assert (out / "manifest.json").read_bytes() == (tiny_store / "manifest.json").read_bytes()  # untouched
     manifest = prepare(PrepareOptions(corpus=tiny_corpus, out=out, rows_per_part=2, workers=2, rebuild=True))
     assert manifest.splits["train"]["files"] == ["train/part-00000.parquet", "train/part-00001.parquet"]
-    assert not (out / "train" / "part-00003.parquet").exists() and not (out / "progress" / "train" / "part-00003.json").exists()
+    assert (
+        not (out / "train" / "part-00003.parquet").exists()
+        and not (out / "progress" / "train" / "part-00003.json").exists()
+    )
 
 
 def test_folder_that_is_not_a_store_is_not_deleted(tiny_corpus, tmp_path):
@@ -158,8 +175,17 @@ def test_paper_profile_with_local_models(tiny_corpus, tmp_path):
     wav2vec2 = make_tiny_wav2vec2(tmp_path / "wav2vec2", hidden_size=16)
     facial = make_tiny_facial_predictors(tmp_path / "facial")
     out = tmp_path / "paper"
-    manifest = prepare(PrepareOptions(corpus=tiny_corpus, out=out, profile="paper", splits=("val",),
-                                      wav2vec2_dir=wav2vec2, facial_predictors=facial, workers=1))
+    manifest = prepare(
+        PrepareOptions(
+            corpus=tiny_corpus,
+            out=out,
+            profile="paper",
+            splits=("val",),
+            wav2vec2_dir=wav2vec2,
+            facial_predictors=facial,
+            workers=1,
+        )
+    )
     dims = {name: spec.dim for name, spec in manifest.streams.items()}
     assert dims == {"emotion": 25, "3dmm": 58, "mfcc": 26, "afr": 32, "va": 64, "au": 25088, "fe": 1408}
     assert manifest.streams["au"].dtype == "float16"  # network activations stored at half precision
@@ -194,8 +220,19 @@ def test_nothing_usable_exits_non_zero(tiny_corpus, tmp_path, capsys):
     shutil.copytree(tiny_corpus, broken)
     for csv_file in broken.rglob("Emotion/**/*.csv"):
         csv_file.write_text("garbage\n1,2\n")
-    status = cli_main(["prepare", "--corpus", str(broken), "--out", str(tmp_path / "store"), "--workers", "1",
-                       "--log-dir", str(tmp_path / "logs")])
+    status = cli_main(
+        [
+            "prepare",
+            "--corpus",
+            str(broken),
+            "--out",
+            str(tmp_path / "store"),
+            "--workers",
+            "1",
+            "--log-dir",
+            str(tmp_path / "logs"),
+        ]
+    )
     assert status == 1
     err = capsys.readouterr().err
     assert err.startswith("error:") and str(broken) in err
@@ -229,11 +266,14 @@ def test_extraction_placement(profile, gpus_per_worker, cluster_gpus, expected):
     assert extraction_placement(options, parts=1, cluster_gpus=cluster_gpus).concurrency == 1
 
 
-@pytest.mark.parametrize(("profile", "gpus_per_worker", "cluster_gpus", "message"), [
-    ("lite", 0.5, 1, "lite profile runs no network"),
-    ("paper", 0.5, 0, "cluster has no GPU"),
-    ("paper", -1, 1, "expected a GPU fraction"),
-])
+@pytest.mark.parametrize(
+    ("profile", "gpus_per_worker", "cluster_gpus", "message"),
+    [
+        ("lite", 0.5, 1, "lite profile runs no network"),
+        ("paper", 0.5, 0, "cluster has no GPU"),
+        ("paper", -1, 1, "expected a GPU fraction"),
+    ],
+)
 def test_extraction_placement_refuses_what_cannot_work(profile, gpus_per_worker, cluster_gpus, message):
     options = PrepareOptions(corpus="c", out="o", profile=profile, gpus_per_worker=gpus_per_worker)
     with pytest.raises(PrepareError, match=message):

@@ -31,14 +31,23 @@ def test_every_private_symbol_resolves(symbol):
     value = importlib.import_module(module_name)
     for attribute in attributes.split("."):
         assert hasattr(value, attribute), (
-            f"reactdiff/ray_compat.py uses {symbol}, which Ray {ray.__version__} does not have")
+            f"reactdiff/ray_compat.py uses {symbol}, which Ray {ray.__version__} does not have"
+        )
         value = getattr(value, attribute)
 
 
 def test_no_private_ray_api_outside_ray_compat():
-    sources = [*REPO.glob("reactdiff/**/*.py"), *REPO.glob("jobs/**/*.py"), *REPO.glob("bench/*.py"),
-               *REPO.glob("cluster/*.sh")]
-    found = [f"{path.relative_to(REPO)}:{number}: {line.strip()}"
-             for path in sources if path.name != "ray_compat.py"
-             for number, line in enumerate(path.read_text().splitlines(), 1) if PRIVATE_USE.search(line)]
+    sources = [
+        *REPO.glob("reactdiff/**/*.py"),
+        *REPO.glob("jobs/**/*.py"),
+        *REPO.glob("bench/*.py"),
+        *REPO.glob("cluster/*.sh"),
+    ]
+    found = [
+        f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+        for path in sources
+        if path.name != "ray_compat.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if PRIVATE_USE.search(line)
+    ]
     assert len(sources) > 50 and not found, "move these into reactdiff/ray_compat.py:\n" + "\n".join(found)

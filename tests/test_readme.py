@@ -41,7 +41,7 @@ def bash_blocks(section: str) -> list[str]:
     text = README.read_text()
     start = text.index(f"\n## {section}\n")
     end = text.find("\n## ", start + 1)
-    blocks = re.findall(r"```bash\n(.*?)```", text[start:end if end > 0 else None], re.S)
+    blocks = re.findall(r"```bash\n(.*?)```", text[start : end if end > 0 else None], re.S)
     assert blocks, f"README section '{section}' has no bash block"
     return blocks
 
@@ -58,10 +58,13 @@ def _free_port() -> int:
 
 def _run_section(section: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     script = "set -eo pipefail\n" + "\n".join(bash_blocks(section))
-    done = subprocess.run(["bash", "-c", script], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=SECTION_TIMEOUT_S)
-    assert done.returncode == 0, (f"README section '{section}' failed (exit {done.returncode}):\n"
-                                  f"--- stdout ---\n{done.stdout[-4000:]}\n--- stderr ---\n{done.stderr[-8000:]}")
+    done = subprocess.run(
+        ["bash", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=SECTION_TIMEOUT_S
+    )
+    assert done.returncode == 0, (
+        f"README section '{section}' failed (exit {done.returncode}):\n"
+        f"--- stdout ---\n{done.stdout[-4000:]}\n--- stderr ---\n{done.stderr[-8000:]}"
+    )
     return done
 
 
@@ -71,8 +74,13 @@ def _stop_mlflow_server(cwd: Path, env: dict[str, str]) -> None:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PATH": f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
-            "RECIPE": SMALL_RECIPE, "MLFLOW_PORT": str(_free_port()), **extra}
+    return {
+        **os.environ,
+        "PATH": f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        "RECIPE": SMALL_RECIPE,
+        "MLFLOW_PORT": str(_free_port()),
+        **extra,
+    }
 
 
 def test_using_it_runs_as_written(tiny_corpus, tmp_path):
@@ -104,8 +112,9 @@ def test_using_it_runs_as_written(tiny_corpus, tmp_path):
     champion = client.get_model_version_by_alias("reactdiff", "champion")
     assert client.get_run(champion.run_id).data.tags[STAGE_TAG] == "2"
     # The sweeps promoted too: the Pareto member picked by its row in the front table is a version.
-    promoted = [v for v in client.search_model_versions("name='reactdiff'")
-                if v.tags.get("reactdiff.promotion.sweep_run_id")]
+    promoted = [
+        v for v in client.search_model_versions("name='reactdiff'") if v.tags.get("reactdiff.promotion.sweep_run_id")
+    ]
     assert {client.get_run(v.run_id).data.tags["reactdiff.sweep"] for v in promoted} >= {"demo-sweep", "pareto"}
     assert len(list((work / "out").rglob("*.csv"))) == 2 * 10  # --max-clips 2, α = 10
     assert '"profile": "paper"' in (work / "data" / "paper_store" / "manifest.json").read_text()
@@ -115,8 +124,9 @@ def test_on_a_cluster_runs_as_written(tmp_path):
     # Short: Ray puts Unix sockets under the cluster dir, and those paths are capped at 107 bytes.
     cluster_dir = Path(tempfile.mkdtemp(prefix="rd-readme-", dir="/tmp"))
     shared, mlflow_dir = tmp_path / "shared", tmp_path / "mlflow"
-    env = _env(SHARED=str(shared), REACTDIFF_CLUSTER_DIR=str(cluster_dir), MLFLOW_DIR=str(mlflow_dir),
-               RAY_AUTH_MODE="disabled")  # a throwaway cluster: no ~/.ray/auth_token written for it
+    env = _env(
+        SHARED=str(shared), REACTDIFF_CLUSTER_DIR=str(cluster_dir), MLFLOW_DIR=str(mlflow_dir), RAY_AUTH_MODE="disabled"
+    )  # a throwaway cluster: no ~/.ray/auth_token written for it
     try:
         done = _run_section("On a cluster", REPO, env)
     finally:

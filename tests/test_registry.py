@@ -33,16 +33,29 @@ def racing_runs(uri, checkpoint) -> tuple[str, str]:
     return make_run(uri, "registry-race-a", 0.4, checkpoint), make_run(uri, "registry-race-b", 0.2, checkpoint)
 
 
-def make_run(uri: str, experiment: str, value: float | None, checkpoint: Path | None, *,
-             status: str = "FINISHED", split: str = "val", store: str = STORE) -> str:
+def make_run(
+    uri: str,
+    experiment: str,
+    value: float | None,
+    checkpoint: Path | None,
+    *,
+    status: str = "FINISHED",
+    split: str = "val",
+    store: str = STORE,
+) -> str:
     """An evaluated run as training + `reactdiff evaluate` leave it."""
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(experiment)
-    run = client.create_run(experiment_id, tags={
-        registry.EVAL_SPLIT_TAG: split, registry.STORE_FINGERPRINT_TAG: store,
-        registry.STAGE1_MODEL_TAG: "models:/reactdiff-mmt@champion", registry.GIT_COMMIT_TAG: "abc123",
-    })
+    run = client.create_run(
+        experiment_id,
+        tags={
+            registry.EVAL_SPLIT_TAG: split,
+            registry.STORE_FINGERPRINT_TAG: store,
+            registry.STAGE1_MODEL_TAG: "models:/reactdiff-mmt@champion",
+            registry.GIT_COMMIT_TAG: "abc123",
+        },
+    )
     run_id = run.info.run_id
     client.log_param(run_id, "model.diffusion.steps", "2")
     if value is not None:
@@ -117,8 +130,7 @@ def test_promotion_rules_refusals_and_rollback(uri, checkpoint):
     with pytest.raises(PromotionError, match="evaluated on store store-1, the candidate on store-2"):
         registry.promote(uri, "registry-rules-4", METRIC, "min", name, store_fingerprint="store-2")
     assert aliases(uri, name) == {"champion": "1", "challenger": "4"}
-    forced = registry.promote(uri, "registry-rules-4", METRIC, "min", name, store_fingerprint="store-2",
-                              force=True)
+    forced = registry.promote(uri, "registry-rules-4", METRIC, "min", name, store_fingerprint="store-2", force=True)
     assert (forced.decision, forced.version, forced.previous_champion) == ("forced", "4", "1")  # v4 re-used
 
     # 6. The best run must have a logged model.
@@ -203,13 +215,15 @@ def test_generate_from_the_champion_uses_the_registered_pyfunc(uri, checkpoint, 
     for k in range(3):
         served = np.load(tmp_path / "served" / folder / f"{k}.npy")
         np.testing.assert_array_equal(served, np.load(tmp_path / "local" / folder / f"{k}.npy"))
-        assert (tmp_path / "served" / folder / f"{k}.csv").read_text() == \
-            (tmp_path / "local" / folder / f"{k}.csv").read_text()
+        assert (tmp_path / "served" / folder / f"{k}.csv").read_text() == (
+            tmp_path / "local" / folder / f"{k}.csv"
+        ).read_text()
     assert not (tmp_path / "served" / folder / "3.npy").exists()  # alpha reached the pyfunc
 
 
-def test_stage1_models_are_evaluated_and_promoted_under_their_own_name(uri, checkpoint, tiny_store,
-                                                                       untrained_stage1, tmp_path):
+def test_stage1_models_are_evaluated_and_promoted_under_their_own_name(
+    uri, checkpoint, tiny_store, untrained_stage1, tmp_path
+):
     """A stage-1 run is scored on val reconstructions, becomes `reactdiff-mmt`'s champion, and that
     URI resolves to the MMT a stage-2 run trains over; a stage-2 model cannot take its place."""
     from reactdiff.config import load_config
@@ -220,12 +234,19 @@ def test_stage1_models_are_evaluated_and_promoted_under_their_own_name(uri, chec
     experiment, name = "registry-stage1", "reactdiff-mmt-test"
     fingerprint = Store(tiny_store).manifest.store_fingerprint
     client = tracking.client_for(uri)
-    run_id = tracking.start_or_resume_run(client, experiment, "mmt-stage1", params={},
-                                          tags={tracking.STAGE_TAG: "1", registry.STORE_FINGERPRINT_TAG: fingerprint})
+    run_id = tracking.start_or_resume_run(
+        client,
+        experiment,
+        "mmt-stage1",
+        params={},
+        tags={tracking.STAGE_TAG: "1", registry.STORE_FINGERPRINT_TAG: fingerprint},
+    )
     tracking.log_model(client, run_id, untrained_stage1)
     tracking.finish_run(client, run_id)
-    cfg = load_config(Path(__file__).parent.parent / "configs" / "tiny.yaml",
-                      [f"data.store={tiny_store}", f"tracking.tracking_uri={uri}", f"tracking.experiment={experiment}"])
+    cfg = load_config(
+        Path(__file__).parent.parent / "configs" / "tiny.yaml",
+        [f"data.store={tiny_store}", f"tracking.tracking_uri={uri}", f"tracking.experiment={experiment}"],
+    )
     evaluation = evaluate(cfg, model=f"runs:/{run_id}/model", split="val", out_dir=tmp_path / "eval")
     assert set(evaluation.rows) == {"MMT", "B_MeanSeq"}
     for row in evaluation.rows.values():

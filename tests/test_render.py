@@ -33,10 +33,19 @@ def test_the_same_inputs_draw_the_same_face():
     assert draw_face(NEUTRAL, STILL, SIZE).shape == (SIZE, SIZE, 3)
 
 
-@pytest.mark.parametrize("au, rows", [
-    ("AU1", (0.1, 0.45)), ("AU2", (0.1, 0.45)), ("AU4", (0.1, 0.45)), ("AU7", (0.35, 0.5)),
-    ("AU12", (0.6, 0.9)), ("AU15", (0.6, 0.9)), ("AU25", (0.6, 0.9)), ("AU26", (0.5, 1.0)),
-])
+@pytest.mark.parametrize(
+    "au, rows",
+    [
+        ("AU1", (0.1, 0.45)),
+        ("AU2", (0.1, 0.45)),
+        ("AU4", (0.1, 0.45)),
+        ("AU7", (0.35, 0.5)),
+        ("AU12", (0.6, 0.9)),
+        ("AU15", (0.6, 0.9)),
+        ("AU25", (0.6, 0.9)),
+        ("AU26", (0.5, 1.0)),
+    ],
+)
 def test_one_au_changes_only_its_region(au, rows):
     before, after = draw_face(NEUTRAL, STILL, SIZE), draw_face(with_channel(au, 1.0), STILL, SIZE)
     pixels = changed(before, after)
@@ -105,13 +114,13 @@ def test_render_refuses_a_model_without_a_speaker(tmp_path):
 def test_render_a_generate_folder_of_a_store_split(tiny_store, tiny_corpus, tmp_path):
     from reactdiff.generate import generate_to_dir
 
-    generate_to_dir(save_tiny_checkpoint(tmp_path / "stage2.pt"), f"{tiny_store}:test", tmp_path / "out", alpha=1,
-                    seed=0)
+    generate_to_dir(
+        save_tiny_checkpoint(tmp_path / "stage2.pt"), f"{tiny_store}:test", tmp_path / "out", alpha=1, seed=0
+    )
     with pytest.raises(ValueError, match="pass --corpus ROOT"):
         render(tmp_path / "out", tmp_path / "video.mp4")
     clip = corpus.read_split(tiny_corpus, "test")[0].listener.path  # speaks in the role-swapped half
-    path = render(tmp_path / "out", tmp_path / "still.png", clip=clip, corpus_root=tiny_corpus, face_size=32,
-                  still=10)
+    path = render(tmp_path / "out", tmp_path / "still.png", clip=clip, corpus_root=tiny_corpus, face_size=32, still=10)
     # 1 reaction + the real listener side by side (tiles of 16 + 32 + 12 rows), beside the speaker panel.
     from matplotlib.image import imread
 

@@ -13,10 +13,26 @@ from reactdiff.evaluate.report import baseline_verdict, plot_metric_comparison, 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 ROWS = {
-    "ReactDiff": {"FRCorr": 0.2613, "FRDist": 86.7, "FRDiv": 0.0914, "FRDvs": 0.138, "FRVar": 0.0412,
-                  "FRSyn": 39.4, "FRSyn_all": 40.1, "FRRea": 0.52},
-    "B_Random": {"FRCorr": 0.0012, "FRDist": 226.4, "FRDiv": 0.1667, "FRDvs": 0.1666, "FRVar": 0.0833,
-                 "FRSyn": 44.2, "FRSyn_all": 44.0, "FRRea": 3.1},
+    "ReactDiff": {
+        "FRCorr": 0.2613,
+        "FRDist": 86.7,
+        "FRDiv": 0.0914,
+        "FRDvs": 0.138,
+        "FRVar": 0.0412,
+        "FRSyn": 39.4,
+        "FRSyn_all": 40.1,
+        "FRRea": 0.52,
+    },
+    "B_Random": {
+        "FRCorr": 0.0012,
+        "FRDist": 226.4,
+        "FRDiv": 0.1667,
+        "FRDvs": 0.1666,
+        "FRVar": 0.0833,
+        "FRSyn": 44.2,
+        "FRSyn_all": 44.0,
+        "FRRea": 3.1,
+    },
     "B_MeanFr": {"FRCorr": 0.0, "FRDist": 96.1, "FRDiv": 0.0, "FRDvs": 0.0, "FRVar": 0.0},
 }
 

@@ -32,11 +32,24 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def evaluation(checkpoint, tiny_store, tiny_corpus, tracking_uri, tmp_path_factory):
-    cfg = load_config(REPO / "configs" / "tiny.yaml", [
-        f"data.store={tiny_store}", f"data.corpus={tiny_corpus}", f"tracking.tracking_uri={tracking_uri}",
-        "tracking.experiment=test-score"])
-    return evaluate(cfg, model=str(checkpoint), split="test", alpha=ALPHA, seed=SEED,
-                    out_dir=tmp_path_factory.mktemp("eval"), videos=1)
+    cfg = load_config(
+        REPO / "configs" / "tiny.yaml",
+        [
+            f"data.store={tiny_store}",
+            f"data.corpus={tiny_corpus}",
+            f"tracking.tracking_uri={tracking_uri}",
+            "tracking.experiment=test-score",
+        ],
+    )
+    return evaluate(
+        cfg,
+        model=str(checkpoint),
+        split="test",
+        alpha=ALPHA,
+        seed=SEED,
+        out_dir=tmp_path_factory.mktemp("eval"),
+        videos=1,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -76,16 +89,36 @@ def test_evaluate_logs_seeded_sample_videos_next_to_its_plots(evaluation, tracki
     assert video in evaluation.files and video.name.startswith("video_sample_")
     with av.open(str(video)) as container:
         assert sum(1 for _ in container.decode(video=0)) == FRAMES
-    artifacts = [a.path for a in mlflow.MlflowClient(tracking_uri).list_artifacts(evaluation.run_id,
-                                                                                 "evaluation/test-offline")]
+    artifacts = [
+        a.path for a in mlflow.MlflowClient(tracking_uri).list_artifacts(evaluation.run_id, "evaluation/test-offline")
+    ]
     assert any(path.endswith(video.name) for path in artifacts)
     assert any(path.endswith("sample_0.png") for path in artifacts)
 
 
 def test_score_command_logs_a_run_of_its_own(generated, tiny_store, tracking_uri, tmp_path, capfd):
-    assert main(["score", str(generated), "--store", str(tiny_store), "--split", "test", "--out", str(tmp_path),
-                 "--tracking-uri", tracking_uri, "--label", "team-x", "--baselines",
-                 "--log-dir", str(tmp_path / "logs")]) == 0
+    assert (
+        main(
+            [
+                "score",
+                str(generated),
+                "--store",
+                str(tiny_store),
+                "--split",
+                "test",
+                "--out",
+                str(tmp_path),
+                "--tracking-uri",
+                tracking_uri,
+                "--label",
+                "team-x",
+                "--baselines",
+                "--log-dir",
+                str(tmp_path / "logs"),
+            ]
+        )
+        == 0
+    )
     printed = capfd.readouterr().out  # results reach the terminal's stdout past the session's log file
     assert "team-x" in printed and "B_Mime" in printed
     run_id = printed.rsplit("logged to MLflow run ", 1)[1].split()[0]
@@ -111,15 +144,18 @@ def saved(tmp_path: Path, array: np.ndarray, name: str = "emotion.npy") -> Path:
     return tmp_path / name
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda e: e[:-1], r"emotion shape.*expected \(N=4, α, T=50, 25\).*split has 4 samples"),
-    (lambda e: e[:, :, :-1], r"emotion shape.*T=50"),
-    (lambda e: e[..., :24], r"emotion shape.*25\)"),
-    (lambda e: np.where(np.arange(25) == 3, np.nan, e), r"finite number"),
-    (lambda e: np.where(np.arange(25) == 0, 1.5, e), r"'AU1 \[sample 0 .*AU occurrence probability in \[0, 1\]"),
-    (lambda e: np.where(np.arange(25) == 15, -1.2, e), r"'Valence \[sample 0.*valence/arousal in \[-1, 1\]"),
-    (lambda e: np.where(np.arange(25) == 24, -0.1, e), r"'Contempt .*expression probability in \[0, 1\]"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda e: e[:-1], r"emotion shape.*expected \(N=4, α, T=50, 25\).*split has 4 samples"),
+        (lambda e: e[:, :, :-1], r"emotion shape.*T=50"),
+        (lambda e: e[..., :24], r"emotion shape.*25\)"),
+        (lambda e: np.where(np.arange(25) == 3, np.nan, e), r"finite number"),
+        (lambda e: np.where(np.arange(25) == 0, 1.5, e), r"'AU1 \[sample 0 .*AU occurrence probability in \[0, 1\]"),
+        (lambda e: np.where(np.arange(25) == 15, -1.2, e), r"'Valence \[sample 0.*valence/arousal in \[-1, 1\]"),
+        (lambda e: np.where(np.arange(25) == 24, -0.1, e), r"'Contempt .*expression probability in \[0, 1\]"),
+    ],
+)
 def test_score_refuses_bad_predictions(truth, tmp_path, change, message):
     with pytest.raises(ScoreError, match=message):
         load_predictions(saved(tmp_path, change(valid(truth)).astype(np.float32)), truth)
@@ -163,6 +199,21 @@ def test_score_refuses_bad_files_matrices_and_orders(truth, tiny_corpus, generat
     np.testing.assert_array_equal(loaded.emotion, emotion)
 
     # The command line prints the refusal and exits 1.
-    assert main(["score", str(saved(tmp_path, emotion[:-1])), "--corpus", str(tiny_corpus), "--split", "test",
-                 "--out", str(tmp_path / "out"), "--log-dir", str(tmp_path / "logs")]) == 1
+    assert (
+        main(
+            [
+                "score",
+                str(saved(tmp_path, emotion[:-1])),
+                "--corpus",
+                str(tiny_corpus),
+                "--split",
+                "test",
+                "--out",
+                str(tmp_path / "out"),
+                "--log-dir",
+                str(tmp_path / "logs"),
+            ]
+        )
+        == 1
+    )
     assert "split has 4 samples" in capsys.readouterr().err

@@ -56,7 +56,9 @@ def test_window_checks_name_the_window_form():
     streams = {"mfcc": 26, "emotion": 25}
     good = {"mfcc": np.zeros((WS, 26)).tolist(), "emotion": np.zeros((WS, 25)).tolist()}
     assert {k: v.shape for k, v in speaker_features(good, streams, window=WS).items()} == {
-        "mfcc": (1, WS, 26), "emotion": (1, WS, 25)}
+        "mfcc": (1, WS, 26),
+        "emotion": (1, WS, 25),
+    }
     with pytest.raises(BadRequest, match=r"stream 'mfcc': expected shape \(5, 26\), one window, got \(4, 26\)"):
         speaker_features({**good, "mfcc": np.zeros((4, 26)).tolist()}, streams, window=WS)
     with pytest.raises(BadRequest, match="got nested lists of unequal lengths"):
@@ -76,8 +78,9 @@ def get(url: str) -> tuple[int, dict]:
 
 def post(url: str, body: dict | bytes, headers: dict | None = None) -> tuple[int, bytes, dict]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(f"{url}/react", data=data,
-                                     headers={"Content-Type": "application/json", **(headers or {})})
+    request = urllib.request.Request(
+        f"{url}/react", data=data, headers={"Content-Type": "application/json", **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
             return response.status, response.read(), dict(response.headers)
@@ -95,8 +98,9 @@ class Served:
     def __init__(self, url: str, uri: str, store: Path, checkpoints: list[Path]):
         self.url, self.uri, self.store, self.checkpoints = url, uri, store, checkpoints
         self.ws_url = url.replace("http://", "ws://") + "/stream"
-        self.request = serving_request(f"models:/{NAME}@champion", f"{store}:val", max_clips=CLIPS, alpha=ALPHA,
-                                       seed=SEED, tracking_uri=uri)
+        self.request = serving_request(
+            f"models:/{NAME}@champion", f"{store}:val", max_clips=CLIPS, alpha=ALPHA, seed=SEED, tracking_uri=uri
+        )
         self.feats = {k: np.asarray(v, np.float32) for k, v in self.request["inputs"].items()}
 
     def expected(self, version: str, mode: str = "offline", alpha: int = ALPHA, seed: int = SEED, clips: int = CLIPS):
@@ -117,8 +121,15 @@ def served(uri, tiny_store, tmp_path_factory):
     checkpoints = [save_tiny_checkpoint(folder / f"stage2-{seed}.pt", seed=seed) for seed in (0, 1)]
     make_run(uri, EXPERIMENT, 0.5, checkpoints[0])
     assert registry.promote(uri, EXPERIMENT, METRIC, "min", NAME).version == "1"
-    options = ServeOptions(model=f"models:/{NAME}@champion", tracking_uri=uri, data_root=str(tiny_store.parent),
-                           poll_s=1.0, port=_free_port(), max_replicas=1, **LIMITS)
+    options = ServeOptions(
+        model=f"models:/{NAME}@champion",
+        tracking_uri=uri,
+        data_root=str(tiny_store.parent),
+        poll_s=1.0,
+        port=_free_port(),
+        max_replicas=1,
+        **LIMITS,
+    )
     try:
         url = app.deploy(options)
         yield Served(url, uri, tiny_store, checkpoints)
@@ -131,8 +142,11 @@ def served(uri, tiny_store, tmp_path_factory):
 def test_react_answers_like_generate_in_every_format(served):
     status, model = get(f"{served.url}/model")
     assert status == 200 and (model["name"], model["version"], model["alias"]) == (NAME, "1", "champion")
-    listening = {c.laddr.ip for c in psutil.net_connections("inet")
-                 if c.status == psutil.CONN_LISTEN and c.laddr.port == int(served.url.rsplit(":", 1)[1])}
+    listening = {
+        c.laddr.ip
+        for c in psutil.net_connections("inet")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == int(served.url.rsplit(":", 1)[1])
+    }
     assert listening == {"127.0.0.1"}
 
     for mode in ("offline", "online"):
@@ -171,7 +185,7 @@ def open_stream(served: Served, alpha: int, seed: int):
 
 
 def speaker_window(served: Served, t: int, clip: int = 0) -> str:
-    return json.dumps({name: values[clip, t * WS:(t + 1) * WS].tolist() for name, values in served.feats.items()})
+    return json.dumps({name: values[clip, t * WS : (t + 1) * WS].tolist() for name, values in served.feats.items()})
 
 
 def stream_windows(socket, served: Served, first: int, last: int) -> list[dict]:
@@ -231,15 +245,27 @@ def test_bad_input_gets_its_4xx_and_the_replica_keeps_answering(served):
     nan[1, 7, 3] = np.nan
 
     def changed(inputs=None, params=None, **fields) -> dict:
-        return {**good, "inputs": {**good["inputs"], **(inputs or {})}, "params": {**good["params"], **(params or {})},
-                **fields}
+        return {
+            **good,
+            "inputs": {**good["inputs"], **(inputs or {})},
+            "params": {**good["params"], **(params or {})},
+            **fields,
+        }
 
     big = {name: np.zeros((1, FRAMES + WS, dim)).tolist() for name, dim in before["streams"].items()}
     cases = [
-        ("wrong dims", changed(inputs={"mfcc": mfcc[..., :20].tolist()}), 400,
-         ["stream 'mfcc': expected shape (B, T, 26)", f"got ({CLIPS}, {FRAMES}, 20)"]),
-        ("NaN", changed(inputs={"mfcc": nan.tolist()}), 400,
-         ["stream 'mfcc': 1 NaN or infinite value(s) (the first in clip 1, frame 7)"]),
+        (
+            "wrong dims",
+            changed(inputs={"mfcc": mfcc[..., :20].tolist()}),
+            400,
+            ["stream 'mfcc': expected shape (B, T, 26)", f"got ({CLIPS}, {FRAMES}, 20)"],
+        ),
+        (
+            "NaN",
+            changed(inputs={"mfcc": nan.tolist()}),
+            400,
+            ["stream 'mfcc': 1 NaN or infinite value(s) (the first in clip 1, frame 7)"],
+        ),
         ("unknown stream", changed(inputs={"au": [[[0.0] * 12] * FRAMES] * CLIPS}), 400, ["unknown stream(s) ['au']"]),
         ("alpha 0", changed(params={"alpha": 0}), 400, ["params.alpha", "1 to 100", "got 0"]),
         ("alpha 101", changed(params={"alpha": 101}), 400, ["params.alpha", "got 101"]),
@@ -249,8 +275,12 @@ def test_bad_input_gets_its_4xx_and_the_replica_keeps_answering(served):
         ("unknown format", changed(format="csv"), 400, ["format: expected one of ['json', 'npy', 'npz']"]),
         ("not JSON", b"{inputs: 1", 400, ["body: not JSON"]),
         ("both forms", changed(speaker="store:val"), 400, ['exactly one of "inputs"']),
-        ("too many frames", {"inputs": big, "params": good["params"]}, 413,
-         [f"frames (T): {FRAMES + WS} is over this server's limit of {FRAMES}"]),
+        (
+            "too many frames",
+            {"inputs": big, "params": good["params"]},
+            413,
+            [f"frames (T): {FRAMES + WS} is over this server's limit of {FRAMES}"],
+        ),
         ("too many clips", {"speaker": "store:val", "max_clips": 5}, 413, ["max_clips: 5 is over", "--max-clips"]),
         ("too large a body", changed(pad="x" * 2**20), 413, ["body:", "--max-body-mb"]),
         ("path outside the root", {"speaker": "../../etc:passwd"}, 403, ["outside the server's data root"]),
@@ -267,19 +297,44 @@ def test_bad_input_gets_its_4xx_and_the_replica_keeps_answering(served):
     window = json.loads(speaker_window(served, 0))
     nan_window = {**window, "mfcc": [[math.nan] * 26] * WS}
     stream_cases = [
-        ("window of the wrong length", {"alpha": 2}, [json.dumps({**window, "mfcc": window["mfcc"][:4]})], 1008,
-         "stream 'mfcc': expected shape (5, 26), one window, got (4, 26)"),
-        ("wrong dims", {"alpha": 2}, [json.dumps({**window, "emotion": [[0.0] * 24] * WS})], 1008,
-         "stream 'emotion': expected shape (5, 25)"),
-        ("NaN", {"alpha": 2}, [json.dumps(nan_window)], 1008,
-         "stream 'mfcc': 130 NaN or infinite value(s) (the first in frame 0)"),
-        ("unknown stream", {"alpha": 2}, [json.dumps({**window, "au": [[0.0] * 3] * WS})], 1008,
-         "unknown stream(s) ['au']"),
+        (
+            "window of the wrong length",
+            {"alpha": 2},
+            [json.dumps({**window, "mfcc": window["mfcc"][:4]})],
+            1008,
+            "stream 'mfcc': expected shape (5, 26), one window, got (4, 26)",
+        ),
+        (
+            "wrong dims",
+            {"alpha": 2},
+            [json.dumps({**window, "emotion": [[0.0] * 24] * WS})],
+            1008,
+            "stream 'emotion': expected shape (5, 25)",
+        ),
+        (
+            "NaN",
+            {"alpha": 2},
+            [json.dumps(nan_window)],
+            1008,
+            "stream 'mfcc': 130 NaN or infinite value(s) (the first in frame 0)",
+        ),
+        (
+            "unknown stream",
+            {"alpha": 2},
+            [json.dumps({**window, "au": [[0.0] * 3] * WS})],
+            1008,
+            "unknown stream(s) ['au']",
+        ),
         ("alpha out of range", {"alpha": 101}, [], 1008, "params.alpha"),
         ("unknown start field", {"alpha": 2, "mode": "offline"}, [], 1008, "unknown field(s) ['mode']"),
         ("not JSON", {"alpha": 2}, ["{"], 1008, "speaker window 0: not JSON"),
-        ("too long a stream", {"alpha": 1}, [json.dumps(window)] * (FRAMES // WS), 1009,
-         f"stream frames: {FRAMES + WS} is over this server's limit of {FRAMES}"),
+        (
+            "too long a stream",
+            {"alpha": 1},
+            [json.dumps(window)] * (FRAMES // WS),
+            1009,
+            f"stream frames: {FRAMES + WS} is over this server's limit of {FRAMES}",
+        ),
     ]
     for problem, start, messages, code, text in stream_cases:
         error, closed_code, reason = refused_stream(served, start, messages)
@@ -302,20 +357,35 @@ def test_the_readme_requests_and_stream_client_run_against_the_app(served, tmp_p
     host_port = served.url.removeprefix("http://")
 
     def as_here(text: str) -> str:
-        return text.replace("127.0.0.1:8000", host_port).replace("models:/reactdiff@champion", f"models:/{NAME}@champion")
+        return text.replace("127.0.0.1:8000", host_port).replace(
+            "models:/reactdiff@champion", f"models:/{NAME}@champion"
+        )
 
     (tmp_path / "stream_client.py").write_text(as_here(client))
     (tmp_path / "data").symlink_to(served.store.parent)  # the app's data root
-    env = {**os.environ, "MLFLOW_TRACKING_URI": served.uri,
-           "PATH": f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
-    done = subprocess.run(["bash", "-c", "set -eo pipefail\n" + as_here(requests)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": served.uri,
+        "PATH": f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    done = subprocess.run(
+        ["bash", "-c", "set -eo pipefail\n" + as_here(requests)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert '"version":"1"' in done.stdout
     assert "{'3dmm': (2, 10, 50, 58), 'emotion': (2, 10, 50, 25)}" in done.stdout
     assert f"listener window {FRAMES // WS - 1}: {ALPHA} reactions" in done.stdout
     assert np.asarray(json.loads((tmp_path / "reactions.json").read_text())["predictions"]["emotion"]).shape == (
-        1, ALPHA, FRAMES, 25)
+        1,
+        ALPHA,
+        FRAMES,
+        25,
+    )
 
 
 @pytest.mark.slow
@@ -338,8 +408,9 @@ def test_a_promotion_reaches_new_requests_while_an_open_stream_finishes_on_its_v
     answer = react(served.url, served.request)
     assert answer["model"]["version"] == "2"
     expected = served.expected("2")
-    np.testing.assert_allclose(np.asarray(answer["predictions"]["emotion"], np.float32), expected["emotion"],
-                               rtol=0, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(answer["predictions"]["emotion"], np.float32), expected["emotion"], rtol=0, atol=1e-5
+    )
     assert np.abs(expected["emotion"] - served.expected("1")["emotion"]).max() > 10 * STREAM_ATOL  # another model
     socket, header = open_stream(served, alpha=2, seed=5)
     with socket:

@@ -32,8 +32,9 @@ STARTUP_TIMEOUT_S = 180.0  # the scoring server imports mlflow and torch on a bu
 
 
 def post(url: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(f"{url}/invocations", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{url}/invocations", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
             return response.status, json.load(response)
@@ -55,19 +56,34 @@ def bad_requests(good: dict) -> list[tuple[str, dict, list[str]]]:
     nan = mfcc.copy()
     nan[1, 7, 3] = np.nan
     return [
-        ("unknown stream", changed(inputs={"au": [[[0.0] * 12] * FRAMES] * CLIPS}),
-         ["unknown stream(s) ['au']", '"mfcc": (B, T, 26)', '"3dmm": (B, T, 58)']),
-        ("wrong feature dim", changed(inputs={"mfcc": mfcc[..., :20].tolist()}),
-         ["stream 'mfcc': expected shape (B, T, 26)", f"got ({CLIPS}, {FRAMES}, 20)"]),
+        (
+            "unknown stream",
+            changed(inputs={"au": [[[0.0] * 12] * FRAMES] * CLIPS}),
+            ["unknown stream(s) ['au']", '"mfcc": (B, T, 26)', '"3dmm": (B, T, 58)'],
+        ),
+        (
+            "wrong feature dim",
+            changed(inputs={"mfcc": mfcc[..., :20].tolist()}),
+            ["stream 'mfcc': expected shape (B, T, 26)", f"got ({CLIPS}, {FRAMES}, 20)"],
+        ),
         ("missing stream", changed(drop="3dmm"), ["missing stream(s) ['3dmm']"]),
-        ("mismatched frames", changed(inputs={"mfcc": mfcc[:, :40].tolist()}),
-         ["streams differ in (B clips, T frames)", f"'mfcc': ({CLIPS}, 40)"]),
-        ("NaN", changed(inputs={"mfcc": nan.tolist()}),  # json.dumps writes NaN, MLflow reads it
-         ["stream 'mfcc': 1 NaN or infinite value(s) (the first in clip 1, frame 7)"]),
+        (
+            "mismatched frames",
+            changed(inputs={"mfcc": mfcc[:, :40].tolist()}),
+            ["streams differ in (B clips, T frames)", f"'mfcc': ({CLIPS}, 40)"],
+        ),
+        (
+            "NaN",
+            changed(inputs={"mfcc": nan.tolist()}),  # json.dumps writes NaN, MLflow reads it
+            ["stream 'mfcc': 1 NaN or infinite value(s) (the first in clip 1, frame 7)"],
+        ),
         ("alpha 0", changed(params={"alpha": 0}), ["params.alpha", "1 to 100", "got 0"]),
         ("alpha too big", changed(params={"alpha": 101}), ["params.alpha", "got 101"]),
-        ("unknown mode", changed(params={"mode": "realtime"}),
-         ["params.mode: expected one of ['offline', 'online']", "got 'realtime'"]),
+        (
+            "unknown mode",
+            changed(params={"mode": "realtime"}),
+            ["params.mode: expected one of ['offline', 'online']", "got 'realtime'"],
+        ),
     ]
 
 
@@ -79,26 +95,47 @@ def test_served_champion_answers_like_the_pyfunc_and_refuses_bad_requests(uri, t
     model_uri = f"models:/{NAME}@champion"
     good = serving_request(model_uri, f"{tiny_store}:val", max_clips=CLIPS, alpha=ALPHA, seed=SEED, tracking_uri=uri)
     local = tracking.load_pyfunc(uri, model_uri).predict(
-        {name: np.asarray(values, dtype=np.float32) for name, values in good["inputs"].items()}, params=good["params"])
+        {name: np.asarray(values, dtype=np.float32) for name, values in good["inputs"].items()}, params=good["params"]
+    )
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
     venv_bin = Path(sys.executable).parent
-    command = ["mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
-               "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        model_uri,
+        "--env-manager",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     # The venv's bin on PATH, as in an activated venv: `mlflow models serve` runs `uvicorn` from PATH.
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}"}
     with log.open("wb") as log_file:
         # Its own process group: `mlflow models serve` starts uvicorn in a child process.
-        server = subprocess.Popen([str(venv_bin / command[0]), *command[1:]], stdout=log_file,
-                                  stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        server = subprocess.Popen(
+            [str(venv_bin / command[0]), *command[1:]],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
     group = [psutil.Process(server.pid)]
     try:
         wait_until_answering(f"{url}/ping", server, log, STARTUP_TIMEOUT_S)
         group += group[0].children(recursive=True)
-        listening = {(c.laddr.ip, c.laddr.port) for p in group for c in p.net_connections("inet")
-                     if c.status == psutil.CONN_LISTEN}
+        listening = {
+            (c.laddr.ip, c.laddr.port)
+            for p in group
+            for c in p.net_connections("inet")
+            if c.status == psutil.CONN_LISTEN
+        }
         assert listening == {("127.0.0.1", port)}
 
         status, first = post(url, good)
@@ -129,8 +166,9 @@ def test_served_champion_answers_like_the_pyfunc_and_refuses_bad_requests(uri, t
 def test_clips_the_model_cannot_window_are_refused(tmp_path):
     """A pad_mode=drop model refuses clips that are not a multiple of its window (5 frames)."""
     model = load_checkpoint(save_tiny_checkpoint(tmp_path / "stage2.pt"))
-    model.config = model.config.model_copy(update={
-        "diffusion": model.config.diffusion.model_copy(update={"pad_mode": "drop"})})
+    model.config = model.config.model_copy(
+        update={"diffusion": model.config.diffusion.model_copy(update={"pad_mode": "drop"})}
+    )
     pyfunc = tracking.ReactDiffPyfunc()
     pyfunc.model = model
     feats = {name: np.zeros((1, 12, dim), np.float32) for name, dim in model.mmt.streams.items()}

@@ -32,8 +32,11 @@ def s3_store(tmp_path, monkeypatch, no_inprocess_ray):
     endpoint = f"http://127.0.0.1:{port}"
     log = tmp_path / "moto.log"
     with open(log, "w") as out:
-        server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1",
-                                   "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_until_answering(f"{endpoint}/moto-api/", server, log)
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "reactdiff-test")
@@ -59,13 +62,21 @@ def test_store_on_s3_prepare_train_evaluate(tiny_corpus, tiny_store, s3_store, t
     prepare(PrepareOptions(corpus=tiny_corpus, out=s3_store, rows_per_part=1, workers=2))
     assert "all 8 parts already done" in capsys.readouterr().err  # resumes on S3 too
 
-    overrides = [f"data.store={s3_store}", f"tracking.tracking_uri={tracking_uri}",
-                 "tracking.experiment=test-s3"]
-    trained = run_training(load_config(REPO / "configs" / "tiny.yaml", overrides + [
-        f"train.storage_path={tmp_path / 'runs'}", "train.name=s3", "train.stage=1", "train.epochs=1"]))
+    overrides = [f"data.store={s3_store}", f"tracking.tracking_uri={tracking_uri}", "tracking.experiment=test-s3"]
+    trained = run_training(
+        load_config(
+            REPO / "configs" / "tiny.yaml",
+            overrides + [f"train.storage_path={tmp_path / 'runs'}", "train.name=s3", "train.stage=1", "train.epochs=1"],
+        )
+    )
     assert trained.checkpoint.is_file()
 
-    result = evaluate(load_config(REPO / "configs" / "tiny.yaml", overrides), model=str(trained.checkpoint),
-                      split="val", alpha=2, out_dir=tmp_path / "eval")
+    result = evaluate(
+        load_config(REPO / "configs" / "tiny.yaml", overrides),
+        model=str(trained.checkpoint),
+        split="val",
+        alpha=2,
+        out_dir=tmp_path / "eval",
+    )
     assert Store(s3_store).manifest.splits["val"]["samples"] == 4
     assert result.rows and all(row for row in result.rows.values())

@@ -34,26 +34,43 @@ HEADLINE = ("val_FRDist", "val_FRCorr", "val_FRDiv")
 
 
 def _config(tiny_store: Path, stage1: Path, tracking_uri: str, tmp_path: Path, name: str, *overrides: str):
-    return load_config(TINY_CONFIG, [
-        f"data.store={tiny_store}", f"train.stage1_model={stage1}", f"train.storage_path={tmp_path / 'runs'}",
-        f"tracking.tracking_uri={tracking_uri}", "tracking.experiment=sweep-quality",
-        "tracking.registered_model=sweep-quality", f"train.name={name}", "train.num_workers=1",
-        "train.batch_size=4", "train.max_failures=0", *overrides,
-    ])
+    return load_config(
+        TINY_CONFIG,
+        [
+            f"data.store={tiny_store}",
+            f"train.stage1_model={stage1}",
+            f"train.storage_path={tmp_path / 'runs'}",
+            f"tracking.tracking_uri={tracking_uri}",
+            "tracking.experiment=sweep-quality",
+            "tracking.registered_model=sweep-quality",
+            f"train.name={name}",
+            "train.num_workers=1",
+            "train.batch_size=4",
+            "train.max_failures=0",
+            *overrides,
+        ],
+    )
 
 
 def _steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run_id, key))
 
 
-def test_stage2_sweep_ranks_by_frdist_and_promotes_its_winner(tiny_store, untrained_stage1, tracking_uri, local_ray,
-                                                             tmp_path, monkeypatch):
+def test_stage2_sweep_ranks_by_frdist_and_promotes_its_winner(
+    tiny_store, untrained_stage1, tracking_uri, local_ray, tmp_path, monkeypatch
+):
     space = tmp_path / "t_and_ws.yaml"
     space.write_text("model.diffusion.steps: {grid: [2, 4, 8]}\nmodel.diffusion.window_size: {choice: [5, 10, 25]}\n")
     # Paths relative to the caller's folder: trials run in Tune's trial folders, and still find them.
     monkeypatch.chdir(tmp_path)
-    cfg = _config(Path(os.path.relpath(tiny_store)), Path(os.path.relpath(untrained_stage1)), tracking_uri,
-                  Path("."), "quality", "train.epochs=3")
+    cfg = _config(
+        Path(os.path.relpath(tiny_store)),
+        Path(os.path.relpath(untrained_stage1)),
+        tracking_uri,
+        Path("."),
+        "quality",
+        "train.epochs=3",
+    )
     result = run_sweep(cfg, space=space, stage=2, num_samples=1)  # objective: the default, val_FRDist
 
     assert result.objectives == [Objective("val_FRDist", "min")]
@@ -72,7 +89,7 @@ def test_stage2_sweep_ranks_by_frdist_and_promotes_its_winner(tiny_store, untrai
         # Scored at every epoch Tune saw, so every ASHA rung (1, 2) compared fresh numbers (a
         # stopped trial's workers may finish one more epoch before they are ended).
         for key in HEADLINE:
-            assert _steps(client, row.run_id, key)[:row.epochs] == list(range(row.epochs)), (row.trial, key)
+            assert _steps(client, row.run_id, key)[: row.epochs] == list(range(row.epochs)), (row.trial, key)
         for m in client.get_metric_history(row.run_id, "val_FRDist"):
             by_epoch.setdefault(m.step, {})[row.trial] = m.value
     # ASHA compared val_FRDist: a stopped trial was not leading at the rung it stopped at.
@@ -104,8 +121,7 @@ def test_stage2_sweep_ranks_by_frdist_and_promotes_its_winner(tiny_store, untrai
     assert run.data.tags["reactdiff.eval_split"] == "val" and math.isfinite(run.data.metrics["FRDist"])
 
 
-def test_two_objective_sweep_reports_its_pareto_front(tiny_store, untrained_stage1, tracking_uri, local_ray,
-                                                      tmp_path):
+def test_two_objective_sweep_reports_its_pareto_front(tiny_store, untrained_stage1, tracking_uri, local_ray, tmp_path):
     space = tmp_path / "two.yaml"
     space.write_text("model.diffusion.steps: {choice: [2, 4, 8]}\ntrain.lr: {loguniform: [1.0e-4, 3.0e-2]}\n")
     cfg = _config(tiny_store, untrained_stage1, tracking_uri, tmp_path, "pareto", "train.epochs=2")
@@ -135,12 +151,21 @@ def test_stage1_selection_metric_ignores_a_common_scale_of_the_loss_weights(tiny
     gradient clipping), so the reconstructions and their weight-free metrics stay the same."""
     results = {}
     for scale in (1.0, 4.0):
-        cfg = load_config(TINY_CONFIG, [
-            f"data.store={tiny_store}", f"train.storage_path={tmp_path / 'runs'}",
-            f"tracking.tracking_uri={tracking_uri}", "tracking.experiment=sweep-quality",
-            f"train.name=weights-x{scale:g}", "train.stage=1", "train.num_workers=1", "train.epochs=4",
-            f"model.mmt.w_3dmm={10 * scale}", f"model.mmt.w_emotion={10 * scale}",
-        ])
+        cfg = load_config(
+            TINY_CONFIG,
+            [
+                f"data.store={tiny_store}",
+                f"train.storage_path={tmp_path / 'runs'}",
+                f"tracking.tracking_uri={tracking_uri}",
+                "tracking.experiment=sweep-quality",
+                f"train.name=weights-x{scale:g}",
+                "train.stage=1",
+                "train.num_workers=1",
+                "train.epochs=4",
+                f"model.mmt.w_3dmm={10 * scale}",
+                f"model.mmt.w_emotion={10 * scale}",
+            ],
+        )
         results[scale] = run_training(cfg).metrics
     small, large = results[1.0], results[4.0]
     assert large["val_loss"] / small["val_loss"] == pytest.approx(4.0, rel=0.1)  # the loss scales

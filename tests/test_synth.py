@@ -46,7 +46,9 @@ def test_layout_and_split_lists(tiny_corpus):
     assert (tiny_corpus / "train.csv").read_text().splitlines()[0] == ",speaker_path,listener_path"
     pairs = read_split(tiny_corpus, "train")
     assert {(p.speaker.dataset, p.speaker.person, p.listener.person) for p in pairs} == {
-        ("NoXI", "Expert_video", "Novice_video"), ("RECOLA", "P25", "P26")}
+        ("NoXI", "Expert_video", "Novice_video"),
+        ("RECOLA", "P25", "P26"),
+    }
     ref = pairs[0].listener
     for tree, suffix in layout.SUFFIX.items():
         assert ref.file(tiny_corpus, "train", tree).is_file()
@@ -82,8 +84,9 @@ def test_listener_follows_speaker_with_lag_through_its_mode(longer_rows):
                 continue
             gains = MODES[listener.mode][:2]
             for channel, gain in zip((15, 16), gains, strict=True):  # valence, arousal
-                r = np.corrcoef(speaker.emotion[: n - lag, channel][listening],
-                                listener.emotion[lag:, channel][listening])[0, 1]
+                r = np.corrcoef(
+                    speaker.emotion[: n - lag, channel][listening], listener.emotion[lag:, channel][listening]
+                )[0, 1]
                 assert np.sign(gain) * r > 0.5, (listener.ref, listener.mode, channel, r)
             checked += 1
     assert checked >= 10

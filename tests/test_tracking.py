@@ -28,9 +28,10 @@ def test_two_runs_on_two_servers_in_one_process_each_log_to_their_own(tracking_u
     global_before, env_before = mlflow.get_tracking_uri(), os.environ.get(tracking.MLFLOW_TRACKING_URI_ENV)
     servers = {"a": tracking_uri, "b": second_server}
     clients = {name: tracking.client_for(url) for name, url in servers.items()}
-    runs = {name: tracking.start_or_resume_run(client, "two-servers", f"run-{name}", tags={},
-                                               params={"server": name})
-            for name, client in clients.items()}
+    runs = {
+        name: tracking.start_or_resume_run(client, "two-servers", f"run-{name}", tags={}, params={"server": name})
+        for name, client in clients.items()
+    }
     # Interleaved, as a sweep's driver and an evaluation in one process would: epochs of both runs,
     # then a model logged to A (the one call that needs MLflow's global URI) between B's epochs.
     for epoch in range(2):
@@ -44,16 +45,22 @@ def test_two_runs_on_two_servers_in_one_process_each_log_to_their_own(tracking_u
     # log_model put the global URI back, and the environment variable MLflow writes with it.
     assert mlflow.get_tracking_uri() == global_before
     assert os.environ.get(tracking.MLFLOW_TRACKING_URI_ENV) == env_before
-    history = {name: [(m.step, m.value) for m in client.get_metric_history(runs[name], "train_loss")]
-               for name, client in clients.items()}
+    history = {
+        name: [(m.step, m.value) for m in client.get_metric_history(runs[name], "train_loss")]
+        for name, client in clients.items()
+    }
     assert sorted(history["a"]) == [(0, 10.0), (1, 11.0)]
     assert sorted(history["b"]) == [(0, 20.0), (1, 21.0), (2, 99.0)]
     for name, other in (("a", "b"), ("b", "a")):
         run = clients[name].get_run(runs[name])
         assert run.info.status == "FINISHED" and run.data.params == {"server": name}
-        assert clients[other].search_runs(
-            [tracking.experiment_id(clients[other], "two-servers")],
-            filter_string=f"attributes.run_id = '{runs[name]}'") == []  # not on the other server
+        assert (
+            clients[other].search_runs(
+                [tracking.experiment_id(clients[other], "two-servers")],
+                filter_string=f"attributes.run_id = '{runs[name]}'",
+            )
+            == []
+        )  # not on the other server
     # The model is on A's server only: it resolves there, and B has no such run.
     assert tracking.parse_model(model_uri).source_run(clients["a"]) == runs["a"]
     run_uri = f"runs:/{runs['a']}/{tracking.MODEL_ARTIFACT}"
@@ -64,22 +71,28 @@ def test_two_runs_on_two_servers_in_one_process_each_log_to_their_own(tracking_u
             tracking.resolve_checkpoint(servers["b"], uri)
 
 
-@pytest.mark.parametrize("text, fields", [
-    ("runs:/abc123/model", {"kind": "run", "run_id": "abc123"}),
-    ("models:/reactdiff@champion", {"kind": "registered", "name": "reactdiff", "alias": "champion"}),
-    ("models:/reactdiff/3", {"kind": "registered", "name": "reactdiff", "version": "3"}),
-    ("models:/m-0123abcd", {"kind": "logged", "name": "m-0123abcd"}),
-])
+@pytest.mark.parametrize(
+    "text, fields",
+    [
+        ("runs:/abc123/model", {"kind": "run", "run_id": "abc123"}),
+        ("models:/reactdiff@champion", {"kind": "registered", "name": "reactdiff", "alias": "champion"}),
+        ("models:/reactdiff/3", {"kind": "registered", "name": "reactdiff", "version": "3"}),
+        ("models:/m-0123abcd", {"kind": "logged", "name": "m-0123abcd"}),
+    ],
+)
 def test_model_uris_parse_into_their_parts(text, fields):
     ref = tracking.parse_model(text)
     assert {key: getattr(ref, key) for key in fields} == fields and not ref.is_file
 
 
-@pytest.mark.parametrize("text, message", [
-    ("runs:/abc123", "runs:/<run id>/<artifact path>"),
-    ("models:/reactdiff@", "models:/<name>@<alias>"),
-    ("models:/reactdiff/latest", "models:/<name>/<version number>"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("runs:/abc123", "runs:/<run id>/<artifact path>"),
+        ("models:/reactdiff@", "models:/<name>@<alias>"),
+        ("models:/reactdiff/latest", "models:/<name>/<version number>"),
+    ],
+)
 def test_malformed_model_uris_name_the_expected_form(text, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         tracking.parse_model(text)

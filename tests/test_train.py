@@ -30,11 +30,17 @@ pytestmark = pytest.mark.slow
 
 
 def _config(tiny_store: Path, tmp_path: Path, tracking_uri: str, name: str, *overrides: str):
-    return load_config(REPO / "configs" / "tiny.yaml", [
-        f"data.store={tiny_store}", f"train.storage_path={tmp_path / 'runs'}",
-        f"tracking.tracking_uri={tracking_uri}", f"train.name={name}", "tracking.experiment=test-train",
-        *overrides,
-    ])
+    return load_config(
+        REPO / "configs" / "tiny.yaml",
+        [
+            f"data.store={tiny_store}",
+            f"train.storage_path={tmp_path / 'runs'}",
+            f"tracking.tracking_uri={tracking_uri}",
+            f"train.name={name}",
+            "tracking.experiment=test-train",
+            *overrides,
+        ],
+    )
 
 
 def _history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
@@ -79,8 +85,13 @@ def test_stage1_ddp(stage1_run, tiny_store, tracking_uri):
     assert spreads == [(epoch, 0.0) for epoch in range(4)], spreads  # bit-identical replicas
     # Weight-free reconstruction metrics every epoch, over both workers' val shards. The emotion
     # L1 is one term of val_loss = w_3dmm·MSE(normalised 3DMM) + w_emotion·L1, so it is bounded by it.
-    for key in ("val_recon_FRDist", "val_recon_3dmm_mse", "val_recon_emotion_l1", "val_recon_au_f1",
-                "val_recon_va_ccc"):
+    for key in (
+        "val_recon_FRDist",
+        "val_recon_3dmm_mse",
+        "val_recon_emotion_l1",
+        "val_recon_au_f1",
+        "val_recon_va_ccc",
+    ):
         assert len(_history(tracking_uri, result.run_id, key)) == 4, key
     val_loss = dict(_history(tracking_uri, result.run_id, "val_loss"))
     for step, l1 in _history(tracking_uri, result.run_id, "val_recon_emotion_l1"):
@@ -120,9 +131,18 @@ def test_stage1_ddp(stage1_run, tiny_store, tracking_uri):
 
 
 def test_stage2_ddp(stage1_checkpoint, tiny_store, tmp_path, tracking_uri):
-    cfg = _config(tiny_store, tmp_path, tracking_uri, "ddp", "train.stage=2", "train.epochs=6",
-                  f"train.stage1_model={stage1_checkpoint}", "train.eval_every=4", "train.eval_alpha=2",
-                  "train.eval_samples=3")
+    cfg = _config(
+        tiny_store,
+        tmp_path,
+        tracking_uri,
+        "ddp",
+        "train.stage=2",
+        "train.epochs=6",
+        f"train.stage1_model={stage1_checkpoint}",
+        "train.eval_every=4",
+        "train.eval_alpha=2",
+        "train.eval_samples=3",
+    )
     result = run_training(cfg)
     losses = [v for _, v in _history(tracking_uri, result.run_id, "train_loss")]
     assert len(losses) == 6 and min(losses[-2:]) < losses[0], losses
@@ -146,9 +166,17 @@ def test_stage2_ddp(stage1_checkpoint, tiny_store, tmp_path, tracking_uri):
 
 @pytest.mark.parametrize("stage", [1, 2])
 def test_deepspeed_zero2(stage, stage1_checkpoint, tiny_store, tmp_path, tracking_uri):
-    cfg = _config(tiny_store, tmp_path, tracking_uri, f"ds{stage}", f"train.stage={stage}",
-                  "train.strategy=deepspeed", "train.zero_stage=2", "train.epochs=4",
-                  f"train.stage1_model={stage1_checkpoint}")
+    cfg = _config(
+        tiny_store,
+        tmp_path,
+        tracking_uri,
+        f"ds{stage}",
+        f"train.stage={stage}",
+        "train.strategy=deepspeed",
+        "train.zero_stage=2",
+        "train.epochs=4",
+        f"train.stage1_model={stage1_checkpoint}",
+    )
     result = run_training(cfg)
     losses = [v for _, v in _history(tracking_uri, result.run_id, "train_loss")]
     assert len(losses) == 4 and min(losses[-2:]) < losses[0], losses
@@ -182,7 +210,9 @@ def test_shards_are_disjoint_and_cover_the_split(tiny_store, tmp_path):
     ray_init()
     store = Store(tiny_store)
     TorchTrainer(
-        loop, train_loop_config={"out": str(tmp_path)}, scaling_config=ray.train.ScalingConfig(num_workers=2),
+        loop,
+        train_loop_config={"out": str(tmp_path)},
+        scaling_config=ray.train.ScalingConfig(num_workers=2),
         run_config=ray.train.RunConfig(name="shards", storage_path=str(tmp_path)),
         datasets={"train": store.ray_dataset("train")},
     ).fit()
@@ -213,16 +243,23 @@ def test_the_rendezvous_listens_on_the_node_address_only(tmp_path):
 
         total = torch.ones(1)
         dist.all_reduce(total)
-        listening = sorted({(c.laddr.ip, c.laddr.port) for c in psutil.Process().net_connections("inet")
-                            if c.status == psutil.CONN_LISTEN})
+        listening = sorted(
+            {
+                (c.laddr.ip, c.laddr.port)
+                for c in psutil.Process().net_connections("inet")
+                if c.status == psutil.CONN_LISTEN
+            }
+        )
         rank = ray.train.get_context().get_world_rank()
         (Path(config["out"]) / f"rank{rank}.json").write_text(
-            json.dumps([total.item(), int(os.environ["MASTER_PORT"]), os.environ.get("GLOO_SOCKET_IFNAME"),
-                        listening]))
+            json.dumps([total.item(), int(os.environ["MASTER_PORT"]), os.environ.get("GLOO_SOCKET_IFNAME"), listening])
+        )
 
     ray_init()
     TorchTrainer(
-        loop, train_loop_config={"out": str(tmp_path)}, scaling_config=ray.train.ScalingConfig(num_workers=2),
+        loop,
+        train_loop_config={"out": str(tmp_path)},
+        scaling_config=ray.train.ScalingConfig(num_workers=2),
         run_config=ray.train.RunConfig(name="rendezvous", storage_path=str(tmp_path)),
         torch_config=NodeAddressTorchConfig(),
     ).fit()
@@ -277,19 +314,27 @@ def test_batches_are_the_role_swapped_samples_cropped_in_batch_order(tiny_store,
     store = Store(tiny_store)
     manifest, streams, rows, crop, seed = store.manifest, ["3dmm", "emotion"], 3, 7, 11
     arrays = store.read_split("train", streams)
-    batches = Batches(store.ray_dataset("train").iterator(), manifest, streams, ("speaker", "listener"),
-                      rows_per_batch=rows, crop_frames=crop, seed=seed, device=torch.device("cpu"))
+    batches = Batches(
+        store.ray_dataset("train").iterator(),
+        manifest,
+        streams,
+        ("speaker", "listener"),
+        rows_per_batch=rows,
+        crop_frames=crop,
+        seed=seed,
+        device=torch.device("cpu"),
+    )
     rng = np.random.default_rng(seed)
     got = list(batches)
     assert len(got) == -(-len(arrays["pair_id"]) // rows) > 1
     for i, batch in enumerate(got):
         lo = int(rng.integers(0, manifest.frames - crop + 1))
-        part = {k: v[i * rows:(i + 1) * rows] for k, v in arrays.items()}
+        part = {k: v[i * rows : (i + 1) * rows] for k, v in arrays.items()}
         want = to_samples(part, streams)
         assert batch["listener_id"] == [person_of(c) for c in want["listener_clip"]]
         for role in ("speaker", "listener"):
             for stream in streams:
-                expected = torch.from_numpy(want[role][stream][:, lo:lo + crop].astype(np.float32))
+                expected = torch.from_numpy(want[role][stream][:, lo : lo + crop].astype(np.float32))
                 assert batch[role][stream].dtype == torch.float32
                 assert torch.equal(batch[role][stream], expected), (i, role, stream)
     assert batches.wait_seconds > 0
@@ -359,8 +404,9 @@ def test_resume_continues_the_same_run(tiny_store, tmp_path, tracking_uri):
 def test_worker_crash_is_survived(tiny_store, tmp_path, tracking_uri, monkeypatch):
     marker = tmp_path / "crashed"
     monkeypatch.setenv(CRASH_ENV, f"{marker}:1:1")  # rank 1 dies at the start of epoch 1
-    result = run_training(_config(tiny_store, tmp_path, tracking_uri, "crash", "train.epochs=3",
-                                  "train.max_failures=2"))
+    result = run_training(
+        _config(tiny_store, tmp_path, tracking_uri, "crash", "train.epochs=3", "train.max_failures=2")
+    )
     assert marker.exists(), "the injected crash did not happen"
     assert result.metrics["epoch"] == 2
     steps = [s for s, _ in _history(tracking_uri, result.run_id, "train_loss")]

@@ -26,17 +26,27 @@ SPACE = Path(__file__).parent.parent / "tune_spaces" / "tiny_stage2.yaml"
 TINY_CONFIG = Path(__file__).parent.parent / "configs" / "tiny.yaml"
 
 
-def test_stage2_sweep_with_asha_and_mlflow_parent(tiny_store: Path, untrained_stage1: Path, tracking_uri: str,
-                                                   local_ray, tmp_path: Path) -> None:
-    cfg = load_config(TINY_CONFIG, [
-        f"data.store={tiny_store}", f"train.stage1_model={untrained_stage1}", f"train.storage_path={tmp_path / 'runs'}",
-        f"tracking.tracking_uri={tracking_uri}", "tracking.experiment=tune-test", "train.name=tiny-sweep",
-        "train.num_workers=1", "train.cpus_per_worker=1", "train.batch_size=4", f"train.epochs={EPOCHS}",
-        "train.max_failures=0",
-    ])
+def test_stage2_sweep_with_asha_and_mlflow_parent(
+    tiny_store: Path, untrained_stage1: Path, tracking_uri: str, local_ray, tmp_path: Path
+) -> None:
+    cfg = load_config(
+        TINY_CONFIG,
+        [
+            f"data.store={tiny_store}",
+            f"train.stage1_model={untrained_stage1}",
+            f"train.storage_path={tmp_path / 'runs'}",
+            f"tracking.tracking_uri={tracking_uri}",
+            "tracking.experiment=tune-test",
+            "train.name=tiny-sweep",
+            "train.num_workers=1",
+            "train.cpus_per_worker=1",
+            "train.batch_size=4",
+            f"train.epochs={EPOCHS}",
+            "train.max_failures=0",
+        ],
+    )
     # val_loss on purpose: this test is about ASHA's mechanics (an lr of 1e-6 surely loses on it).
-    result = run_sweep(cfg, space=SPACE, stage=2, num_samples=2, search="random", scheduler="asha",
-                       metric="val_loss")
+    result = run_sweep(cfg, space=SPACE, stage=2, num_samples=2, search="random", scheduler="asha", metric="val_loss")
 
     # The ranked table: all four trials, each with its own MLflow run; ASHA stopped at least one.
     assert len(result.table) == 4
@@ -61,8 +71,9 @@ def test_stage2_sweep_with_asha_and_mlflow_parent(tiny_store: Path, untrained_st
     assert parent.data.tags["reactdiff.best_run_id"] == result.best.run_id
     artifacts = {a.path for a in client.list_artifacts(result.parent_run_id, "sweep")}
     assert {"sweep/ranking.md", "sweep/ranking.csv", f"sweep/{SPACE.name}"} <= artifacts
-    children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'")
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'"
+    )
     assert {run.info.run_id for run in children} == {row.run_id for row in result.table}
     by_id = {run.info.run_id: run for run in children}
     for row in result.table:
@@ -84,7 +95,6 @@ def test_stage2_sweep_with_asha_and_mlflow_parent(tiny_store: Path, untrained_st
     assert ray.available_resources().get("CPU", 0) == ray.cluster_resources()["CPU"]
 
     # Re-running the same sweep restores it: nothing left to train, the same trials and parent run.
-    again = run_sweep(cfg, space=SPACE, stage=2, num_samples=2, search="random", scheduler="asha",
-                      metric="val_loss")
+    again = run_sweep(cfg, space=SPACE, stage=2, num_samples=2, search="random", scheduler="asha", metric="val_loss")
     assert again.parent_run_id == result.parent_run_id
     assert [(r.trial, r.status, r.run_id) for r in again.table] == [(r.trial, r.status, r.run_id) for r in result.table]

@@ -21,14 +21,17 @@ def space_file(tmp_path: Path, text: str) -> Path:
 
 
 def test_every_kind_parses_into_a_tune_domain(tmp_path: Path) -> None:
-    path = space_file(tmp_path, """
+    path = space_file(
+        tmp_path,
+        """
 train.lr: {loguniform: [1e-4, 1.0e-2]}
 model.lrs.shrinkage: {uniform: [0.5, 4]}
 model.lrs.reference_clips: {int: [2, 5]}
 model.diffusion.window_size: {choice: [5, 10, 25]}
 model.lrs.mode: {grid: ["off", "mean+scale"]}
 model.diffusion.steps: 8
-""")
+""",
+    )
     space = load_space(path, TINY, stage=2, frames=50)
     domains = space.param_space()
 

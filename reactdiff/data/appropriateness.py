@@ -31,16 +31,20 @@ def load_matrix(path: str | Path, n: int) -> np.ndarray:
     except (OSError, ValueError, EOFError) as exc:
         raise ValueError(f"{path}: field 'file': expected a readable .npy or numeric .csv matrix ({exc})") from None
     if matrix.shape != (n, n):
-        raise ValueError(f"{path}: field 'shape': expected ({n}, {n}) = 2 × rows of the split CSV (role-swapped "
-                         f"samples), got {matrix.shape}; use the matrix made for this split")
+        raise ValueError(
+            f"{path}: field 'shape': expected ({n}, {n}) = 2 × rows of the split CSV (role-swapped "
+            f"samples), got {matrix.shape}; use the matrix made for this split"
+        )
     bad = (matrix != 0) & (matrix != 1)
     if bad.any():
         k, j = np.argwhere(bad)[0]
         raise ValueError(f"{path}: field 'value [{k}, {j}]': expected 0 or 1, got {matrix[k, j]}")
     empty = np.flatnonzero(matrix.sum(axis=1) == 0)
     if len(empty):
-        raise ValueError(f"{path}: field 'row {empty[0]}': expected at least one appropriate reaction per sample "
-                         f"(FRCorr/FRDist take a max/min over them), got none in {len(empty)} rows")
+        raise ValueError(
+            f"{path}: field 'row {empty[0]}': expected at least one appropriate reaction per sample "
+            f"(FRCorr/FRDist take a max/min over them), got none in {len(empty)} rows"
+        )
     return matrix.astype(np.uint8)
 
 

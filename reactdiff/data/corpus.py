@@ -53,8 +53,7 @@ class ClipError(ValueError):
 
     def as_record(self, clip: str) -> dict[str, str]:
         """The JSON-friendly record corpus-wide jobs report for a rejected clip."""
-        return {"clip": clip, "file": self.file, "field": self.field, "expected": self.expected,
-                "message": str(self)}
+        return {"clip": clip, "file": self.file, "field": self.field, "expected": self.expected, "message": str(self)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,8 +96,11 @@ def parse_clip_path(text: str, source: str = "clip path") -> ClipRef:
             parts[-1] = stem
     if len(parts) != 4 or parts[0] not in layout.DATASETS:
         raise ClipError(
-            source, "clip path", f"'<dataset>/<session>/<person>/<clip>' with dataset in {layout.DATASETS}",
-            repr(text), hint="correct the path in the split CSV",
+            source,
+            "clip path",
+            f"'<dataset>/<session>/<person>/<clip>' with dataset in {layout.DATASETS}",
+            repr(text),
+            hint="correct the path in the split CSV",
         )
     return ClipRef(*parts)
 
@@ -140,7 +142,7 @@ def locate_clip(path: str | Path) -> tuple[Path, str, ClipRef]:
         if parts[i] in layout.SPLITS and parts[i + 1] in TREES:
             if parts[i + 1] == layout.EMOTION_DIR:
                 break  # P1/P2 folders do not name the person unambiguously (RECOLA)
-            return Path(*parts[:i]), parts[i], parse_clip_path("/".join(parts[i + 2:]), str(path))
+            return Path(*parts[:i]), parts[i], parse_clip_path("/".join(parts[i + 2 :]), str(path))
     raise ValueError(
         f"speaker/listener clip '{path}': expected a file of a REACT2024-layout corpus outside the "
         "Emotion tree, <root>/<split>/{Audio_files,Video_files,3D_FV_files}/<dataset>/<session>/"
@@ -152,22 +154,35 @@ def read_split(root: str | Path, split: str) -> list[Pair]:
     """Rows of `<root>/<split>.csv` (header `,speaker_path,listener_path`), in file order."""
     path = split_csv(root, split)
     if not path.is_file():
-        raise ClipError(path, "file", f"the split list of '{split}'", "no such file",
-                        hint="point at the corpus root that holds train.csv/val.csv/test.csv")
+        raise ClipError(
+            path,
+            "file",
+            f"the split list of '{split}'",
+            "no such file",
+            hint="point at the corpus root that holds train.csv/val.csv/test.csv",
+        )
     with path.open(newline="") as f:
         rows = [r for r in csv.reader(f) if r]
     header = [h.strip() for h in rows[0]] if rows else []
     if any(c not in header for c in SPLIT_COLUMNS):
-        raise ClipError(path, "header", "columns ',speaker_path,listener_path'", header,
-                        hint="restore the header row of the split CSV")
+        raise ClipError(
+            path,
+            "header",
+            "columns ',speaker_path,listener_path'",
+            header,
+            hint="restore the header row of the split CSV",
+        )
     cols = [header.index(c) for c in SPLIT_COLUMNS]
     pairs = []
     for i, row in enumerate(rows[1:]):
         where = f"{path} line {i + 2}"
         if len(row) != len(header):
-            raise ClipError(path, f"line {i + 2}", f"{len(header)} columns like the header", len(row),
-                            hint="correct the split CSV")
-        speaker, listener = (parse_clip_path(row[c], f"{where} {name}") for c, name in zip(cols, SPLIT_COLUMNS, strict=True))
+            raise ClipError(
+                path, f"line {i + 2}", f"{len(header)} columns like the header", len(row), hint="correct the split CSV"
+            )
+        speaker, listener = (
+            parse_clip_path(row[c], f"{where} {name}") for c, name in zip(cols, SPLIT_COLUMNS, strict=True)
+        )
         pairs.append(Pair(i, speaker, listener))
     return pairs
 
@@ -272,8 +287,9 @@ def read_face3d(path: Path, rows: int) -> np.ndarray:
     if values.ndim == 3 and values.shape[1] == 1:
         values = values[:, 0]
     if values.ndim != 2 or values.shape[1] != layout.FACE3D_DIM:
-        raise ClipError(path, "shape", f"(frames, {layout.FACE3D_DIM}) or (frames, 1, {layout.FACE3D_DIM})",
-                        values.shape)
+        raise ClipError(
+            path, "shape", f"(frames, {layout.FACE3D_DIM}) or (frames, 1, {layout.FACE3D_DIM})", values.shape
+        )
     if len(values) != rows:
         raise ClipError(path, "frames", f"{rows} frames like the clip's Emotion CSV", len(values))
     if not np.isfinite(values).all():
@@ -290,9 +306,12 @@ def _check_audio(path: Path, frames: int) -> None:
         raise ClipError(path, "file", "a readable WAV", str(exc)) from None
     needed = (frames - AUDIO_TOLERANCE_FRAMES) / layout.FPS
     if info.duration < needed:
-        raise ClipError(path, "duration",
-                        f">= {needed:.3f} s of audio to cover {frames} frames at {layout.FPS} fps",
-                        f"{info.duration:.3f} s")
+        raise ClipError(
+            path,
+            "duration",
+            f">= {needed:.3f} s of audio to cover {frames} frames at {layout.FPS} fps",
+            f"{info.duration:.3f} s",
+        )
 
 
 def _check_video(path: Path, frames: int) -> None:
@@ -324,10 +343,14 @@ def _check_video(path: Path, frames: int) -> None:
 def _check_person(root: str | Path, split: str, ref: ClipRef) -> None:
     known = layout.PERSON_TO_EMOTION.get(ref.dataset, {})
     if ref.person not in known:
-        raise ClipError(ref.person_dir(root, split, layout.AUDIO_DIR), "person folder",
-                        f"one of {', '.join(sorted(known))} for {ref.dataset}", repr(ref.person),
-                        hint="rename the person folder in Video_files/Audio_files/3D_FV_files, or "
-                        "drop the clip's row from the split CSV")
+        raise ClipError(
+            ref.person_dir(root, split, layout.AUDIO_DIR),
+            "person folder",
+            f"one of {', '.join(sorted(known))} for {ref.dataset}",
+            repr(ref.person),
+            hint="rename the person folder in Video_files/Audio_files/3D_FV_files, or "
+            "drop the clip's row from the split CSV",
+        )
 
 
 def load_clip(root: str | Path, split: str, clip_path: str | ClipRef, frames: int | None = None) -> Clip:
@@ -358,9 +381,12 @@ def validate_sample(
     speaker = load_clip(root, split, sample.speaker, frames)
     listener = load_clip(root, split, sample.listener, frames)
     if listener.frames != speaker.frames:
-        raise ClipError(listener.ref.file(root, split, layout.EMOTION_DIR), "frames",
-                        f"{speaker.frames + 1} frame rows like its partner {speaker.ref.path}",
-                        listener.frames + 1)
+        raise ClipError(
+            listener.ref.file(root, split, layout.EMOTION_DIR),
+            "frames",
+            f"{speaker.frames + 1} frame rows like its partner {speaker.ref.path}",
+            listener.frames + 1,
+        )
     return speaker, listener
 
 
@@ -383,9 +409,13 @@ def scan_split(root: str | Path, split: str, frames: int | None = None) -> ScanR
         try:
             _check_person(root, split, ref)
             if not any(ref.file(root, split, tree).exists() for tree in TREES):
-                raise ClipError(split_csv(root, split), ref.path,
-                                f"files of this clip under {Path(root) / split}/{{{','.join(TREES)}}}",
-                                "none on disk", hint="restore the clip's files or drop its row from the split CSV")
+                raise ClipError(
+                    split_csv(root, split),
+                    ref.path,
+                    f"files of this clip under {Path(root) / split}/{{{','.join(TREES)}}}",
+                    "none on disk",
+                    hint="restore the clip's files or drop its row from the split CSV",
+                )
             lengths[ref] = load_clip(root, split, ref, frames).frames
         except ClipError as err:
             errors[ref] = err
@@ -393,9 +423,13 @@ def scan_split(root: str | Path, split: str, frames: int | None = None) -> ScanR
         common = Counter(lengths.values()).most_common(1)[0][0]
         for ref, n in lengths.items():
             if n != common:
-                errors[ref] = ClipError(ref.file(root, split, layout.EMOTION_DIR), "frames",
-                                        f"{common + 1} frame rows like most clips of split '{split}'",
-                                        n + 1, hint="re-extract the clip, or pass an explicit frame count")
+                errors[ref] = ClipError(
+                    ref.file(root, split, layout.EMOTION_DIR),
+                    "frames",
+                    f"{common + 1} frame rows like most clips of split '{split}'",
+                    n + 1,
+                    hint="re-extract the clip, or pass an explicit frame count",
+                )
     good = [p for p in pairs if p.speaker not in errors and p.listener not in errors]
     return ScanResult(role_swap(good), [errors[ref].as_record(ref.path) for ref in clips if ref in errors])
 

@@ -84,8 +84,7 @@ def mfcc(audio: np.ndarray, rate: int, frames: int, fps: int = FPS) -> np.ndarra
     transform = torchaudio.transforms.MFCC(
         sample_rate=MODEL_RATE,
         n_mfcc=MFCC_DIM,
-        melkwargs={"n_fft": window, "win_length": window, "hop_length": window,
-                   "n_mels": MFCC_DIM, "center": False},
+        melkwargs={"n_fft": window, "win_length": window, "hop_length": window, "n_mels": MFCC_DIM, "center": False},
     )
     rows = transform(wave).T.numpy()  # (n_mfcc, time) → (time, n_mfcc)
     return _align_rows(rows, frames, MAX_PAD_FRAMES, "mfcc").astype(np.float32)
@@ -108,8 +107,9 @@ class Wav2Vec2Features:
     then encoded in one pass. Input normalisation is over the used audio, before chunking.
     """
 
-    def __init__(self, model_dir: str | Path, device: str | torch.device = "cpu",
-                 chunk_frames: int = 750, fps: int = FPS) -> None:
+    def __init__(
+        self, model_dir: str | Path, device: str | torch.device = "cpu", chunk_frames: int = 750, fps: int = FPS
+    ) -> None:
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").is_file():
             raise FeatureError(
@@ -158,13 +158,11 @@ class Wav2Vec2Features:
             inputs = torch.from_numpy(np.ascontiguousarray(piece, dtype=np.float32)).to(self.device)
             states.append(self.model(inputs[None]).last_hidden_state[0].float().cpu().numpy())
         hidden = np.concatenate(states) if states else np.zeros((0, self.hidden_size), np.float32)
-        hidden = _align_rows(hidden, frames * self.states_per_frame,
-                             MAX_PAD_FRAMES * self.states_per_frame, "wav2vec2")
+        hidden = _align_rows(hidden, frames * self.states_per_frame, MAX_PAD_FRAMES * self.states_per_frame, "wav2vec2")
         return hidden.reshape(frames, self.dim).astype(np.float32)
 
 
-def iter_video(path: str | Path, frames: int, size: int | None = None,
-               chunk_frames: int = 32) -> Iterator[np.ndarray]:
+def iter_video(path: str | Path, frames: int, size: int | None = None, chunk_frames: int = 32) -> Iterator[np.ndarray]:
     """Decode the first `frames` frames of a video as RGB uint8 chunks of (≤chunk_frames, H, W, 3).
 
     Frames are resized to `size`×`size` (area interpolation) when `size` is given. Only one chunk
@@ -185,8 +183,7 @@ def iter_video(path: str | Path, frames: int, size: int | None = None,
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for frame in container.decode(stream):
-                chunk.append(frame.to_ndarray(format="rgb24", width=size, height=size,
-                                              interpolation="AREA"))
+                chunk.append(frame.to_ndarray(format="rgb24", width=size, height=size, interpolation="AREA"))
                 decoded += 1
                 if len(chunk) == chunk_frames or decoded == frames:
                     yield np.stack(chunk)
@@ -199,8 +196,7 @@ def iter_video(path: str | Path, frames: int, size: int | None = None,
             f"(the file may be truncated or not a video; re-export or re-download it)"
         ) from exc
     raise FeatureError(
-        f"video {path} has {decoded} decodable frames; expected at least {frames} "
-        f"(the file may be truncated)"
+        f"video {path} has {decoded} decodable frames; expected at least {frames} (the file may be truncated)"
     )
 
 
@@ -228,8 +224,13 @@ class FacialFeatures:
     chunk of images plus the output arrays (the AU stream alone is 25088 floats per frame).
     """
 
-    def __init__(self, predictors: Mapping[str, str | Path], input_size: int = 224,
-                 device: str | torch.device = "cpu", chunk_frames: int = 32) -> None:
+    def __init__(
+        self,
+        predictors: Mapping[str, str | Path],
+        input_size: int = 224,
+        device: str | torch.device = "cpu",
+        chunk_frames: int = 32,
+    ) -> None:
         self.input_size = input_size
         self.device = device
         self.chunk_frames = chunk_frames
@@ -255,8 +256,7 @@ class FacialFeatures:
             if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 1:
                 shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
                 raise FeatureError(
-                    f"facial predictor '{name}': {path} returned {shape} for one image; "
-                    f"expected a (1, dim) tensor"
+                    f"facial predictor '{name}': {path} returned {shape} for one image; expected a (1, dim) tensor"
                 )
             self.models[name] = model
             self.dims[name] = int(out.shape[1])

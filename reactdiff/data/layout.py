@@ -16,8 +16,21 @@ AUDIO_RATE = 44_100
 VIDEO_SIZE = 256
 
 AU_NAMES = (
-    "AU1", "AU2", "AU4", "AU6", "AU7", "AU9", "AU10", "AU12",
-    "AU14", "AU15", "AU17", "AU23", "AU24", "AU25", "AU26",
+    "AU1",
+    "AU2",
+    "AU4",
+    "AU6",
+    "AU7",
+    "AU9",
+    "AU10",
+    "AU12",
+    "AU14",
+    "AU15",
+    "AU17",
+    "AU23",
+    "AU24",
+    "AU25",
+    "AU26",
 )
 EXPRESSION_NAMES = ("Neutral", "Happy", "Sad", "Surprise", "Fear", "Disgust", "Anger", "Contempt")
 EMOTION_COLUMNS = AU_NAMES + ("Valence", "Arousal") + EXPRESSION_NAMES
@@ -41,9 +54,9 @@ def emotion_person(dataset: str, person: str) -> str:
     except KeyError:
         known = ", ".join(sorted(PERSON_TO_EMOTION.get(dataset, {}))) or "none"
         raise ValueError(
-            f"unknown person folder '{person}' for dataset '{dataset}' "
-            f"(expected one of: {known})"
+            f"unknown person folder '{person}' for dataset '{dataset}' (expected one of: {known})"
         ) from None
+
 
 # What `generate` writes under its output folder, read back by `render` and `score`.
 REACTIONS_DIR = "reactions"  # reactions/<dataset>/<session>/<person>/<clip>/<k>.csv and <k>.npy

@@ -105,14 +105,17 @@ def extraction_placement(options: PrepareOptions, parts: int, cluster_gpus: floa
         raise PrepareError(f"--gpus-per-worker {gpus}: expected a GPU fraction ≥ 0")
     if options.profile != "paper":
         if gpus:
-            raise PrepareError(f"--gpus-per-worker {gpus}: the lite profile runs no network (MFCCs are "
-                               "computed on CPU); drop the flag or use --profile paper")
+            raise PrepareError(
+                f"--gpus-per-worker {gpus}: the lite profile runs no network (MFCCs are "
+                "computed on CPU); drop the flag or use --profile paper"
+            )
         return Placement(workers, 1, 0, "cpu")
     if gpus is None:
         gpus = min(1.0, cluster_gpus / workers) if cluster_gpus else 0.0
     elif gpus > 0 and not cluster_gpus:
-        raise PrepareError(f"--gpus-per-worker {gpus}: the Ray cluster has no GPU; "
-                           "drop the flag (or pass 0) to extract on CPU")
+        raise PrepareError(
+            f"--gpus-per-worker {gpus}: the Ray cluster has no GPU; drop the flag (or pass 0) to extract on CPU"
+        )
     return Placement(workers, 1, gpus, "cuda" if gpus else "cpu")
 
 
@@ -145,8 +148,9 @@ def _test_hooks(split: str, part: int, stage: str) -> None:
 class PartWriter:
     """Ray Data actor: extracts one part's features, writes its Parquet file, then its record."""
 
-    def __init__(self, options: PrepareOptions, manifest_streams: dict[str, StreamSpec], frames: int,
-                 device: str = "cpu"):
+    def __init__(
+        self, options: PrepareOptions, manifest_streams: dict[str, StreamSpec], frames: int, device: str = "cpu"
+    ):
         from reactdiff.data import features
 
         self.options = options
@@ -176,8 +180,9 @@ class PartWriter:
             rows = json.loads(rows_json)
             kept, rejected = [], []
             for pair_id, clip_a, clip_b in rows:
-                pair = corpus_reader.Pair(pair_id, corpus_reader.parse_clip_path(clip_a),
-                                          corpus_reader.parse_clip_path(clip_b))
+                pair = corpus_reader.Pair(
+                    pair_id, corpus_reader.parse_clip_path(clip_a), corpus_reader.parse_clip_path(clip_b)
+                )
                 try:
                     speaker, listener = corpus_reader.validate_sample(self.options.corpus, split, pair, self.frames)
                     row = {"pair_id": pair_id, "clip_a": clip_a, "clip_b": clip_b}
@@ -195,14 +200,22 @@ class PartWriter:
             _test_hooks(split, part, "written")
             face = np.concatenate([r[p]["3dmm"] for r in kept for p in "ab"]) if kept else np.zeros((0, 58))
             face = face.astype(np.float64)
-            record = {"split": split, "part": part, "input": rows, "file": rel,
-                      "rows": [r["pair_id"] for r in kept], "rejected": rejected,
-                      "stats": {"n": int(face.shape[0]), "sum": face.sum(0).tolist(),
-                                "sumsq": (face**2).sum(0).tolist()}}
+            record = {
+                "split": split,
+                "part": part,
+                "input": rows,
+                "file": rel,
+                "rows": [r["pair_id"] for r in kept],
+                "rejected": rejected,
+                "stats": {"n": int(face.shape[0]), "sum": face.sum(0).tolist(), "sumsq": (face**2).sum(0).tolist()},
+            }
             self.location.write_bytes(_record(split, part), json.dumps(record, sort_keys=True).encode())
         # The node is reported to the driver, not recorded: the records are part of the store's bytes.
-        return {"split": list(batch["split"]), "part": [int(p) for p in batch["part"]],
-                "node": [ray.get_runtime_context().get_node_id()] * len(batch["part"])}
+        return {
+            "split": list(batch["split"]),
+            "part": [int(p) for p in batch["part"]],
+            "node": [ray.get_runtime_context().get_node_id()] * len(batch["part"]),
+        }
 
 
 def _rejection(split: str, pair_id: int, clip_a: str, clip_b: str, err: Exception) -> dict[str, Any]:
@@ -225,12 +238,21 @@ def _detect_frames(corpus: Path, split_rows: dict[str, list]) -> int:
                 return corpus_reader.load_clip(corpus, split, pair.speaker).frames
             except ValueError:
                 continue
-    raise PrepareError(f"no clip of {corpus} could be read; check the layout against the README's section "
-                       "'Your REACT2024 copy and pretrained feature extractors'")
+    raise PrepareError(
+        f"no clip of {corpus} could be read; check the layout against the README's section "
+        "'Your REACT2024 copy and pretrained feature extractors'"
+    )
 
 
-def _appropriateness(options: PrepareOptions, manifest: Manifest, location: Location, parts: list[str],
-                     split: str, kept_pairs: list[int], total_rows: int) -> np.ndarray:
+def _appropriateness(
+    options: PrepareOptions,
+    manifest: Manifest,
+    location: Location,
+    parts: list[str],
+    split: str,
+    kept_pairs: list[int],
+    total_rows: int,
+) -> np.ndarray:
     """Given matrices are over all 2R samples of the CSV; keep the rows that survived."""
     if options.appropriate_dir is not None:
         full = load_matrix(options.appropriate_dir / f"{split}.npy", 2 * total_rows)
@@ -249,9 +271,15 @@ def _build_spec(options: PrepareOptions, frames: int, streams: dict[str, StreamS
         extractors["wav2vec2"] = fingerprint_files(folder, folder.files())
         for name, path in sorted(options.facial_predictors.items()):
             extractors[name] = fingerprint_files(Location(Path(path).parent), [Path(path).name])
-    return {"schema_version": SCHEMA_VERSION, "profile": options.profile, "frames": frames,
-            "rows_per_part": options.rows_per_part, "splits": list(options.splits),
-            "streams": {name: asdict(spec) for name, spec in streams.items()}, "extractors": extractors}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "profile": options.profile,
+        "frames": frames,
+        "rows_per_part": options.rows_per_part,
+        "splits": list(options.splits),
+        "streams": {name: asdict(spec) for name, spec in streams.items()},
+        "extractors": extractors,
+    }
 
 
 def _flatten(spec: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -270,17 +298,23 @@ def _open_store(location: Location, spec: dict[str, Any], rebuild: bool) -> None
         location.delete_all()
     if location.exists(SPEC_FILE):
         old, new = _flatten(json.loads(location.read_bytes(SPEC_FILE))), _flatten(spec)
-        changed = [f"{key}: {old.get(key, '(none)')} → {new.get(key, '(none)')}"
-                   for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)]
+        changed = [
+            f"{key}: {old.get(key, '(none)')} → {new.get(key, '(none)')}"
+            for key in sorted(old.keys() | new.keys())
+            if old.get(key) != new.get(key)
+        ]
         if changed:
             raise PrepareError(
                 f"{location.shown} was prepared with other settings ({'; '.join(changed)}); its parts cannot be "
-                "mixed with new ones: re-run with --rebuild to start it over, or choose another --out")
+                "mixed with new ones: re-run with --rebuild to start it over, or choose another --out"
+            )
     elif location.exists("manifest.json"):
         location.delete_all()  # a store from before prepare could resume: rebuilt whole, as it was then
     elif location.files():
-        raise PrepareError(f"{location.shown} is not empty and holds no feature store; choose another --out, "
-                           "or re-run with --rebuild to delete its contents")
+        raise PrepareError(
+            f"{location.shown} is not empty and holds no feature store; choose another --out, "
+            "or re-run with --rebuild to delete its contents"
+        )
     location.write_bytes(SPEC_FILE, json.dumps(spec, indent=2, sort_keys=True).encode())
     if location.local:
         atomic_io.remove_leftovers(location.base)  # of writers killed in an earlier run
@@ -302,8 +336,13 @@ def _pending_parts(location: Location, parts: list[dict[str, Any]]) -> list[dict
     return pending
 
 
-def extraction_dataset(parts: list[dict[str, Any]], options: PrepareOptions, streams: dict[str, StreamSpec],
-                       frames: int, placement: Placement):
+def extraction_dataset(
+    parts: list[dict[str, Any]],
+    options: PrepareOptions,
+    streams: dict[str, StreamSpec],
+    frames: int,
+    placement: Placement,
+):
     """The (lazy) Ray Data pipeline that extracts and writes `parts`: one part per batch."""
     import ray
 
@@ -368,12 +407,17 @@ def prepare(options: PrepareOptions) -> Manifest:
         written = extraction_dataset(pending, options, streams, frames, placement)
         device = f", {placement.num_gpus:g} GPU per worker" if placement.num_gpus else ""
         parts_by_node: Counter[str] = Counter()
-        for row in console.progress(written.iter_rows(), total=len(pending), unit="part",
-                                    desc=f"prepare: {clips} person-clips in {len(pending)} parts "
-                                         f"({done} already done{device})"):
+        for row in console.progress(
+            written.iter_rows(),
+            total=len(pending),
+            unit="part",
+            desc=f"prepare: {clips} person-clips in {len(pending)} parts ({done} already done{device})",
+        ):
             parts_by_node[row["node"]] += 1
-        console.say(f"prepare: parts written on {len(parts_by_node)} node(s): "
-                    + ", ".join(f"{count} on node {node[:8]}" for node, count in sorted(parts_by_node.items())))
+        console.say(
+            f"prepare: parts written on {len(parts_by_node)} node(s): "
+            + ", ".join(f"{count} on node {node[:8]}" for node, count in sorted(parts_by_node.items()))
+        )
     else:
         console.say(f"prepare: all {len(parts)} parts already done")
 
@@ -414,8 +458,9 @@ def prepare(options: PrepareOptions) -> Manifest:
     for split, files in kept_by_split.items():
         ids = [i for _, part_ids in files for i in part_ids]
         if ids:
-            matrix = _appropriateness(options, manifest, location, [f for f, _ in files], split, ids,
-                                      len(split_rows[split]))
+            matrix = _appropriateness(
+                options, manifest, location, [f for f, _ in files], split, ids, len(split_rows[split])
+            )
             write_array(location, f"{split}/appropriate.npy", matrix)
             data_files.append(f"{split}/appropriate.npy")
         else:

@@ -56,9 +56,7 @@ class Manifest:
     def model_streams(self) -> dict[str, int]:
         """Streams the MMT consumes ({name: dim}): facial and audio inputs, targets in `lite`."""
         return {
-            name: spec.dim
-            for name, spec in self.streams.items()
-            if spec.role != "target" or self.profile == "lite"
+            name: spec.dim for name, spec in self.streams.items() if spec.role != "target" or self.profile == "lite"
         }
 
     # ---- (de)serialisation --------------------------------------------------------------------
@@ -144,8 +142,11 @@ class Location:
     def files(self, rel: str = "") -> list[str]:
         """Relative paths of the files under `rel` (all levels), sorted."""
         selector = pafs.FileSelector(self.path(rel).rstrip("/"), allow_not_found=True, recursive=True)
-        return sorted(info.path[len(self.base) + 1 :] for info in self.fs.get_file_info(selector)
-                      if info.type == pafs.FileType.File)
+        return sorted(
+            info.path[len(self.base) + 1 :]
+            for info in self.fs.get_file_info(selector)
+            if info.type == pafs.FileType.File
+        )
 
     def delete_all(self) -> None:
         self.fs.delete_dir_contents(self.base, missing_dir_ok=True)
@@ -187,8 +188,9 @@ def write_part(location: Location, rel: str, rows: list[dict[str, Any]], manifes
     # Dictionary encoding only for the clip names: on feature values it decoded fp16 ~7x slower
     # than plain, float32 ~1.1-1.3x, and grew a random-valued lite store by half (923 vs 600 MB).
     with location.open_output(rel) as file:
-        pq.write_table(table, file, row_group_size=1 if manifest.profile == "paper" else 64,
-                       use_dictionary=["clip_a", "clip_b"])
+        pq.write_table(
+            table, file, row_group_size=1 if manifest.profile == "paper" else 64, use_dictionary=["clip_a", "clip_b"]
+        )
 
 
 def write_manifest(location: Location, manifest: Manifest) -> None:
@@ -241,8 +243,9 @@ class Store:
                 f"no feature store at {self.root} (missing manifest.json); "
                 f"create one with `reactdiff prepare --corpus <dir> --out {self.root}`"
             )
-        self.manifest = Manifest.from_json(self.location.read_bytes("manifest.json").decode(),
-                                           self.location.name("manifest.json"))
+        self.manifest = Manifest.from_json(
+            self.location.read_bytes("manifest.json").decode(), self.location.name("manifest.json")
+        )
         for split in self.manifest.splits:
             self._check_schema(split)
 
@@ -320,8 +323,9 @@ class Store:
         if v2:
             context.use_datasource_v2 = False  # read_parquet picks the datasource at call time
         try:
-            dataset = ray.data.read_parquet(files, columns=columns, filesystem=self.location.fs,
-                                            override_num_blocks=self.read_tasks(split))
+            dataset = ray.data.read_parquet(
+                files, columns=columns, filesystem=self.location.fs, override_num_blocks=self.read_tasks(split)
+            )
         finally:
             if v2:
                 context.use_datasource_v2 = v2
@@ -337,8 +341,12 @@ def read_columns(manifest: Manifest, streams: Iterable[str] | None) -> list[str]
     return ["pair_id", "clip_a", "clip_b"] + [column(p, s) for p in PERSONS for s in wanted]
 
 
-def read_parts(files: Iterable[str], manifest: Manifest, streams: Iterable[str] | None = None,
-               filesystem: pafs.FileSystem | None = None) -> dict[str, np.ndarray]:
+def read_parts(
+    files: Iterable[str],
+    manifest: Manifest,
+    streams: Iterable[str] | None = None,
+    filesystem: pafs.FileSystem | None = None,
+) -> dict[str, np.ndarray]:
     """Read part files whole into arrays (`Store.read_split`; `prepare` before its manifest exists)."""
     columns = read_columns(manifest, streams)
     table = pa.concat_tables(pq.read_table(f, columns=columns, filesystem=filesystem) for f in files)
@@ -358,8 +366,13 @@ def table_to_arrays(table: pa.Table, manifest: Manifest) -> dict[str, np.ndarray
         if "__" in name:
             spec = manifest.streams[name.split("__", 1)[1]]
             chunks = feature_chunks(table[name], manifest.frames, spec.dim)
-            out[name] = (chunks[0] if len(chunks) == 1 else
-                         np.concatenate(chunks) if chunks else np.empty((0, manifest.frames, spec.dim), spec.dtype))
+            out[name] = (
+                chunks[0]
+                if len(chunks) == 1
+                else np.concatenate(chunks)
+                if chunks
+                else np.empty((0, manifest.frames, spec.dim), spec.dtype)
+            )
         else:
             out[name] = np.asarray(table[name].to_pylist())
     return out
@@ -381,8 +394,9 @@ def sample_clips(arrays: dict[str, np.ndarray]) -> tuple[list[str], list[str]]:
     return clip_a + clip_b, clip_b + clip_a
 
 
-def to_samples(arrays: dict[str, np.ndarray], streams: Iterable[str],
-               roles: Iterable[str] = ("speaker", "listener")) -> dict[str, Any]:
+def to_samples(
+    arrays: dict[str, np.ndarray], streams: Iterable[str], roles: Iterable[str] = ("speaker", "listener")
+) -> dict[str, Any]:
     """Role-swap dyad rows into samples: first every row as A→B, then every row as B→A.
 
     Returns {"speaker": {stream: (2n, F, D)}, "listener": {...}, "speaker_clip": [...],

@@ -56,18 +56,42 @@ TURN_FRAMES = (50, 175)
 INTENT_SCALE = 0.5
 
 # AU latent loadings on (valence, arousal), in layout.AU_NAMES order.
-AU_LOADINGS = np.array([
-    [0.0, 1.2], [0.0, 1.0], [-1.2, 0.3], [1.3, 0.0], [-0.5, 0.5], [-0.9, 0.0], [-0.6, 0.3], [1.5, 0.0],
-    [0.5, 0.0], [-1.0, 0.0], [-0.6, -0.3], [-0.5, 0.4], [-0.4, -0.4], [0.0, 0.4], [0.0, 0.3],
-])
+AU_LOADINGS = np.array(
+    [
+        [0.0, 1.2],
+        [0.0, 1.0],
+        [-1.2, 0.3],
+        [1.3, 0.0],
+        [-0.5, 0.5],
+        [-0.9, 0.0],
+        [-0.6, 0.3],
+        [1.5, 0.0],
+        [0.5, 0.0],
+        [-1.0, 0.0],
+        [-0.6, -0.3],
+        [-0.5, 0.4],
+        [-0.4, -0.4],
+        [0.0, 0.4],
+        [0.0, 0.3],
+    ]
+)
 AU_MOUTH = np.zeros(len(layout.AU_NAMES))
 AU_MOUTH[[13, 14]] = (2.0, 1.6)  # AU25 lips part, AU26 jaw drop open with speech syllables
 AU_BIAS = -0.7
 AU_NOISE = 0.25
 # Expression logits on (valence, arousal), in layout.EXPRESSION_NAMES order.
-EXPR_LOADINGS = np.array([
-    [0.0, -1.0], [3.0, 0.5], [-2.0, -1.0], [0.5, 2.0], [-1.0, 1.5], [-1.5, 0.0], [-1.5, 1.5], [-1.0, -0.5],
-])
+EXPR_LOADINGS = np.array(
+    [
+        [0.0, -1.0],
+        [3.0, 0.5],
+        [-2.0, -1.0],
+        [0.5, 2.0],
+        [-1.0, 1.5],
+        [-1.5, 0.0],
+        [-1.5, 1.5],
+        [-1.0, -0.5],
+    ]
+)
 EXPR_BIAS = np.array([1.0, 0.0, 0.0, -0.5, -0.5, -0.5, -0.5, -0.5])
 
 
@@ -152,8 +176,12 @@ def _person_style(rng: np.random.Generator) -> PersonStyle:
     face_mean = np.concatenate([rng.normal(0, 0.1, 52), rng.normal(0, 0.05, 3), rng.normal(0, 0.02, 3)])
     palette = np.array([rng.integers(0, 256, 3), rng.integers(150, 256, 3), rng.integers(0, 60, 3)], np.uint8)
     return PersonStyle(
-        va=rng.normal(0, 0.2, 2), au_bias=rng.normal(0, 0.4, 15), expr_bias=rng.normal(0, 0.4, 8),
-        face_mean=face_mean, pitch_hz=float(rng.uniform(100, 220)), palette=palette,
+        va=rng.normal(0, 0.2, 2),
+        au_bias=rng.normal(0, 0.4, 15),
+        expr_bias=rng.normal(0, 0.4, 8),
+        face_mean=face_mean,
+        pitch_hz=float(rng.uniform(100, 220)),
+        palette=palette,
     )
 
 
@@ -178,8 +206,13 @@ def _person_outputs(rng: np.random.Generator, style: PersonStyle, va: np.ndarray
     t = np.arange(n) / layout.FPS
     syllable = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(3.0, 5.0) * t + rng.uniform(0, 2 * np.pi))
     mouth = speaking * syllable
-    au_latent = (AU_BIAS + style.au_bias + va @ AU_LOADINGS.T + np.outer(mouth, AU_MOUTH)
-                 + AU_NOISE * _sinusoids(rng, n, 15, (0.2, 1.5)))
+    au_latent = (
+        AU_BIAS
+        + style.au_bias
+        + va @ AU_LOADINGS.T
+        + np.outer(mouth, AU_MOUTH)
+        + AU_NOISE * _sinusoids(rng, n, 15, (0.2, 1.5))
+    )
     logits = EXPR_BIAS + style.expr_bias + va @ EXPR_LOADINGS.T
     expr = np.exp(logits - logits.max(axis=1, keepdims=True))
     expr /= expr.sum(axis=1, keepdims=True)
@@ -189,7 +222,8 @@ def _person_outputs(rng: np.random.Generator, style: PersonStyle, va: np.ndarray
     drive = np.concatenate([va, np.tanh(au_latent)], axis=1)
     expression = drive @ _face_basis() + style.face_mean[:52] + 0.01 * rng.standard_normal((n, 52))
     rotation = style.face_mean[52:55] + np.stack(
-        [0.06 * va[:, 1] + 0.04 * mouth, 0.05 * va[:, 0], 0.02 * _sinusoids(rng, n, 1, (0.05, 0.2))[:, 0]], axis=1)
+        [0.06 * va[:, 1] + 0.04 * mouth, 0.05 * va[:, 0], 0.02 * _sinusoids(rng, n, 1, (0.05, 0.2))[:, 0]], axis=1
+    )
     translation = style.face_mean[55:58] + 0.005 * rng.standard_normal((n, 3))
     face3d = np.concatenate([expression, rotation, translation], axis=1).astype(np.float32)[:, None, :]
 
@@ -215,8 +249,7 @@ def plan_sessions(dyads: Mapping[str, int], clips_per_session: int) -> list[Sess
             else:
                 dataset, session = "RECOLA", f"group-{index + 1}_{split}"
                 persons = RECOLA_PAIRS[(index // 2) % len(RECOLA_PAIRS)]
-            plans.append(SessionPlan(split, index, dataset, session, persons,
-                                     tuple(str(k + 1) for k in range(count))))
+            plans.append(SessionPlan(split, index, dataset, session, persons, tuple(str(k + 1) for k in range(count))))
             remaining -= count
             index += 1
     return plans
@@ -247,8 +280,7 @@ def generate_session(plan: SessionPlan, frames_on_disk: int, seed: int) -> list[
             va = np.clip(va, -1, 1)
             emotion, face3d, audio = _person_outputs(rng, styles[p], va, soft[p])
             ref = ClipRef(plan.dataset, plan.session, plan.persons[p], clip)
-            people.append(SynthClip(plan.split, ref, emotion, face3d, audio, speaking[p], mode, lag,
-                                    styles[p].palette))
+            people.append(SynthClip(plan.split, ref, emotion, face3d, audio, speaking[p], mode, lag, styles[p].palette))
         rows.append((people[0], people[1]))
     return rows
 
@@ -257,13 +289,18 @@ def _dyad_counts(dyads: int | Mapping[str, int]) -> dict[str, int]:
     counts = {s: dyads for s in layout.SPLITS} if isinstance(dyads, int) else dict(dyads)
     unknown = set(counts) - set(layout.SPLITS)
     if unknown or any(v < 0 for v in counts.values()):
-        raise ValueError(f"dyads: expected an int or {{split: count >= 0}} with splits in {layout.SPLITS}, "
-                         f"got {dict(counts)}")
+        raise ValueError(
+            f"dyads: expected an int or {{split: count >= 0}} with splits in {layout.SPLITS}, got {dict(counts)}"
+        )
     return counts
 
 
-def generate_corpus(dyads: int | Mapping[str, int], frames_on_disk: int = layout.FRAMES_ON_DISK, seed: int = 0,
-                    clips_per_session: int = 4) -> Iterator[tuple[SynthClip, SynthClip]]:
+def generate_corpus(
+    dyads: int | Mapping[str, int],
+    frames_on_disk: int = layout.FRAMES_ON_DISK,
+    seed: int = 0,
+    clips_per_session: int = 4,
+) -> Iterator[tuple[SynthClip, SynthClip]]:
     """Every row of every split, in split-CSV order, without writing anything."""
     for plan in plan_sessions(_dyad_counts(dyads), clips_per_session):
         yield from generate_session(plan, frames_on_disk, seed)
@@ -287,7 +324,7 @@ def render_face_video(emotion: np.ndarray, face3d: np.ndarray, palette: np.ndarr
     cy = 0.5 + np.clip(rotation[:, 0], -0.08, 0.08)[:, None, None]
     dx, dy = x - cx, y - cy
     face = (dx / 0.36) ** 2 + (dy / 0.44) ** 2 < 1
-    eyes = (np.abs(dx) - 0.15) ** 2 + (dy + 0.08) ** 2 < 0.045 ** 2
+    eyes = (np.abs(dx) - 0.15) ** 2 + (dy + 0.08) ** 2 < 0.045**2
     brow_y = -0.2 - 0.06 * (au[:, _AU["AU1"]] + au[:, _AU["AU2"]]) / 2 + 0.03 * au[:, _AU["AU4"]]
     brows = (np.abs(dy - brow_y) < 0.025) & (np.abs(np.abs(dx) - 0.15) < 0.08)
     half_width = 0.12 * (1 + 0.3 * au[:, _AU["AU12"]])
@@ -316,16 +353,27 @@ def _write_person_clip(root: Path, clip: SynthClip, video_size: int) -> None:
     files = {tree: clip.ref.file(root, clip.split, tree) for tree in layout.SUFFIX}
     for f in files.values():
         f.parent.mkdir(parents=True, exist_ok=True)
-    np.savetxt(files[layout.EMOTION_DIR], clip.emotion, delimiter=",", comments="",
-               header=",".join(layout.EMOTION_COLUMNS), fmt=["%d"] * 15 + ["%.4f"] * 10)
+    np.savetxt(
+        files[layout.EMOTION_DIR],
+        clip.emotion,
+        delimiter=",",
+        comments="",
+        header=",".join(layout.EMOTION_COLUMNS),
+        fmt=["%d"] * 15 + ["%.4f"] * 10,
+    )
     np.save(files[layout.FACE3D_DIR], clip.face3d)
     sf.write(files[layout.AUDIO_DIR], clip.audio, layout.AUDIO_RATE, subtype="PCM_16")
     _write_video(files[layout.VIDEO_DIR], clip, video_size)
 
 
-def write_synthetic_corpus(root: str | Path, dyads: int | Mapping[str, int] = 4,
-                           frames_on_disk: int = layout.FRAMES_ON_DISK, seed: int = 0, video_size: int = 64,
-                           clips_per_session: int = 4) -> SynthSummary:
+def write_synthetic_corpus(
+    root: str | Path,
+    dyads: int | Mapping[str, int] = 4,
+    frames_on_disk: int = layout.FRAMES_ON_DISK,
+    seed: int = 0,
+    video_size: int = 64,
+    clips_per_session: int = 4,
+) -> SynthSummary:
     """Write a synthetic REACT2024 corpus into the empty (or new) folder `root`.
 
     `dyads` is the number of split-CSV rows (clip pairs), one int for every split or
@@ -355,5 +403,6 @@ def write_synthetic_corpus(root: str | Path, dyads: int | Mapping[str, int] = 4,
             writer.writerow(["", "speaker_path", "listener_path"])
             writer.writerows([i, s, l] for i, (s, l) in enumerate(split_rows))
     seconds = time.perf_counter() - start
-    return SynthSummary(root, {s: len(r) for s, r in rows.items()}, 2 * sum(map(len, rows.values())), seconds,
-                        corpus_fingerprint(root))
+    return SynthSummary(
+        root, {s: len(r) for s, r in rows.items()}, 2 * sum(map(len, rows.values())), seconds, corpus_fingerprint(root)
+    )

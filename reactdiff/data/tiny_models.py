@@ -59,9 +59,12 @@ class TinyFacialPredictor(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
         self.features = nn.Sequential(
-            nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Conv2d(3, 8, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
         self.head = nn.Linear(16, dim)
 
@@ -71,9 +74,9 @@ class TinyFacialPredictor(nn.Module):
         return self.head(self.features((images - self.mean) / self.std))
 
 
-def make_tiny_facial_predictors(directory: str | Path,
-                                dims: Mapping[str, int] = PAPER_FACIAL_DIMS,
-                                input_size: int = 224, seed: int = 0) -> dict[str, Path]:
+def make_tiny_facial_predictors(
+    directory: str | Path, dims: Mapping[str, int] = PAPER_FACIAL_DIMS, input_size: int = 224, seed: int = 0
+) -> dict[str, Path]:
     """Script one `TinyFacialPredictor` per stream and save `<directory>/<name>.pt`; return the paths.
 
     `input_size` defaults to the paper's 224, like `FacialFeatures`; tests pass a small size to both.

@@ -29,9 +29,7 @@ def _speaker_arrays(speaker_feats: dict) -> tuple[np.ndarray, np.ndarray]:
         arrays.append(value.astype(np.float32))
     emotion, face = arrays
     if emotion.shape[:2] != face.shape[:2]:
-        raise ValueError(
-            f"speaker_feats: 'emotion' {emotion.shape} and '3dmm' {face.shape} differ in (B, T)"
-        )
+        raise ValueError(f"speaker_feats: 'emotion' {emotion.shape} and '3dmm' {face.shape} differ in (B, T)")
     return emotion, face
 
 

@@ -403,7 +403,11 @@ def _cover_lower_bounds(
 
 @numba.njit([(_GROUPS, _GROUPS, _I64_1D, _F64_2D, _F64_3D, _F64_2D)], nogil=True, cache=True)
 def _search_sum_of_min(
-    pred_groups: tuple, target_groups: tuple, candidates: np.ndarray, upper: np.ndarray, weighted_lower: np.ndarray,
+    pred_groups: tuple,
+    target_groups: tuple,
+    candidates: np.ndarray,
+    upper: np.ndarray,
+    weighted_lower: np.ndarray,
     nearest_first: np.ndarray,
 ) -> float:
     """Σ over predictions i of min over candidates j of Σ_g w_g·DTW_g(pred_i, target_j).
@@ -479,8 +483,11 @@ def _sum_of_min_distances(preds: np.ndarray, candidates: np.ndarray, targets: _T
     au_start, au_stop, _ = CHANNEL_GROUPS[_AUS]
     va_start, va_stop, _ = CHANNEL_GROUPS[_VALENCE_AROUSAL]
     weighted_lower = _cover_lower_bounds(
-        _value_histograms(preds, targets.bin_lo, targets.bin_width), targets.histograms,
-        _frame_boxes(preds, au_start, au_stop, _PRED_BOXES), targets.au_boxes, candidates,
+        _value_histograms(preds, targets.bin_lo, targets.bin_width),
+        targets.histograms,
+        _frame_boxes(preds, au_start, au_stop, _PRED_BOXES),
+        targets.au_boxes,
+        candidates,
     )
     upper = _lockstep_upper(preds, targets.series, candidates)
     nearest_first = _coarse_dtw_sq(

@@ -38,8 +38,14 @@ from reactdiff.evaluate import dtw
 
 # Which way each metric improves (the names `compute_all` returns).
 DIRECTIONS = {
-    "FRCorr": "max", "FRDist": "min", "FRDiv": "max", "FRDvs": "max", "FRVar": "max",
-    "FRSyn": "min", "FRSyn_all": "min", "FRRea": "min",
+    "FRCorr": "max",
+    "FRDist": "min",
+    "FRDiv": "max",
+    "FRDvs": "max",
+    "FRVar": "max",
+    "FRSyn": "min",
+    "FRSyn_all": "min",
+    "FRRea": "min",
 }
 SYNC_MAX_LAG = 49  # FRSyn lags -49..49 (two seconds at 25 fps, minus one frame)
 CCC_EPS = 1e-8
@@ -60,8 +66,7 @@ def _check(name: str, array: np.ndarray, ndim: int) -> np.ndarray:
     array = np.asarray(array)
     if array.ndim != ndim or array.shape[-1] != EMOTION_DIM:
         raise ValueError(
-            f"{name}: expected a {ndim}-d array ending in {EMOTION_DIM} emotion channels, "
-            f"got shape {array.shape}"
+            f"{name}: expected a {ndim}-d array ending in {EMOTION_DIM} emotion channels, got shape {array.shape}"
         )
     if not np.issubdtype(array.dtype, np.floating):
         raise ValueError(f"{name}: expected a float array, got dtype {array.dtype}")
@@ -135,9 +140,12 @@ def frcorr(preds: np.ndarray, listener: np.ndarray, appropriate: np.ndarray) -> 
             own = slice((k - chunk.start) * alpha, (k - chunk.start + 1) * alpha)
             # (C, a, T) @ (C, T, m) -> (C, a, m): one BLAS product per channel, on strided views
             # (only the candidates' rows are copied, each a contiguous (C, T) block).
-            cov = np.matmul(
-                centred_p[own].transpose(1, 0, 2), centred_t[candidates].transpose(1, 2, 0)
-            ).transpose(1, 2, 0) / frames
+            cov = (
+                np.matmul(centred_p[own].transpose(1, 0, 2), centred_t[candidates].transpose(1, 2, 0)).transpose(
+                    1, 2, 0
+                )
+                / frames
+            )
             mean_gap_sq = (mean_p[own, None] - mean_t[candidates][None]) ** 2
             denom = var_p[own, None] + var_t[candidates][None] + mean_gap_sq
             ccc = (2 * cov / (denom + CCC_EPS)).mean(axis=-1)  # (a, m)
@@ -148,9 +156,7 @@ def frcorr(preds: np.ndarray, listener: np.ndarray, appropriate: np.ndarray) -> 
 # --------------------------------------------------------------------------- FRDist
 
 
-def frdist(
-    preds: np.ndarray, listener: np.ndarray, appropriate: np.ndarray, workers: int | None = None
-) -> float:
+def frdist(preds: np.ndarray, listener: np.ndarray, appropriate: np.ndarray, workers: int | None = None) -> float:
     """FRDist (↓): mean over samples k of Σ_i min_{j: M[k,j]=1} Σ_g w_g·DTW_g(pred_i, listener_j).
 
     Groups g = AUs 0–15 (w 1/15), valence/arousal 15–17 (w 1), expressions 17–25 (w 1/8); DTW is

@@ -17,8 +17,7 @@ from reactdiff.evaluate.validation import RECONSTRUCTION_DIRECTIONS
 
 PLOTTED_SAMPLES = 3  # sample plots an evaluation or a scoring writes
 # Which direction is better for each metric; unknown metrics get no arrow.
-HIGHER_IS_BETTER = {name: direction == "max" for name, direction in
-                    {**DIRECTIONS, **RECONSTRUCTION_DIRECTIONS}.items()}
+HIGHER_IS_BETTER = {name: direction == "max" for name, direction in {**DIRECTIONS, **RECONSTRUCTION_DIRECTIONS}.items()}
 
 
 def _arrowed(metric: str) -> str:
@@ -63,8 +62,9 @@ def write_results(out_dir: str | Path, rows: dict[str, dict[str, float]]) -> tup
     return markdown, files
 
 
-def baseline_verdict(rows: dict[str, dict[str, float]], model: str,
-                     metrics: tuple[str, ...] = ("FRDist", "FRCorr", "FRDiv")) -> str:
+def baseline_verdict(
+    rows: dict[str, dict[str, float]], model: str, metrics: tuple[str, ...] = ("FRDist", "FRCorr", "FRDiv")
+) -> str:
     """One line per metric saying which naive baselines (rows named B_*) `model` beats."""
     lines = []
     for metric in metrics:
@@ -72,8 +72,10 @@ def baseline_verdict(rows: dict[str, dict[str, float]], model: str,
         baselines = [name for name in rows if name.startswith("B_")]
         beaten = [b for b in baselines if (value > rows[b][metric] if higher else value < rows[b][metric])]
         missed = [b for b in baselines if b not in beaten]
-        lines.append(f"{model} {_arrowed(metric)} {value:.4f}: beats {', '.join(beaten) or 'no baseline'}"
-                     + (f"; not {', '.join(missed)}" if missed else ""))
+        lines.append(
+            f"{model} {_arrowed(metric)} {value:.4f}: beats {', '.join(beaten) or 'no baseline'}"
+            + (f"; not {', '.join(missed)}" if missed else "")
+        )
     return "\n".join(lines)
 
 
@@ -111,8 +113,14 @@ def plot_sample(
     axes = fig.subplots(len(panels), 1, sharex=True)
     for ax, (label, pick) in zip(axes, panels, strict=True):
         generated = pick(generated_emotion)  # (alpha, T)
-        ax.fill_between(frames, generated.min(axis=0), generated.max(axis=0), color="C2", alpha=0.25,
-                        label=f"generated (min–max of {len(generated)})")
+        ax.fill_between(
+            frames,
+            generated.min(axis=0),
+            generated.max(axis=0),
+            color="C2",
+            alpha=0.25,
+            label=f"generated (min–max of {len(generated)})",
+        )
         ax.plot(frames, generated.mean(axis=0), color="C2", label="generated (mean)")
         ax.plot(frames, pick(listener_emotion), color="C0", label="real listener")
         ax.plot(frames, pick(speaker_emotion), color="C1", alpha=0.7, label="speaker")
@@ -145,8 +153,9 @@ def plot_metric_comparison(path: str | Path, rows: dict[str, dict[str, float]]) 
     return _save(fig, path)
 
 
-def plot_tradeoff(path: str | Path, points: dict[str, tuple[float, float]], front: list[str],
-                  x_label: str, y_label: str, title: str) -> Path:
+def plot_tradeoff(
+    path: str | Path, points: dict[str, tuple[float, float]], front: list[str], x_label: str, y_label: str, title: str
+) -> Path:
     """Every trial as a point (x, y), the Pareto front highlighted, joined and labelled."""
     fig = _figure((6.5, 4.5))
     ax = fig.subplots()

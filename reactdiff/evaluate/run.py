@@ -54,17 +54,19 @@ class Evaluation:
         return f"{self.heading}:\n\n{self.table_markdown}" + (f"\n{self.verdict}" if self.verdict else "")
 
 
-def _reconstructions(reconstructor, listener: dict[str, np.ndarray],
-                     streams: dict[str, int]) -> tuple[np.ndarray, dict[str, float]]:
+def _reconstructions(
+    reconstructor, listener: dict[str, np.ndarray], streams: dict[str, int]
+) -> tuple[np.ndarray, dict[str, float]]:
     """Emotion reconstructions (N, 1, T, 25) of every listener and their weight-free metrics, by a
     stage-1 MMT or a baseline that ignores its input."""
     totals, emotions = validation.ReconstructionTotals(), []
     n = len(listener["emotion"])
     for start in range(0, n, validation.GENERATION_BATCH):
-        batch = {k: v[start:start + validation.GENERATION_BATCH] for k, v in listener.items()}
+        batch = {k: v[start : start + validation.GENERATION_BATCH] for k, v in listener.items()}
         if isinstance(reconstructor, MMT):
-            threedmm, emotion = validation.reconstruct(reconstructor, validation.tensors(
-                {k: v for k, v in batch.items() if k in streams}))
+            threedmm, emotion = validation.reconstruct(
+                reconstructor, validation.tensors({k: v for k, v in batch.items() if k in streams})
+            )
         else:
             out = reconstructor.generate(batch, alpha=1)
             threedmm, emotion = out["3dmm"][:, 0], out["emotion"][:, 0]
@@ -73,8 +75,19 @@ def _reconstructions(reconstructor, listener: dict[str, np.ndarray],
     return np.concatenate(emotions), totals.metrics(prefix="")
 
 
-def _videos(network, samples: dict, scored: int, split: str, alpha: int, mode: str, seed: int, count: int,
-            corpus_root: Path, out_dir: Path, bf16_sampling: bool) -> list[Path]:
+def _videos(
+    network,
+    samples: dict,
+    scored: int,
+    split: str,
+    alpha: int,
+    mode: str,
+    seed: int,
+    count: int,
+    corpus_root: Path,
+    out_dir: Path,
+    bf16_sampling: bool,
+) -> list[Path]:
     """`count` of the first `scored` samples, a seeded choice, as videos (`render.write_video`): the speaker's real video
     and audio, the first `VIDEO_REACTIONS` of the model's α reactions (global style) and the
     real listener. Each sample's reactions are generated again alone, with the seed it had in the
@@ -84,23 +97,45 @@ def _videos(network, samples: dict, scored: int, split: str, alpha: int, mode: s
 
     videos = []
     for i in validation.eval_indices(scored, count, seed):
-        feats = validation.tensors({k: samples["speaker"][k][i:i + 1] for k in network.mmt.streams},
-                                   next(network.parameters()).device)
-        (out,) = network.generate_in_styles(feats, [None], min(alpha, VIDEO_REACTIONS), mode, seed=int(seed + i),
-                                            bf16_sampling=bf16_sampling)
-        faces = [render.Face(f"reaction {k}", out["emotion"][0, k].float().cpu().numpy(),
-                             out["3dmm"][0, k].float().cpu().numpy()) for k in range(out["emotion"].shape[1])]
+        feats = validation.tensors(
+            {k: samples["speaker"][k][i : i + 1] for k in network.mmt.streams}, next(network.parameters()).device
+        )
+        (out,) = network.generate_in_styles(
+            feats, [None], min(alpha, VIDEO_REACTIONS), mode, seed=int(seed + i), bf16_sampling=bf16_sampling
+        )
+        faces = [
+            render.Face(
+                f"reaction {k}", out["emotion"][0, k].float().cpu().numpy(), out["3dmm"][0, k].float().cpu().numpy()
+            )
+            for k in range(out["emotion"].shape[1])
+        ]
         faces.append(render.Face("real listener", samples["listener"]["emotion"][i], samples["listener"]["3dmm"][i]))
         clip = samples["speaker_clip"][i]
         speaker = corpus.load_clip(corpus_root, split, clip, len(faces[-1].emotion))
-        videos.append(render.write_video(out_dir / f"video_sample_{i}.mp4", speaker, faces, VIDEO_FACE_SIZE,
-                                         title=f"{split} sample {i}: speaker {clip}"))
+        videos.append(
+            render.write_video(
+                out_dir / f"video_sample_{i}.mp4",
+                speaker,
+                faces,
+                VIDEO_FACE_SIZE,
+                title=f"{split} sample {i}: speaker {clip}",
+            )
+        )
     return videos
 
 
-def evaluate(cfg: ExperimentConfig, model: str | None = None, split: str = "test", mode: str = "offline",
-             alpha: int = 10, out_dir: Path = Path("runs/eval"), max_samples: int = 0, seed: int = 0,
-             precision: str = "fp32", videos: int = 2) -> Evaluation:
+def evaluate(
+    cfg: ExperimentConfig,
+    model: str | None = None,
+    split: str = "test",
+    mode: str = "offline",
+    alpha: int = 10,
+    out_dir: Path = Path("runs/eval"),
+    max_samples: int = 0,
+    seed: int = 0,
+    precision: str = "fp32",
+    videos: int = 2,
+) -> Evaluation:
     """Score `model` (none: the baselines only) on `split`; see the module docstring.
 
     `videos` samples of a stage-2 model, a seeded choice, are rendered as MP4s next to the plots
@@ -147,37 +182,59 @@ def evaluate(cfg: ExperimentConfig, model: str | None = None, split: str = "test
     else:
         if network is not None:
             start = time.perf_counter()
-            scores = validation.score_reactions(network, samples, split_appropriate, alpha, mode, seed,
-                                                indices=np.arange(n), bf16_sampling=precision == "bf16")
+            scores = validation.score_reactions(
+                network,
+                samples,
+                split_appropriate,
+                alpha,
+                mode,
+                seed,
+                indices=np.arange(n),
+                bf16_sampling=precision == "bf16",
+            )
             rows.update(scores.rows)
             predictions.update(scores.predictions)
             log.info("%s: generated and scored in %.1fs", " + ".join(scores.rows), time.perf_counter() - start)
         mean_face = np.asarray(manifest.normalisation.get("3dmm_mean", train_listeners["3dmm"].mean((0, 1))))
-        naive = (baselines.RandomBaseline(mean_face), baselines.MimeBaseline(), mean_seq,
-                 baselines.MeanFrameBaseline.fit(train_listeners["emotion"], train_listeners["3dmm"]))
+        naive = (
+            baselines.RandomBaseline(mean_face),
+            baselines.MimeBaseline(),
+            mean_seq,
+            baselines.MeanFrameBaseline.fit(train_listeners["emotion"], train_listeners["3dmm"]),
+        )
         for baseline in naive:
-            predictions.update(validation.generate_reactions(baseline, speaker, alpha, mode, seed,
-                                                             {baseline.name: None}))
-            rows[baseline.name] = metrics.compute_all(predictions[baseline.name], listener_emotion, speaker_emotion,
-                                                      appropriate)
+            predictions.update(
+                validation.generate_reactions(baseline, speaker, alpha, mode, seed, {baseline.name: None})
+            )
+            rows[baseline.name] = metrics.compute_all(
+                predictions[baseline.name], listener_emotion, speaker_emotion, appropriate
+            )
 
     out_dir = Path(out_dir)
     markdown, files = report.write_results(out_dir, rows)
     shown = (MMT_LABEL if is_mmt else validation.MODEL_LABEL) if model else baselines.MimeBaseline.name
     for k in range(min(report.PLOTTED_SAMPLES, n)):
-        files.append(report.plot_sample(
-            out_dir / f"sample_{k}.png", speaker_emotion[k], listener_emotion[k], predictions[shown][k],
-            title=f"{shown} | {split} sample {k}: speaker {samples['speaker_clip'][k]}",
-        ))
+        files.append(
+            report.plot_sample(
+                out_dir / f"sample_{k}.png",
+                speaker_emotion[k],
+                listener_emotion[k],
+                predictions[shown][k],
+                title=f"{shown} | {split} sample {k}: speaker {samples['speaker_clip'][k]}",
+            )
+        )
 
     videos_written: list[Path] = []
     if videos and network is not None and not is_mmt:
         if cfg.data.corpus is None:
-            log.warning("no videos: the speakers' real video and audio are in the corpus the store was prepared "
-                        "from; set data.corpus=<corpus root> (or pass --videos 0)")
+            log.warning(
+                "no videos: the speakers' real video and audio are in the corpus the store was prepared "
+                "from; set data.corpus=<corpus root> (or pass --videos 0)"
+            )
         else:
-            videos_written = _videos(network, samples, n, split, alpha, mode, seed, videos, cfg.data.corpus,
-                                     out_dir, precision == "bf16")
+            videos_written = _videos(
+                network, samples, n, split, alpha, mode, seed, videos, cfg.data.corpus, out_dir, precision == "bf16"
+            )
             files += videos_written
 
     if ref is not None and not ref.is_file:
@@ -185,14 +242,30 @@ def evaluate(cfg: ExperimentConfig, model: str | None = None, split: str = "test
     else:
         name = f"evaluate-{Path(model).stem}" if model else f"baselines-{split}"
         run_id = tracking.create_finished_run(client, cfg.tracking.experiment, name)
-    tags = {tracking.EVAL_SPLIT_TAG: split, tracking.EVAL_MODE_TAG: mode, EVAL_PRECISION_TAG: precision,
-            tracking.STORE_FINGERPRINT_TAG: manifest.store_fingerprint}
-    tracking.log_scores(client, run_id, rows, MMT_LABEL if is_mmt else validation.MODEL_LABEL, files,
-                        f"evaluation/{split}-{mode}", tags)
+    tags = {
+        tracking.EVAL_SPLIT_TAG: split,
+        tracking.EVAL_MODE_TAG: mode,
+        EVAL_PRECISION_TAG: precision,
+        tracking.STORE_FINGERPRINT_TAG: manifest.store_fingerprint,
+    }
+    tracking.log_scores(
+        client, run_id, rows, MMT_LABEL if is_mmt else validation.MODEL_LABEL, files, f"evaluation/{split}-{mode}", tags
+    )
 
     what = "reconstruction metrics" if is_mmt else f"REACT2024 metrics (α={alpha}, {mode})"
-    verdict = "\n".join(report.baseline_verdict(rows, label) for label in (validation.MODEL_LABEL, validation.LRS_LABEL)
-                        if label in rows)
+    verdict = "\n".join(
+        report.baseline_verdict(rows, label)
+        for label in (validation.MODEL_LABEL, validation.LRS_LABEL)
+        if label in rows
+    )
     heading = f"{what} on '{split}' ({n} samples)"
-    return Evaluation(rows=rows, table_markdown=markdown, out_dir=out_dir, run_id=run_id, verdict=verdict, heading=heading,
-                      files=files, videos=videos_written)
+    return Evaluation(
+        rows=rows,
+        table_markdown=markdown,
+        out_dir=out_dir,
+        run_id=run_id,
+        verdict=verdict,
+        heading=heading,
+        files=files,
+        videos=videos_written,
+    )

@@ -35,7 +35,10 @@ LRS_LABEL = "ReactDiff-LRS"
 
 REACTION_DIRECTIONS: dict[str, Direction] = metrics.DIRECTIONS
 RECONSTRUCTION_DIRECTIONS: dict[str, Direction] = {
-    "recon_3dmm_mse": "min", "recon_emotion_l1": "min", "recon_au_f1": "max", "recon_va_ccc": "max",
+    "recon_3dmm_mse": "min",
+    "recon_emotion_l1": "min",
+    "recon_au_f1": "max",
+    "recon_va_ccc": "max",
     "recon_FRDist": "min",
 }
 
@@ -53,9 +56,16 @@ def _device(network) -> torch.device:
 # --------------------------------------------------------------------------------------------
 
 
-def generate_reactions(generator: Any, speaker: dict[str, np.ndarray], alpha: int, mode: str, seed: int,
-                       styles: dict[str, ListenerStyle | None], progress: bool = True,
-                       bf16_sampling: bool = False) -> dict[str, np.ndarray]:
+def generate_reactions(
+    generator: Any,
+    speaker: dict[str, np.ndarray],
+    alpha: int,
+    mode: str,
+    seed: int,
+    styles: dict[str, ListenerStyle | None],
+    progress: bool = True,
+    bf16_sampling: bool = False,
+) -> dict[str, np.ndarray]:
     """Emotion reactions (N, α, T, 25) per label of `styles`, in speaker batches: a baseline (which
     ignores styles) or a ReactDiff, whose labels (global and per-sample LRS styles) share one DDIM
     pass per batch."""
@@ -70,8 +80,14 @@ def generate_reactions(generator: Any, speaker: dict[str, np.ndarray], alpha: in
         batch = {k: v[start:stop] for k, v in speaker.items()}
         batch_styles = [None if style is None else style.rows(start, stop) for style in styles.values()]
         if network:
-            outs = generator.generate_in_styles(tensors(batch, _device(generator)), batch_styles, alpha=alpha, mode=mode,
-                                                seed=seed + start, bf16_sampling=bf16_sampling)
+            outs = generator.generate_in_styles(
+                tensors(batch, _device(generator)),
+                batch_styles,
+                alpha=alpha,
+                mode=mode,
+                seed=seed + start,
+                bf16_sampling=bf16_sampling,
+            )
         else:
             outs = [generator.generate(batch, alpha=alpha, mode=mode, seed=seed + start)]
         for label, out in zip(styles, outs, strict=True):
@@ -80,8 +96,9 @@ def generate_reactions(generator: Any, speaker: dict[str, np.ndarray], alpha: in
     return {label: np.concatenate(c).astype(np.float32) for label, c in chunks.items()}
 
 
-def model_styles(network, listener: dict[str, np.ndarray], listener_clips: list[str],
-                 indices: np.ndarray) -> dict[str, ListenerStyle | None]:
+def model_styles(
+    network, listener: dict[str, np.ndarray], listener_clips: list[str], indices: np.ndarray
+) -> dict[str, ListenerStyle | None]:
     """The model rows to score, {label: style}: the global style, and with LRS on the paper's
     "ReactDiff (LRS)", each sample in its listener's style estimated from that listener's other
     clips of the split (every clip may serve as a reference, also those outside `indices`)."""
@@ -93,9 +110,14 @@ def model_styles(network, listener: dict[str, np.ndarray], listener_clips: list[
     feats = {k: v for k, v in listener.items() if k in network.mmt.streams}
     total = len(listener_clips)
     with torch.no_grad():
-        latents = torch.cat([network.encode_latent(tensors({k: v[i:i + GENERATION_BATCH] for k, v in feats.items()},
-                                                           _device(network))).cpu()
-                             for i in range(0, total, GENERATION_BATCH)])
+        latents = torch.cat(
+            [
+                network.encode_latent(
+                    tensors({k: v[i : i + GENERATION_BATCH] for k, v in feats.items()}, _device(network))
+                ).cpu()
+                for i in range(0, total, GENERATION_BATCH)
+            ]
+        )
     loo = network.lrs.leave_one_out_styles(latents, [person_of(clip) for clip in listener_clips])
     index = torch.as_tensor(indices, dtype=torch.long)
     styles[LRS_LABEL] = ListenerStyle(loo.mean[index], loo.scale[index])
@@ -115,9 +137,17 @@ class ReactionScores:
     predictions: dict[str, np.ndarray] = field(repr=False)  # {label: (n, α, T, 25)}
 
 
-def score_reactions(network, samples: dict[str, Any], appropriate: np.ndarray, alpha: int, mode: str = "offline",
-                    seed: int = 0, indices: np.ndarray | None = None, progress: bool = True,
-                    bf16_sampling: bool = False) -> ReactionScores:
+def score_reactions(
+    network,
+    samples: dict[str, Any],
+    appropriate: np.ndarray,
+    alpha: int,
+    mode: str = "offline",
+    seed: int = 0,
+    indices: np.ndarray | None = None,
+    progress: bool = True,
+    bf16_sampling: bool = False,
+) -> ReactionScores:
     """Generate α reactions for the speakers of `samples` (`store.to_samples` of a split; only
     `indices` of them when given) and score every model row with the REACT2024 metrics.
     `bf16_sampling`: the denoiser under bfloat16 autocast (training-time scoring; see
@@ -136,9 +166,15 @@ def score_reactions(network, samples: dict[str, Any], appropriate: np.ndarray, a
     finally:
         network.train(was_training)
     subset = np.ix_(indices, indices)
-    rows = {label: metrics.compute_all(predictions[label], samples["listener"]["emotion"][indices],
-                                       samples["speaker"]["emotion"][indices], appropriate[subset])
-            for label in styles}
+    rows = {
+        label: metrics.compute_all(
+            predictions[label],
+            samples["listener"]["emotion"][indices],
+            samples["speaker"]["emotion"][indices],
+            appropriate[subset],
+        )
+        for label in styles
+    }
     return ReactionScores(rows, predictions)
 
 
@@ -147,7 +183,9 @@ def bf16_sampling_available(device: torch.device) -> bool:
     has bf16 kernels (AVX-512 BF16 / AMX). Elsewhere bf16 would be emulated, and slower."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return (
+        device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
 
 
 def reaction_metrics(rows: dict[str, dict[str, float]], prefix: str = "val_") -> dict[str, float]:
@@ -176,8 +214,7 @@ class ReconstructionTotals:
     va_ccc: float = 0.0  # Σ over samples of the mean CCC of valence and arousal
     distance: float = 0.0  # Σ over samples of FRDist's weighted DTW to the ground truth
 
-    def add(self, threedmm: np.ndarray, emotion: np.ndarray, true_3dmm: np.ndarray,
-            true_emotion: np.ndarray) -> None:
+    def add(self, threedmm: np.ndarray, emotion: np.ndarray, true_3dmm: np.ndarray, true_emotion: np.ndarray) -> None:
         """A batch of reconstructions (B, T, 58) / (B, T, 25) against ground truth."""
         emotion, true_emotion = emotion.astype(np.float64), true_emotion.astype(np.float64)
         self.samples += len(emotion)

@@ -8,6 +8,17 @@ from reactdiff.models.mmt import MMT, CausalCache, LatentStats, LatentStatsAccum
 from reactdiff.models.reactdiff import OnlineStream, ReactDiff
 
 __all__ = [
-    "LRS", "MMT", "CausalCache", "Denoiser", "LatentDiffusion", "LatentStats", "LatentStatsAccumulator",
-    "ListenerStyle", "OnlineStream", "ReactDiff", "load_checkpoint", "read_checkpoint", "save_checkpoint",
+    "LRS",
+    "MMT",
+    "CausalCache",
+    "Denoiser",
+    "LatentDiffusion",
+    "LatentStats",
+    "LatentStatsAccumulator",
+    "ListenerStyle",
+    "OnlineStream",
+    "ReactDiff",
+    "load_checkpoint",
+    "read_checkpoint",
+    "save_checkpoint",
 ]

@@ -27,9 +27,7 @@ FORMAT = "reactdiff-checkpoint"
 VERSION = 2  # 2: latent statistics and LRS styles inside `weights`
 
 
-def save_checkpoint(
-    path: str | Path, model: MMT | ReactDiff, extra: dict[str, Any] | None = None
-) -> Path:
+def save_checkpoint(path: str | Path, model: MMT | ReactDiff, extra: dict[str, Any] | None = None) -> Path:
     """Write `model` (a stage-1 MMT or a stage-2 ReactDiff) to `path` atomically. `extra` is
     free metadata of plain types (epochs, store fingerprint...); model state goes in `weights`."""
     path = Path(path)
@@ -38,9 +36,7 @@ def save_checkpoint(
     elif isinstance(model, MMT):
         stage, mmt, config = 1, model, ModelConfig(mmt=model.config)
     else:
-        raise TypeError(
-            f"save_checkpoint: expected an MMT or a ReactDiff, got {type(model).__name__}"
-        )
+        raise TypeError(f"save_checkpoint: expected an MMT or a ReactDiff, got {type(model).__name__}")
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -65,8 +61,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not a reactdiff checkpoint (no 'format': '{FORMAT}' key)")
     if payload.get("version") != VERSION:
         raise ValueError(
-            f"{path}: checkpoint version {payload.get('version')} is not supported "
-            f"(this code reads version {VERSION})"
+            f"{path}: checkpoint version {payload.get('version')} is not supported (this code reads version {VERSION})"
         )
     return payload
 

@@ -31,16 +31,14 @@ class ResBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, emb_dim: int):
         super().__init__()
         self.in_layers = nn.Sequential(
-            nn.GroupNorm(_groups(in_channels), in_channels), nn.SiLU(),
+            nn.GroupNorm(_groups(in_channels), in_channels),
+            nn.SiLU(),
             nn.Conv1d(in_channels, out_channels, 3, padding=1),
         )
         self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 2 * out_channels))
         self.out_norm = nn.GroupNorm(_groups(out_channels), out_channels)
         self.out_layers = nn.Sequential(nn.SiLU(), nn.Conv1d(out_channels, out_channels, 3, padding=1))
-        self.skip = (
-            nn.Identity() if in_channels == out_channels
-            else nn.Conv1d(in_channels, out_channels, 1)
-        )
+        self.skip = nn.Identity() if in_channels == out_channels else nn.Conv1d(in_channels, out_channels, 1)
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         scale, shift = self.emb(emb)[:, :, None].chunk(2, dim=1)
@@ -56,12 +54,15 @@ class Denoiser(nn.Module):
         ws, channels = config.window_size, config.unet_channels
         self.time_embed_dim = config.time_embed_dim
         self.time_mlp = nn.Sequential(
-            nn.Linear(config.time_embed_dim, config.time_embed_dim), nn.SiLU(),
+            nn.Linear(config.time_embed_dim, config.time_embed_dim),
+            nn.SiLU(),
             nn.Linear(config.time_embed_dim, config.time_embed_dim),
         )
         self.condition = nn.Sequential(  # z_bc
-            nn.Flatten(1), nn.Linear(ws * latent_dim, config.cond_dim),
-            nn.GroupNorm(_groups(config.cond_dim, min_per_group=16), config.cond_dim), nn.SiLU(),
+            nn.Flatten(1),
+            nn.Linear(ws * latent_dim, config.cond_dim),
+            nn.GroupNorm(_groups(config.cond_dim, min_per_group=16), config.cond_dim),
+            nn.SiLU(),
         )
         emb_dim = config.time_embed_dim + config.cond_dim
 
@@ -72,9 +73,7 @@ class Denoiser(nn.Module):
         for level, width in enumerate(channels):
             self.down_blocks.append(ResBlock(previous, width, emb_dim))
             last = level == len(channels) - 1
-            self.downsamples.append(
-                nn.Identity() if last else nn.Conv1d(width, width, 3, stride=2, padding=1)
-            )
+            self.downsamples.append(nn.Identity() if last else nn.Conv1d(width, width, 3, stride=2, padding=1))
             previous = width
         self.middle = ResBlock(previous, previous, emb_dim)
         self.up_blocks = nn.ModuleList()
@@ -82,7 +81,8 @@ class Denoiser(nn.Module):
             self.up_blocks.append(ResBlock(previous + width, width, emb_dim))
             previous = width
         self.output = nn.Sequential(
-            nn.GroupNorm(_groups(previous), previous), nn.SiLU(),
+            nn.GroupNorm(_groups(previous), previous),
+            nn.SiLU(),
             nn.Conv1d(previous, ws, 3, padding=1),
         )
 

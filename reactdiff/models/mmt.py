@@ -70,8 +70,13 @@ class CausalCache:
         return keys, values
 
 
-def attention(attn: nn.MultiheadAttention, query: Tensor, context: Tensor, mask: Tensor | None = None,
-              cache: CausalCache | None = None) -> Tensor:
+def attention(
+    attn: nn.MultiheadAttention,
+    query: Tensor,
+    context: Tensor,
+    mask: Tensor | None = None,
+    cache: CausalCache | None = None,
+) -> Tensor:
     """`attn(query, context, context, attn_mask=mask)` with `attn`'s weights as one fused
     `F.scaled_dot_product_attention` (torch's inference fast path for Transformer layers computes
     attention with unfused batched matmuls instead). query (B, Lq, d), context (B, Lc, d), mask
@@ -88,8 +93,11 @@ def attention(attn: nn.MultiheadAttention, query: Tensor, context: Tensor, mask:
     if cache is not None:
         keys, values = cache.extend(attn, keys, values)
     attended = F.scaled_dot_product_attention(
-        split_heads(F.linear(query, w_query, b_query)), keys, values,
-        attn_mask=None if mask is None else ~mask, dropout_p=attn.dropout if attn.training else 0.0,
+        split_heads(F.linear(query, w_query, b_query)),
+        keys,
+        values,
+        attn_mask=None if mask is None else ~mask,
+        dropout_p=attn.dropout if attn.training else 0.0,
     )
     return attn.out_proj(attended.transpose(1, 2).flatten(2))
 
@@ -98,8 +106,11 @@ def activate_emotion(raw: Tensor) -> Tensor:
     """Map raw emotion logits to the REACT2024 ranges: AU in [0, 1] (sigmoid), valence/arousal in
     [-1, 1] (tanh), expression probabilities (softmax over the 8 classes)."""
     return torch.cat(
-        [torch.sigmoid(raw[..., AU_SLICE]), torch.tanh(raw[..., VA_SLICE]),
-         torch.softmax(raw[..., EXPR_SLICE], dim=-1)],
+        [
+            torch.sigmoid(raw[..., AU_SLICE]),
+            torch.tanh(raw[..., VA_SLICE]),
+            torch.softmax(raw[..., EXPR_SLICE], dim=-1),
+        ],
         dim=-1,
     )
 
@@ -114,12 +125,14 @@ class CrossAttentionBlock(nn.Module):
         self.attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
         self.norm_ff = nn.LayerNorm(d_model)
         self.ff = nn.Sequential(
-            nn.Linear(d_model, ff_mult * d_model), nn.GELU(), nn.Dropout(dropout),
-            nn.Linear(ff_mult * d_model, d_model), nn.Dropout(dropout),
+            nn.Linear(d_model, ff_mult * d_model),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(ff_mult * d_model, d_model),
+            nn.Dropout(dropout),
         )
 
-    def forward(self, query: Tensor, context: Tensor, mask: Tensor | None,
-                cache: CausalCache | None = None) -> Tensor:
+    def forward(self, query: Tensor, context: Tensor, mask: Tensor | None, cache: CausalCache | None = None) -> Tensor:
         query = query + attention(self.attn, self.norm_query(query), self.norm_context(context), mask, cache)
         return query + self.ff(self.norm_ff(query))
 
@@ -144,8 +157,7 @@ class MMT(nn.Module):
         self.config = config
         # Present streams per modality, query first; a modality with no stream is skipped.
         per_modality = (
-            [name for name in order if name in streams]
-            for order in (FACIAL_QUERY_ORDER, AUDIO_QUERY_ORDER)
+            [name for name in order if name in streams] for order in (FACIAL_QUERY_ORDER, AUDIO_QUERY_ORDER)
         )
         self.modalities = [names for names in per_modality if names]
         if not self.modalities:
@@ -157,22 +169,17 @@ class MMT(nn.Module):
 
         # Linear then LayerNorm: the projected streams share one scale whatever the raw one.
         self.embed = nn.ModuleDict(
-            {name: nn.Sequential(nn.Linear(dim, d), nn.LayerNorm(d))
-             for name, dim in streams.items()}
+            {name: nn.Sequential(nn.Linear(dim, d), nn.LayerNorm(d)) for name, dim in streams.items()}
         )
         # One block per context stream, keyed by that stream (a lone query attends itself).
-        self.intra = nn.ModuleDict(
-            {name: block() for names in self.modalities for name in (names[1:] or names[:1])}
-        )
+        self.intra = nn.ModuleDict({name: block() for names in self.modalities for name in (names[1:] or names[:1])})
         self.inter = block() if len(self.modalities) == 2 else None  # facial attends audio
         self.to_latent = nn.Sequential(
             nn.Linear(len(self.modalities) * d, d), nn.GELU(), nn.Linear(d, config.latent_dim)
         )
 
         self.decoder_in = nn.Linear(config.latent_dim, d)
-        layer = nn.TransformerEncoderLayer(
-            d, heads, ff * d, drop, activation="gelu", batch_first=True, norm_first=True
-        )
+        layer = nn.TransformerEncoderLayer(d, heads, ff * d, drop, activation="gelu", batch_first=True, norm_first=True)
         self.decoder = nn.TransformerEncoder(
             layer, config.decoder_layers, norm=nn.LayerNorm(d), enable_nested_tensor=False
         )
@@ -226,15 +233,18 @@ class MMT(nn.Module):
         h = self.embed[name](x)
         return h + positional_encoding(h.shape[1], h.shape[2], h.device, offset)
 
-    def encode(self, feats: dict[str, Tensor], causal_block: int | None = None,
-               cache: CausalCache | None = None) -> Tensor:
+    def encode(
+        self, feats: dict[str, Tensor], causal_block: int | None = None, cache: CausalCache | None = None
+    ) -> Tensor:
         """Features `{stream: (B, T, dim)}` → latent (B, T, latent_dim). With `cache`, `feats`
         are the next block after the frames the cache has seen (see `CausalCache`)."""
         first = self.modalities[0][0]
         frames = feats[first].shape[1] if first in feats else 0  # a missing stream raises below
         offset = 0 if cache is None else cache.frames
-        mask = None if causal_block is None or cache is not None else block_causal_mask(
-            frames, causal_block, next(self.parameters()).device
+        mask = (
+            None
+            if causal_block is None or cache is not None
+            else block_causal_mask(frames, causal_block, next(self.parameters()).device)
         )
         outputs = []
         for names in self.modalities:
@@ -255,8 +265,8 @@ class MMT(nn.Module):
         """Latent → (normalised 3DMM (B, T, 58), activated emotion (B, T, 25))."""
         h = self.decoder_in(latent)
         h = h + positional_encoding(h.shape[1], h.shape[2], h.device, 0 if cache is None else cache.frames)
-        mask = None if causal_block is None or cache is not None else block_causal_mask(
-            h.shape[1], causal_block, h.device
+        mask = (
+            None if causal_block is None or cache is not None else block_causal_mask(h.shape[1], causal_block, h.device)
         )
         h = self._run_decoder(h, mask, cache)
         return self.head_3dmm(h), activate_emotion(self.head_emotion(h))
@@ -273,16 +283,15 @@ class MMT(nn.Module):
             cache.frames += h.shape[1]
         return self.decoder.norm(h)
 
-    def decode(self, latent: Tensor, causal_block: int | None = None,
-               cache: CausalCache | None = None) -> tuple[Tensor, Tensor]:
+    def decode(
+        self, latent: Tensor, causal_block: int | None = None, cache: CausalCache | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Latent (B, T, latent_dim) → (raw 3DMM (B, T, 58), emotion (B, T, 25)). With `cache`,
         `latent` holds the next block after the frames the cache has seen (see `CausalCache`)."""
         threedmm, emotion = self.decode_normalised(latent, causal_block, cache)
         return threedmm * self.threedmm_std + self.threedmm_mean, emotion
 
-    def loss(
-        self, feats: dict[str, Tensor], threedmm: Tensor, emotion: Tensor
-    ) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(self, feats: dict[str, Tensor], threedmm: Tensor, emotion: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """`w_3dmm·MSE(normalised 3DMM) + w_emotion·L1(activated emotion)`, means over frames
         and channels (the paper's per-frame sums differ only by a constant factor)."""
         latent = self.encode(feats)

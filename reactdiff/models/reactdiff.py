@@ -66,10 +66,13 @@ class ReactDiff(nn.Module):
         latent_dim = mmt.config.latent_dim
         self.denoiser = Denoiser(latent_dim, config.diffusion)
         self.ema = AveragedModel(
-            self.denoiser, multi_avg_fn=ema_with_warmup(config.diffusion.ema_decay), use_buffers=True,
+            self.denoiser,
+            multi_avg_fn=ema_with_warmup(config.diffusion.ema_decay),
+            use_buffers=True,
         ).requires_grad_(False)
-        self.diffusion = LatentDiffusion(config.diffusion.steps, config.diffusion.condition_dropout,
-                                         config.diffusion.guidance_scale)
+        self.diffusion = LatentDiffusion(
+            config.diffusion.steps, config.diffusion.condition_dropout, config.diffusion.guidance_scale
+        )
         self.lrs = LRS(config.lrs)
 
     @classmethod
@@ -108,8 +111,9 @@ class ReactDiff(nn.Module):
     # ---------------------------------------------------------------- latents and windows
 
     @torch.no_grad()
-    def encode_latent(self, feats: dict[str, Tensor], causal_block: int | None = None,
-                      cache: CausalCache | None = None) -> Tensor:
+    def encode_latent(
+        self, feats: dict[str, Tensor], causal_block: int | None = None, cache: CausalCache | None = None
+    ) -> Tensor:
         """Features → normalised latent (B, T, D), about [-1, 1] (what LRS.fit takes). `cache`:
         see `MMT.encode`."""
         if not bool(self.latent_stats_set):
@@ -150,8 +154,14 @@ class ReactDiff(nn.Module):
             windows = torch.cat([torch.zeros_like(windows[:, :1]), windows[:, :-1]], dim=1)
         return windows
 
-    def _decode(self, latent: Tensor, frames: int, causal_block: int | None,
-                cache: CausalCache | None = None, bf16: bool = False) -> dict[str, Tensor]:
+    def _decode(
+        self,
+        latent: Tensor,
+        frames: int,
+        causal_block: int | None,
+        cache: CausalCache | None = None,
+        bf16: bool = False,
+    ) -> dict[str, Tensor]:
         """Normalised latent (B, α, T', D) → float32 outputs trimmed to `frames`; `bf16` decodes
         under bfloat16 autocast."""
         batch, alpha = latent.shape[:2]
@@ -166,8 +176,11 @@ class ReactDiff(nn.Module):
     # ---------------------------------------------------------------- training
 
     def diffusion_loss(
-        self, speaker_feats: dict[str, Tensor], listener_feats: dict[str, Tensor],
-        listener_style: ListenerStyle | None = None, generator: torch.Generator | None = None,
+        self,
+        speaker_feats: dict[str, Tensor],
+        listener_feats: dict[str, Tensor],
+        listener_style: ListenerStyle | None = None,
+        generator: torch.Generator | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """ε-prediction L1 over all windows of the batch. `listener_style` is a batched style
         (e.g. `model.lrs.styles_for(listener_ids)`); None trains on the plain latent. A seeded
@@ -175,11 +188,8 @@ class ReactDiff(nn.Module):
         mode = self.config.diffusion.train_mode
         conditions = self._conditions(speaker_feats, mode)
         block = self.window_size if mode == "online" else None
-        target = self.lrs.standardise(self._windows(self.encode_latent(listener_feats, block)),
-                                      listener_style)
-        loss = self.diffusion.training_loss(
-            self.denoiser, target.flatten(0, 1), conditions.flatten(0, 1), generator
-        )
+        target = self.lrs.standardise(self._windows(self.encode_latent(listener_feats, block)), listener_style)
+        loss = self.diffusion.training_loss(self.denoiser, target.flatten(0, 1), conditions.flatten(0, 1), generator)
         return loss, {"eps_l1": loss.detach()}
 
     forward = diffusion_loss
@@ -187,9 +197,7 @@ class ReactDiff(nn.Module):
     # ---------------------------------------------------------------- generation
 
     @staticmethod
-    def _noise(
-        shape: tuple[int, ...], windows: int, generators: list[torch.Generator | None]
-    ) -> list[Tensor]:
+    def _noise(shape: tuple[int, ...], windows: int, generators: list[torch.Generator | None]) -> list[Tensor]:
         """(B, *shape) per window, in window order (the streaming API draws the same numbers),
         speaker b's part from generators[b]."""
         return [torch.stack([torch.randn(shape, generator=g) for g in generators]) for _ in range(windows)]
@@ -205,8 +213,12 @@ class ReactDiff(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self, speaker_feats: dict[str, Tensor], alpha: int = 10, mode: Mode = "offline",
-        listener_style: ListenerStyle | None = None, seed: int | None = None,
+        self,
+        speaker_feats: dict[str, Tensor],
+        alpha: int = 10,
+        mode: Mode = "offline",
+        listener_style: ListenerStyle | None = None,
+        seed: int | None = None,
     ) -> dict[str, Tensor]:
         """α reactions per speaker clip in one batched DDIM pass (EMA weights).
 
@@ -218,8 +230,13 @@ class ReactDiff(nn.Module):
 
     @torch.no_grad()
     def generate_in_styles(
-        self, speaker_feats: dict[str, Tensor], listener_styles: list[ListenerStyle | None],
-        alpha: int = 10, mode: Mode = "offline", seed: int | None = None, bf16_sampling: bool = False,
+        self,
+        speaker_feats: dict[str, Tensor],
+        listener_styles: list[ListenerStyle | None],
+        alpha: int = 10,
+        mode: Mode = "offline",
+        seed: int | None = None,
+        bf16_sampling: bool = False,
         bf16_decoding: bool = False,
     ) -> list[dict[str, Tensor]]:
         """`generate` once per listener style, from one DDIM pass: LRS shifts the sampled latent
@@ -234,8 +251,10 @@ class ReactDiff(nn.Module):
         noise = self._noise((alpha, ws, dim), windows, self._generators(seed, batch))
         x0 = self._sample(conditions, noise, bf16_sampling)
         block = self.window_size if mode == "online" else None
-        return [self._decode(self.lrs.unstandardise(x0, style), frames, block, bf16=bf16_decoding)
-                for style in listener_styles]
+        return [
+            self._decode(self.lrs.unstandardise(x0, style), frames, block, bf16=bf16_decoding)
+            for style in listener_styles
+        ]
 
     def _sample(self, conditions: Tensor, noise: list[Tensor], bf16: bool = False) -> Tensor:
         """One DDIM pass over every (speaker, α copy, window): conditions (B, n, ws, D) and the
@@ -249,20 +268,28 @@ class ReactDiff(nn.Module):
         null = denoiser.embed_condition(torch.zeros_like(conditions[:1, 0]))  # for guidance
         z_bc = z_bc.unsqueeze(1).expand(batch, alpha, windows, -1).reshape(batch * alpha * windows, -1)
         return self.diffusion.sample(
-            denoiser, z_bc, noise.reshape(-1, ws, dim).to(conditions), bf16=bf16,
+            denoiser,
+            z_bc,
+            noise.reshape(-1, ws, dim).to(conditions),
+            bf16=bf16,
             null_condition=null.expand_as(z_bc),
         ).view(batch, alpha, windows * ws, dim)
 
-    def open_stream(self, batch: int = 1, alpha: int = 10, seed: int | None = None,
-                    listener_style: ListenerStyle | None = None) -> "OnlineStream":
+    def open_stream(
+        self, batch: int = 1, alpha: int = 10, seed: int | None = None, listener_style: ListenerStyle | None = None
+    ) -> "OnlineStream":
         """Start online generation for `batch` speakers fed window by window (see `OnlineStream`);
         speaker b draws its noise from seed `seed + b`, as in `generate`."""
         return OnlineStream(self, batch, alpha, seed, listener_style)
 
     @torch.no_grad()
-    def generate_online(self, speaker_feats: dict[str, Tensor], alpha: int = 10,
-                        listener_style: ListenerStyle | None = None,
-                        seed: int | None = None) -> Iterator[dict[str, Tensor]]:
+    def generate_online(
+        self,
+        speaker_feats: dict[str, Tensor],
+        alpha: int = 10,
+        listener_style: ListenerStyle | None = None,
+        seed: int | None = None,
+    ) -> Iterator[dict[str, Tensor]]:
         """`OnlineStream` over a whole clip: yields window by window {"3dmm": (B, α, ws, 58),
         ...} (the last window trimmed to the clip). Window t reads only speaker frames before
         t·ws; the values equal `generate(mode="online")` with the same seed."""
@@ -273,7 +300,7 @@ class ReactDiff(nn.Module):
         spoken = None  # the speaker window before the listener window being generated
         for start in range(0, frames, ws):
             yield stream.step(spoken, frames=min(ws, frames - start))
-            spoken = {name: x[:, start:start + ws] for name, x in speaker_feats.items()}
+            spoken = {name: x[:, start : start + ws] for name, x in speaker_feats.items()}
 
 
 class OnlineStream:
@@ -295,8 +322,9 @@ class OnlineStream:
     expected. Values equal `generate(mode="online")` with the same seed (to float rounding).
     """
 
-    def __init__(self, model: ReactDiff, batch: int, alpha: int, seed: int | None,
-                 listener_style: ListenerStyle | None):
+    def __init__(
+        self, model: ReactDiff, batch: int, alpha: int, seed: int | None, listener_style: ListenerStyle | None
+    ):
         if batch < 1 or alpha < 1:
             raise ValueError(f"OnlineStream needs batch >= 1 and alpha >= 1, got batch={batch}, alpha={alpha}")
         self.model = model
@@ -309,8 +337,7 @@ class OnlineStream:
         self._listener_cache = CausalCache()  # listener decoder, batch B·α
 
     @torch.no_grad()
-    def step(self, speaker_window: Mapping[str, Tensor] | None,
-             frames: int | None = None) -> dict[str, Tensor]:
+    def step(self, speaker_window: Mapping[str, Tensor] | None, frames: int | None = None) -> dict[str, Tensor]:
         """Speaker window t − 1 (None for t = 0) → listener window t: {"3dmm": (B, α, ws, 58) raw,
         "emotion": (B, α, ws, 25), "latent": (B, α, ws, D) normalised listener latent}, trimmed
         to `frames` (1 … ws) for a clip's short last window."""
@@ -326,13 +353,13 @@ class OnlineStream:
             condition = torch.zeros(self.batch, ws, model.mmt.config.latent_dim, device=model.latent_center.device)
         else:
             if speaker_window is None:
-                raise ValueError(f"listener window {self.windows_done} needs speaker window "
-                                 f"{self.windows_done - 1}; got None")
+                raise ValueError(
+                    f"listener window {self.windows_done} needs speaker window {self.windows_done - 1}; got None"
+                )
             condition = model.encode_latent(self._checked(speaker_window), cache=self._speaker_cache)
         noise = model._noise((self.alpha, ws, condition.shape[-1]), 1, self._generators)
         x0 = model._sample(condition.unsqueeze(1), noise)
-        out = model._decode(model.lrs.unstandardise(x0, self.listener_style), frames or ws, None,
-                            self._listener_cache)
+        out = model._decode(model.lrs.unstandardise(x0, self.listener_style), frames or ws, None, self._listener_cache)
         self.windows_done += 1
         return out
 
@@ -340,12 +367,15 @@ class OnlineStream:
         """The window's streams as float tensors on the model's device, or ValueError."""
         streams = self.model.mmt.streams
         if not isinstance(speaker_window, Mapping):
-            raise ValueError(f"speaker window: expected a {{stream: tensor}} mapping of streams "
-                             f"{sorted(streams)}, got {type(speaker_window).__name__}")
+            raise ValueError(
+                f"speaker window: expected a {{stream: tensor}} mapping of streams "
+                f"{sorted(streams)}, got {type(speaker_window).__name__}"
+            )
         unknown, missing = sorted(set(speaker_window) - set(streams)), sorted(set(streams) - set(speaker_window))
         if unknown or missing:
-            raise ValueError(f"speaker window: expected streams {sorted(streams)}, got unknown {unknown} "
-                             f"and missing {missing}")
+            raise ValueError(
+                f"speaker window: expected streams {sorted(streams)}, got unknown {unknown} and missing {missing}"
+            )
         checked = {}
         for name, value in speaker_window.items():
             x = torch.as_tensor(value).float()
@@ -355,11 +385,14 @@ class OnlineStream:
                 raise ValueError(
                     f"speaker stream '{name}': expected shape {expected} (batch, window_size, dim), "
                     f"got {tuple(x.shape)}"
-                    + ("; a clip's short last speaker window conditions no listener window, so it is "
-                       "not sent (trim the last listener window with step(..., frames=))" if short else "")
+                    + (
+                        "; a clip's short last speaker window conditions no listener window, so it is "
+                        "not sent (trim the last listener window with step(..., frames=))"
+                        if short
+                        else ""
+                    )
                 )
             if not torch.isfinite(x).all():
                 raise ValueError(f"speaker stream '{name}': NaN or infinite values")
             checked[name] = x.to(self.model.latent_center.device)
         return checked
-

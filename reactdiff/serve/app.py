@@ -40,7 +40,6 @@ A version that fails to load (unreachable registry, a stage-1 model) is logged a
 keeps serving the one it has.
 """
 
-
 import asyncio
 import io
 import json
@@ -111,8 +110,9 @@ def resolve(source: ModelRef, tracking_uri: str | None) -> tuple[str, str | None
     return source.text, None, source.source_run(client)
 
 
-def load(source: ModelRef, tracking_uri: str | None, resolved: tuple[str, str | None, str | None] | None = None
-         ) -> ServedModel:
+def load(
+    source: ModelRef, tracking_uri: str | None, resolved: tuple[str, str | None, str | None] | None = None
+) -> ServedModel:
     """Load the version `source` names (or the already `resolved` one), as `reactdiff generate` loads it."""
     from reactdiff.generate import Generator
 
@@ -123,8 +123,10 @@ def load(source: ModelRef, tracking_uri: str | None, resolved: tuple[str, str | 
 
 def _shape_limit(what: str, value: int, limit: int, flag: str) -> None:
     if value > limit:
-        raise TooLarge(f"{what}: {value} is over this server's limit of {limit} (reactdiff serve {flag}); "
-                       "send fewer, or split the request")
+        raise TooLarge(
+            f"{what}: {value} is over this server's limit of {limit} (reactdiff serve {flag}); "
+            "send fewer, or split the request"
+        )
 
 
 def _unknown_fields(given: dict, known: set[str], where: str) -> None:
@@ -143,8 +145,9 @@ def _json(text: str | bytes, where: str) -> Any:
 def _encode(out: dict[str, np.ndarray], fmt: str, output: str, describe: dict) -> Response:
     headers = {"x-reactdiff-model-version": str(describe["version"]), "x-reactdiff-model-source": describe["source"]}
     if fmt == "json":
-        return JSONResponse({"predictions": {key: out[key].tolist() for key in ("3dmm", "emotion")},
-                             "model": describe}, headers=headers)
+        return JSONResponse(
+            {"predictions": {key: out[key].tolist() for key in ("3dmm", "emotion")}, "model": describe}, headers=headers
+        )
     buffer = io.BytesIO()
     if fmt == "npy":
         np.save(buffer, out[output])
@@ -222,8 +225,9 @@ class ReactionServer:
                     continue
                 served = await asyncio.to_thread(load, self.source, self.options.tracking_uri, resolved)
             except Exception as err:  # a registry hiccup must not stop the following
-                log.warning("%s: keeping v%s, could not load what it names now: %s", self.source.text,
-                            self.served.version, err)
+                log.warning(
+                    "%s: keeping v%s, could not load what it names now: %s", self.source.text, self.served.version, err
+                )
                 continue
             log.info("%s moved: v%s → v%s", self.source.text, self.served.version, served.version)
             self.served = served
@@ -241,8 +245,10 @@ class ReactionServer:
         limit = int(self.options.max_body_mb * 2**20)
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise TooLarge(f"body: {int(declared)} bytes is over this server's limit of {limit} "
-                           "(reactdiff serve --max-body-mb); send fewer clips or frames, or a path")
+            raise TooLarge(
+                f"body: {int(declared)} bytes is over this server's limit of {limit} "
+                "(reactdiff serve --max-body-mb); send fewer clips or frames, or a path"
+            )
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
@@ -251,8 +257,9 @@ class ReactionServer:
             chunks.append(chunk)
         body = _json(b"".join(chunks), "body")
         if not isinstance(body, dict):
-            raise BadRequest(f'body: expected a JSON object {{"inputs": ...}} or {{"speaker": ...}}, '
-                             f"got {type(body).__name__}")
+            raise BadRequest(
+                f'body: expected a JSON object {{"inputs": ...}} or {{"speaker": ...}}, got {type(body).__name__}'
+            )
         return body
 
     def _speaker_path(self, text: Any) -> tuple[str, Path]:
@@ -260,14 +267,18 @@ class ReactionServer:
         if not isinstance(text, str) or not text:
             raise BadRequest(f"speaker: expected '<store dir>:<split>' or a corpus clip file, got {text!r}")
         if self.data_root is None:
-            raise Forbidden("speaker: this server reads no files (started without --data-root); send the "
-                            'features as "inputs" instead')
+            raise Forbidden(
+                "speaker: this server reads no files (started without --data-root); send the "
+                'features as "inputs" instead'
+            )
         store_dir, colon, split = text.rpartition(":")
         named = store_dir if colon and "/" not in split else text
         path = (self.data_root / named).resolve()
         if not path.is_relative_to(self.data_root):
-            raise Forbidden(f"speaker: '{named}' is outside the server's data root; give a path relative "
-                            "to it (reactdiff serve --data-root)")
+            raise Forbidden(
+                f"speaker: '{named}' is outside the server's data root; give a path relative "
+                "to it (reactdiff serve --data-root)"
+            )
         if not path.exists():
             raise NotFound(f"speaker: '{named}' does not exist under the server's data root")
         return (f"{path}:{split}" if named == store_dir else str(path)), path
@@ -276,8 +287,10 @@ class ReactionServer:
         from reactdiff.generate import load_speakers
 
         if ("inputs" in body) == ("speaker" in body):
-            raise BadRequest('body: expected exactly one of "inputs" (the features) and "speaker" (a path '
-                             "under the server's data root)")
+            raise BadRequest(
+                'body: expected exactly one of "inputs" (the features) and "speaker" (a path '
+                "under the server's data root)"
+            )
         if "inputs" in body:
             if "max_clips" in body:
                 raise BadRequest('max_clips: applies to "speaker" paths only')
@@ -331,7 +344,9 @@ class ReactionServer:
         except WebSocketDisconnect:
             return
         except BadRequest as err:
-            await _close(websocket, err.status, str(err), CLOSE_TOO_LARGE if isinstance(err, TooLarge) else CLOSE_BAD_INPUT)
+            await _close(
+                websocket, err.status, str(err), CLOSE_TOO_LARGE if isinstance(err, TooLarge) else CLOSE_BAD_INPUT
+            )
         except Exception as err:  # a fault ends this connection, never the replica
             log.exception("stream failed")
             await _close(websocket, 500, f"server fault: {type(err).__name__}: {err}", CLOSE_SERVER_FAULT)
@@ -347,16 +362,19 @@ class ReactionServer:
         model, streams = served.model, served.model.mmt.streams
         stream = model.open_stream(batch=1, alpha=alpha, seed=seed)
         ws = stream.window_size
-        await websocket.send_json({"model": served.describe(), "window_size": ws, "streams": dict(streams),
-                                   "alpha": alpha})
+        await websocket.send_json(
+            {"model": served.describe(), "window_size": ws, "streams": dict(streams), "alpha": alpha}
+        )
         window = None  # the speaker window that conditions the next listener window
         while True:
-            _shape_limit("stream frames", (stream.windows_done + 1) * ws, self.options.max_stream_frames,
-                         "--max-stream-frames")
+            _shape_limit(
+                "stream frames", (stream.windows_done + 1) * ws, self.options.max_stream_frames, "--max-stream-frames"
+            )
             out = await asyncio.to_thread(_step, stream, window)
             await websocket.send_json(_window_message(stream.windows_done - 1, out))
-            feats = speaker_features(await _receive_json(websocket, f"speaker window {stream.windows_done - 1}"),
-                                     streams, window=ws)
+            feats = speaker_features(
+                await _receive_json(websocket, f"speaker window {stream.windows_done - 1}"), streams, window=ws
+            )
             window = {name: torch.from_numpy(values) for name, values in feats.items()}
 
 
@@ -368,8 +386,11 @@ class ReactionServer:
 def application(options: ServeOptions):
     """The Serve application: `ReactionServer` with the options' replicas and resources."""
     return ReactionServer.options(
-        autoscaling_config={"min_replicas": options.min_replicas, "max_replicas": options.max_replicas,
-                            "target_ongoing_requests": options.target_ongoing_requests},
+        autoscaling_config={
+            "min_replicas": options.min_replicas,
+            "max_replicas": options.max_replicas,
+            "target_ongoing_requests": options.target_ongoing_requests,
+        },
         max_ongoing_requests=options.max_ongoing_requests,
         ray_actor_options={"num_cpus": options.num_cpus},
     ).bind(options)

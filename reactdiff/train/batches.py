@@ -15,9 +15,18 @@ from reactdiff.data.store import PERSONS, Manifest, column, feature_chunks, pers
 class Batches:
     """Iterates a worker's dataset shard as role-swapped sample tensors, timing the data wait."""
 
-    def __init__(self, shard, manifest: Manifest, streams: list[str], roles: tuple[str, ...],
-                 rows_per_batch: int, crop_frames: int, seed: int, device: torch.device,
-                 shuffle_rows: int = 0):
+    def __init__(
+        self,
+        shard,
+        manifest: Manifest,
+        streams: list[str],
+        roles: tuple[str, ...],
+        rows_per_batch: int,
+        crop_frames: int,
+        seed: int,
+        device: torch.device,
+        shuffle_rows: int = 0,
+    ):
         self.shard, self.manifest, self.streams, self.roles = shard, manifest, streams, roles
         self.rows_per_batch, self.crop_frames, self.device = rows_per_batch, crop_frames, device
         self.seed, self.shuffle_rows = seed, shuffle_rows
@@ -28,21 +37,29 @@ class Batches:
     def __iter__(self):
         # The store is in corpus order (a session's clips together); a seeded local shuffle
         # buffer mixes sessions within each batch and differs every epoch.
-        shuffle = ({"local_shuffle_buffer_size": self.shuffle_rows, "local_shuffle_seed": self.seed}
-                   if self.shuffle_rows > 0 else {})
+        shuffle = (
+            {"local_shuffle_buffer_size": self.shuffle_rows, "local_shuffle_seed": self.seed}
+            if self.shuffle_rows > 0
+            else {}
+        )
         # Ray converts the next batch to tensors in a background thread while this one trains.
         # One batch ahead means one conversion thread, so the crops are drawn in batch order and
         # a seeded run repeats.
-        iterator = iter(self.shard.iter_torch_batches(batch_size=self.rows_per_batch, prefetch_batches=1,
-                                                      collate_fn=_ArrowCollate(self.collate), **shuffle))
+        iterator = iter(
+            self.shard.iter_torch_batches(
+                batch_size=self.rows_per_batch, prefetch_batches=1, collate_fn=_ArrowCollate(self.collate), **shuffle
+            )
+        )
         while True:
             start = time.perf_counter()
             try:
                 batch = next(iterator)
             except StopIteration:
                 return
-            batch = {key: {k: v.to(self.device) for k, v in value.items()} if isinstance(value, dict) else value
-                     for key, value in batch.items()}
+            batch = {
+                key: {k: v.to(self.device) for k, v in value.items()} if isinstance(value, dict) else value
+                for key, value in batch.items()
+            }
             self.wait_seconds += time.perf_counter() - start
             yield batch
 
@@ -58,16 +75,20 @@ class Batches:
         if 0 < self.crop_frames < frames:  # one random crop per batch
             lo = int(self.rng.integers(0, frames - self.crop_frames + 1))
             hi = lo + self.crop_frames
-        views = {column(person, stream): feature_chunks(table[column(person, stream)], frames,
-                                                        self.manifest.streams[stream].dim)
-                 for person in PERSONS for stream in self.streams}
+        views = {
+            column(person, stream): feature_chunks(
+                table[column(person, stream)], frames, self.manifest.streams[stream].dim
+            )
+            for person in PERSONS
+            for stream in self.streams
+        }
 
         def convert(role: str, stream: str) -> torch.Tensor:
             chunks = [chunk for part in role_parts(views, role, stream) for chunk in part]
             out = torch.empty((sum(len(c) for c in chunks), hi - lo, chunks[0].shape[2]), dtype=torch.float32)
             offset = 0
             for chunk in chunks:
-                out[offset:offset + len(chunk)].copy_(torch.from_numpy(chunk[:, lo:hi]))
+                out[offset : offset + len(chunk)].copy_(torch.from_numpy(chunk[:, lo:hi]))
                 offset += len(chunk)
             return out
 

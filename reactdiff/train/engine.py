@@ -33,8 +33,9 @@ def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: 
 class Engine:
     """Wraps `module` for distributed training; only `trainable` parameters are optimised."""
 
-    def __init__(self, module: nn.Module, trainable: list[nn.Parameter], cfg: TrainConfig,
-                 total_steps: int, micro_batch: int):
+    def __init__(
+        self, module: nn.Module, trainable: list[nn.Parameter], cfg: TrainConfig, total_steps: int, micro_batch: int
+    ):
         self.cfg = cfg
         self.module = module
         self.deepspeed = cfg.strategy == "deepspeed"
@@ -53,7 +54,10 @@ class Engine:
             }
             # deepspeed.initialize reuses the process group Ray Train already set up.
             self.wrapped, self.optimizer, _, self.scheduler = deepspeed.initialize(
-                model=module, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config,
+                model=module,
+                optimizer=optimizer,
+                lr_scheduler=scheduler,
+                config=ds_config,
                 model_parameters=trainable,
             )
         else:
@@ -62,7 +66,8 @@ class Engine:
             # Each step's gradients end up as views into DDP's all-reduce buckets: no lasting second
             # copy of them (400 MB for the paper's MMT) and no copy back after each all-reduce.
             self.wrapped = ray.train.torch.prepare_model(
-                module, parallel_strategy="ddp", parallel_strategy_kwargs={"gradient_as_bucket_view": True})
+                module, parallel_strategy="ddp", parallel_strategy_kwargs={"gradient_as_bucket_view": True}
+            )
             self.optimizer, self.scheduler = optimizer, scheduler
         self.trainable = trainable
 

@@ -94,14 +94,24 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     rows_per_batch = max(1, samples_per_worker // 2)  # each dyad row yields two samples
 
     def batches(split: str, crop: int, seed: int, shuffle_rows: int = 0) -> Batches:
-        return Batches(ray.train.get_dataset_shard(split), manifest, task.streams, task.roles, rows_per_batch,
-                       crop, seed, device, shuffle_rows)
+        return Batches(
+            ray.train.get_dataset_shard(split),
+            manifest,
+            task.streams,
+            task.roles,
+            rows_per_batch,
+            crop,
+            seed,
+            device,
+            shuffle_rows,
+        )
 
     task.prepare(batches("train", 0, cfg.train.seed))
     train_rows = manifest.splits[cfg.data.train_split]["rows"]
     steps_per_epoch = max(1, train_rows // world // rows_per_batch)
-    engine = Engine(task.model, task.trainable(), cfg.train, steps_per_epoch * cfg.train.epochs,
-                    micro_batch=2 * rows_per_batch)
+    engine = Engine(
+        task.model, task.trainable(), cfg.train, steps_per_epoch * cfg.train.epochs, micro_batch=2 * rows_per_batch
+    )
 
     # A restarted or resumed run: the model (all its state), optimiser and schedule of the last epoch.
     start_epoch, run_id = 0, loop_config["mlflow_run_id"]
@@ -124,8 +134,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     for epoch in range(start_epoch, cfg.train.epochs):
         # Train.
         task.model.train()
-        train_batches = batches("train", cfg.data.crop_frames, cfg.train.seed * 1000 + epoch * 10 + rank,
-                                cfg.data.shuffle_rows)
+        train_batches = batches(
+            "train", cfg.data.crop_frames, cfg.train.seed * 1000 + epoch * 10 + rank, cfg.data.shuffle_rows
+        )
         loss_sum, count, epoch_start = 0.0, 0, time.perf_counter()
         for batch in train_batches:
             with engine.autocast():
@@ -141,8 +152,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
         # Validate.
         task.model.eval()
-        validation = task.validate(engine, batches("val", 0, 0), is_eval_epoch(epoch, cfg.train.eval_every,
-                                                                              cfg.train.epochs))
+        validation = task.validate(
+            engine, batches("val", 0, 0), is_eval_epoch(epoch, cfg.train.eval_every, cfg.train.epochs)
+        )
         fresh = {k: v for k, v in validation.items() if k in latest_scores}
         if fresh:
             latest_scores.update(fresh, eval_epoch=epoch)
@@ -176,16 +188,19 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         export_dir = Path(loop_config["export_dir"])
         path = export_dir / EXPORT_FILE
         task.model.to("cpu")
-        save_checkpoint(path, task.model, extra={"epochs": cfg.train.epochs,
-                                                 "store_fingerprint": manifest.store_fingerprint})
-        meta = {"stage": str(cfg.train.stage), "store_fingerprint": manifest.store_fingerprint,
-                "git_commit": loop_config["git_commit"]}
+        save_checkpoint(
+            path, task.model, extra={"epochs": cfg.train.epochs, "store_fingerprint": manifest.store_fingerprint}
+        )
+        meta = {
+            "stage": str(cfg.train.stage),
+            "store_fingerprint": manifest.store_fingerprint,
+            "git_commit": loop_config["git_commit"],
+        }
         tracking.log_model(client, run_id, path, metadata=meta)
         tracking.finish_run(client, run_id)
 
 
-def _log_data_shards(client: tracking.MlflowClient | None, run_id: str, epoch: int, rank: int,
-                     rows: list[int]) -> None:
+def _log_data_shards(client: tracking.MlflowClient | None, run_id: str, epoch: int, rank: int, rows: list[int]) -> None:
     """Rank 0 logs `data_shards.json` to the run: per rank, its node and the train rows (pair_ids)
     it read in this attempt's first epoch. A distributed run's sanity record: where the workers
     ran, and that their shards cover the split without overlap."""
@@ -203,8 +218,9 @@ def is_eval_epoch(epoch: int, every: int, epochs: int) -> bool:
     return (epoch + 1) % every == 0 or epoch == epochs - 1
 
 
-def loop_config_for(cfg: ExperimentConfig, store: Store, run_id: str, export_dir: Path,
-                    stage1_checkpoint: str | None) -> dict[str, Any]:
+def loop_config_for(
+    cfg: ExperimentConfig, store: Store, run_id: str, export_dir: Path, stage1_checkpoint: str | None
+) -> dict[str, Any]:
     return {
         "config": cfg.model_dump(mode="json"),
         "manifest": store.manifest.to_json(),

@@ -35,21 +35,36 @@ def host_store(address: str, port: int, world_size: int, timeout: timedelta) -> 
     family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
     listener = socket.create_server((address, port), family=family)
     port = listener.getsockname()[1]
-    _hosted_store = dist.TCPStore(address, port, world_size, is_master=True, timeout=timeout,
-                                  wait_for_workers=False, master_listen_fd=listener.detach())
+    _hosted_store = dist.TCPStore(
+        address,
+        port,
+        world_size,
+        is_master=True,
+        timeout=timeout,
+        wait_for_workers=False,
+        master_listen_fd=listener.detach(),
+    )
     return port
 
 
 def interface_of(address: str) -> str | None:
     """The name of the network interface that holds `address` (None if none does)."""
     wanted = ipaddress.ip_address(address)
-    return next((name for name, entries in psutil.net_if_addrs().items() for entry in entries
-                 if entry.family in (socket.AF_INET, socket.AF_INET6)
-                 and ipaddress.ip_address(entry.address.split("%")[0]) == wanted), None)  # "%": IPv6 scope
+    return next(
+        (
+            name
+            for name, entries in psutil.net_if_addrs().items()
+            for entry in entries
+            if entry.family in (socket.AF_INET, socket.AF_INET6)
+            and ipaddress.ip_address(entry.address.split("%")[0]) == wanted
+        ),
+        None,
+    )  # "%": IPv6 scope
 
 
-def join_process_group(backend: str, address: str, port: int, world_rank: int, world_size: int,
-                       timeout: timedelta) -> None:
+def join_process_group(
+    backend: str, address: str, port: int, world_rank: int, world_size: int, timeout: timedelta
+) -> None:
     """Join the default process group through the store at address:port (rank 0 hosts it)."""
     # What an env:// rendezvous would have set, for libraries that read it.
     os.environ.update(MASTER_ADDR=address, MASTER_PORT=str(port))
@@ -85,12 +100,25 @@ class _NodeAddressTorchBackend(ray_compat.torch_backend_class()):
         backend = backend_config.backend or ("nccl" if resources.get("GPU", 0) > 0 else "gloo")
         world_size = len(worker_group)
         address, port = worker_group.execute_single(
-            0, _host_on_node, world_size=world_size, timeout_s=backend_config.timeout_s)
+            0, _host_on_node, world_size=world_size, timeout_s=backend_config.timeout_s
+        )
         worker_group.execute(ray_compat.set_torch_distributed_env_vars)
         timeout = timedelta(seconds=backend_config.timeout_s)
-        ray.get([worker_group.execute_single_async(
-            rank, join_process_group, backend=backend, address=address, port=port, world_rank=rank,
-            world_size=world_size, timeout=timeout) for rank in range(world_size)])
+        ray.get(
+            [
+                worker_group.execute_single_async(
+                    rank,
+                    join_process_group,
+                    backend=backend,
+                    address=address,
+                    port=port,
+                    world_rank=rank,
+                    world_size=world_size,
+                    timeout=timeout,
+                )
+                for rank in range(world_size)
+            ]
+        )
 
 
 @dataclass

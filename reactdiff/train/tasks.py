@@ -112,11 +112,12 @@ class Stage1Task:
                 n = len(batch["listener_id"])
                 loss_sum, count = loss_sum + float(loss) * n, count + n
                 feats = batch["listener"]
-                totals.add(*reconstruct(self.model, feats), feats["3dmm"].cpu().numpy(),
-                           feats["emotion"].cpu().numpy())
+                totals.add(*reconstruct(self.model, feats), feats["3dmm"].cpu().numpy(), feats["emotion"].cpu().numpy())
         reduced = all_reduce([loss_sum, count, *totals.as_list()])
-        return {"val_loss": reduced[0] / reduced[1] if reduced[1] else math.nan,
-                **ReconstructionTotals.from_list(reduced[2:]).metrics("val_")}
+        return {
+            "val_loss": reduced[0] / reduced[1] if reduced[1] else math.nan,
+            **ReconstructionTotals.from_list(reduced[2:]).metrics("val_"),
+        }
 
     def finish(self, batches: Batches) -> None:
         """Latent statistics for stage 2 over this worker's shard, merged across workers, set on
@@ -140,18 +141,23 @@ class Stage2Task:
         path = context["stage1_checkpoint"]
         mmt = load_checkpoint(path)  # with the latent statistics stage 1 fitted
         if not isinstance(mmt, MMT):
-            raise ValueError(f"{path} holds a stage-2 {type(mmt).__name__}; train.stage1_model must point "
-                             "at a stage-1 (MMT) model")
+            raise ValueError(
+                f"{path} holds a stage-2 {type(mmt).__name__}; train.stage1_model must point at a stage-1 (MMT) model"
+            )
         if not bool(mmt.latent_stats_set):
-            raise ValueError(f"{path}: the stage-1 model has no latent statistics (a finished stage-1 "
-                             "training run sets them); train.stage1_model must point at one")
+            raise ValueError(
+                f"{path}: the stage-1 model has no latent statistics (a finished stage-1 "
+                "training run sets them); train.stage1_model must point at one"
+            )
         self.model = ReactDiff.from_stage1(mmt, cfg.model)
         self.streams = sorted(set(manifest.model_streams()) | {"emotion", "3dmm"})
         self.roles = ("speaker", "listener")
         self.use_lrs = cfg.model.lrs.mode != "off"
         labels = [MODEL_LABEL, LRS_LABEL] if self.use_lrs else [MODEL_LABEL]
-        self.score_names = [*reaction_metrics({label: dict.fromkeys(REACTION_DIRECTIONS) for label in labels}),
-                            "eval_seconds"]
+        self.score_names = [
+            *reaction_metrics({label: dict.fromkeys(REACTION_DIRECTIONS) for label in labels}),
+            "eval_seconds",
+        ]
         self.scorer = ReactionScorer(cfg, context["store_root"], self.streams)
 
     def trainable(self) -> list[torch.nn.Parameter]:
@@ -222,8 +228,7 @@ class ReactionScorer:
         split = self.cfg.data.val_split
         self.samples = to_samples(store.read_split(split, streams=self.streams), self.streams)
         self.appropriate = store.appropriate(split)
-        self.indices = eval_indices(len(self.samples["speaker_clip"]), self.cfg.train.eval_samples,
-                                    self.cfg.train.seed)
+        self.indices = eval_indices(len(self.samples["speaker_clip"]), self.cfg.train.eval_samples, self.cfg.train.seed)
 
     def score(self, model: ReactDiff) -> dict[str, float]:
         scores: list[dict[str, float] | None] = [None]
@@ -233,9 +238,16 @@ class ReactionScorer:
             start = time.perf_counter()
             precision = self.cfg.train.eval_precision
             bf16 = precision == "bf16" or (precision == "auto" and bf16_sampling_available(model.latent_center.device))
-            result = score_reactions(model, self.samples, self.appropriate, self.cfg.train.eval_alpha or 10,
-                                     seed=self.cfg.train.seed, indices=self.indices, progress=False,
-                                     bf16_sampling=bf16)
+            result = score_reactions(
+                model,
+                self.samples,
+                self.appropriate,
+                self.cfg.train.eval_alpha or 10,
+                seed=self.cfg.train.seed,
+                indices=self.indices,
+                progress=False,
+                bf16_sampling=bf16,
+            )
             scores[0] = {**reaction_metrics(result.rows), "eval_seconds": time.perf_counter() - start}
         if dist.is_initialized():
             dist.broadcast_object_list(scores, src=0)

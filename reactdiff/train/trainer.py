@@ -61,8 +61,7 @@ def _ingest_options():
     return options
 
 
-def build_trainer(cfg: ExperimentConfig, tags: dict[str, str] | None = None,
-                  callbacks: list | None = None):
+def build_trainer(cfg: ExperimentConfig, tags: dict[str, str] | None = None, callbacks: list | None = None):
     """The TorchTrainer for `cfg`, its MLflow run (created or resumed) and its export folder.
 
     `tags` are added to a new MLflow run (sweeps pass `mlflow.parentRunId`); `callbacks` go to the
@@ -82,14 +81,18 @@ def build_trainer(cfg: ExperimentConfig, tags: dict[str, str] | None = None,
         if not cfg.train.stage1_model:
             raise ValueError("stage 2 needs train.stage1_model=<checkpoint path | models:/name@alias>")
         # Resolved once, here: workers run elsewhere and read the file.
-        stage1_checkpoint = str(tracking.resolve_checkpoint(cfg.tracking.tracking_uri, cfg.train.stage1_model).resolve())
+        stage1_checkpoint = str(
+            tracking.resolve_checkpoint(cfg.tracking.tracking_uri, cfg.train.stage1_model).resolve()
+        )
 
     ray_init()
     ray.data.DataContext.get_current().enable_progress_bars = False  # per-epoch lines instead
     storage = Path(cfg.train.storage_path).resolve()
     run_name = f"{cfg.train.name}-stage{cfg.train.stage}"
     run_id = tracking.start_or_resume_run(
-        tracking.client_for(cfg.tracking.tracking_uri), cfg.tracking.experiment, run_name,
+        tracking.client_for(cfg.tracking.tracking_uri),
+        cfg.tracking.experiment,
+        run_name,
         tags={
             tracking.STAGE_TAG: str(cfg.train.stage),
             tracking.STORE_FINGERPRINT_TAG: store.manifest.store_fingerprint,
@@ -122,8 +125,10 @@ def build_trainer(cfg: ExperimentConfig, tags: dict[str, str] | None = None,
             worker_runtime_env={"env_vars": env},
             callbacks=callbacks or None,
         ),
-        datasets={split: _dataset(store, name, cfg.data.cache)
-                  for split, name in (("train", cfg.data.train_split), ("val", cfg.data.val_split))},
+        datasets={
+            split: _dataset(store, name, cfg.data.cache)
+            for split, name in (("train", cfg.data.train_split), ("val", cfg.data.val_split))
+        },
         dataset_config=ray.train.DataConfig(execution_options=_ingest_options()),
         torch_config=NodeAddressTorchConfig(),
     )
@@ -143,5 +148,9 @@ def run_training(cfg: ExperimentConfig) -> TrainResult:
     except Exception:
         tracking.finish_run(tracking.client_for(cfg.tracking.tracking_uri), run_id, status="FAILED")
         raise
-    return TrainResult(run_id=run_id, model_uri=f"runs:/{run_id}/{tracking.MODEL_ARTIFACT}",
-                       checkpoint=export_dir / EXPORT_FILE, metrics=dict(result.metrics or {}))
+    return TrainResult(
+        run_id=run_id,
+        model_uri=f"runs:/{run_id}/{tracking.MODEL_ARTIFACT}",
+        checkpoint=export_dir / EXPORT_FILE,
+        metrics=dict(result.metrics or {}),
+    )

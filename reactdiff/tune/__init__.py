@@ -17,6 +17,16 @@ from reactdiff.tune.sweep import (
 )
 
 __all__ = [
-    "EARLY_STOPPED_TAG", "SWEEP_RUN_TAG", "Objective", "SearchSpace", "SweepResult", "TrialRow", "known_metrics",
-    "load_space", "pareto_front", "parse_objectives", "plan_sweep", "run_sweep",
+    "EARLY_STOPPED_TAG",
+    "SWEEP_RUN_TAG",
+    "Objective",
+    "SearchSpace",
+    "SweepResult",
+    "TrialRow",
+    "known_metrics",
+    "load_space",
+    "pareto_front",
+    "parse_objectives",
+    "plan_sweep",
+    "run_sweep",
 ]

@@ -39,15 +39,17 @@ def known_metrics(stage: int) -> dict[str, Direction]:
     """Every metric a stage's training reports that a sweep may rank by, with its direction."""
     if stage == 1:
         return {**_LOSSES, **{f"val_{name}": d for name, d in RECONSTRUCTION_DIRECTIONS.items()}}
-    return {**_LOSSES, **{f"{prefix}{name}": d for prefix in _REACTION_PREFIXES
-                          for name, d in REACTION_DIRECTIONS.items()}}
+    return {
+        **_LOSSES,
+        **{f"{prefix}{name}": d for prefix in _REACTION_PREFIXES for name, d in REACTION_DIRECTIONS.items()},
+    }
 
 
 def evaluation_metric(metric: str) -> str | None:
     """The name `reactdiff evaluate` logs for the same quantity (what promotion compares):
     val_FRDist → FRDist, val_LRS_FRDist → ReactDiff-LRS.FRDist; None for other metrics."""
     for prefix, label in sorted(_REACTION_PREFIXES.items(), key=lambda item: -len(item[0])):
-        name = metric[len(prefix):]
+        name = metric[len(prefix) :]
         if metric.startswith(prefix) and name in REACTION_DIRECTIONS:
             return name if label == MODEL_LABEL else f"{label}.{name}"
     return None
@@ -72,21 +74,28 @@ def _checked(stage: int, metric: str, mode: str | None, source: str) -> Objectiv
     known = known_metrics(stage)
     if metric not in known:
         raise ConfigError(
-            f"{source}: unknown metric '{metric}' for a stage-{stage} sweep; it reports: {', '.join(known)}")
+            f"{source}: unknown metric '{metric}' for a stage-{stage} sweep; it reports: {', '.join(known)}"
+        )
     if mode is None:
         mode = known[metric]
     if mode not in ("min", "max"):
         raise ConfigError(f"{source}: mode must be min or max, got '{mode}'")
     if mode != known[metric]:
         better = "higher" if known[metric] == "max" else "lower"
-        raise ConfigError(f"{source}: '{metric}:{mode}' contradicts the metric ({better} is better): "
-                          f"use {metric}:{known[metric]}")
+        raise ConfigError(
+            f"{source}: '{metric}:{mode}' contradicts the metric ({better} is better): use {metric}:{known[metric]}"
+        )
     return Objective(metric, mode)
 
 
-def parse_objectives(stage: int, metric: str | None = None, mode: str | None = None,
-                     objectives: str | None = None, space_objective: dict[str, str] | None = None,
-                     source: str = "reactdiff tune") -> list[Objective]:
+def parse_objectives(
+    stage: int,
+    metric: str | None = None,
+    mode: str | None = None,
+    objectives: str | None = None,
+    space_objective: dict[str, str] | None = None,
+    source: str = "reactdiff tune",
+) -> list[Objective]:
     """The sweep's objectives from the command line, else the space file's `sweep:` entry, else
     the stage default. `objectives` is "name:mode,name:mode"; a mode may be left out."""
     if objectives is not None and (metric is not None or mode is not None):

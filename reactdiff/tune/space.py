@@ -118,7 +118,7 @@ def _parse_param(base: ExperimentConfig, defaults: dict[str, Any], source: Path,
     kinds = ", ".join(LIST_KINDS + RANGE_KINDS)
     if len(spec) != 1:
         raise _fail(source, key, f"a distribution has exactly one of {kinds}; got {sorted(spec)}")
-    (raw_kind, args), = spec.items()
+    ((raw_kind, args),) = spec.items()
     kind = KIND_ALIASES.get(raw_kind, raw_kind)
     if kind not in LIST_KINDS + RANGE_KINDS:
         raise _fail(source, key, f"unknown distribution '{raw_kind}' (expected one of {kinds}, or a constant)")
@@ -141,15 +141,19 @@ def _parse_param(base: ExperimentConfig, defaults: dict[str, Any], source: Path,
     is_int_field = isinstance(default, int) and not isinstance(default, bool)
     if kind == "randint":
         if not is_int_field:
-            raise _fail(source, key, f"randint needs an integer field; {key} is {type(default).__name__}: "
-                        "use uniform/loguniform or choice")
+            raise _fail(
+                source,
+                key,
+                f"randint needs an integer field; {key} is {type(default).__name__}: use uniform/loguniform or choice",
+            )
         if lo != int(lo) or hi != int(hi):
             raise _fail(source, key, f"randint takes integer ends, got [{args[0]}, {args[1]}]")
         lo, hi = int(lo), int(hi)
     else:
         if not isinstance(default, float):
-            raise _fail(source, key, f"{kind} samples floats but {key} is {type(default).__name__}: "
-                        "use randint or choice")
+            raise _fail(
+                source, key, f"{kind} samples floats but {key} is {type(default).__name__}: use randint or choice"
+            )
         if kind == "loguniform" and lo <= 0:
             raise _fail(source, key, f"loguniform needs 0 < lo, got lo={args[0]}")
     return Param(key, kind, (_check_value(base, source, key, lo), _check_value(base, source, key, hi)))
@@ -184,8 +188,7 @@ def load_space(path: str | Path, base: ExperimentConfig, stage: int, frames: int
         if key in SET_BY_SWEEP:
             raise _fail(path, key, "is set by the sweep itself (trial names and --stage); remove it")
         if key.startswith(IGNORED_BY_STAGE[stage]):
-            why = ("stage 2 takes the MMT from train.stage1_model" if stage == 2
-                   else "stage 1 trains the MMT only")
+            why = "stage 2 takes the MMT from train.stage1_model" if stage == 2 else "stage 1 trains the MMT only"
             raise _fail(path, key, f"has no effect in a stage-{stage} sweep ({why})")
         params[key] = _parse_param(base, defaults, path, key, spec)
     space = SearchSpace(path, params, {k: str(v) for k, v in objective.items()})
@@ -196,6 +199,10 @@ def load_space(path: str | Path, base: ExperimentConfig, stage: int, frames: int
     if frames and "drop" in pad_modes:
         bad = [ws for ws in _candidates(params.get(ws_key), checked.model.diffusion.window_size) if frames % ws]
         if bad:
-            raise _fail(path, ws_key, f"window sizes {bad} do not divide the store's {frames} frames and "
-                        f"{pad_key}=drop refuses such clips: choose divisors of {frames} or pad_mode=replicate")
+            raise _fail(
+                path,
+                ws_key,
+                f"window sizes {bad} do not divide the store's {frames} frames and "
+                f"{pad_key}=drop refuses such clips: choose divisors of {frames} or pad_mode=replicate",
+            )
     return space

@@ -49,9 +49,17 @@ EARLY_STOPPED_TAG = "reactdiff.early_stopped"
 SWEEP_RUN_TAG = "reactdiff.promotion.sweep_run_id"  # on a model version promoted from a sweep
 # Columns every ranking shows besides the objectives, and the trade-off drawn as a Pareto front
 # when a stage-2 sweep has one objective (appropriateness against diversity, as in the paper).
-HEADLINE = {1: ["val_recon_FRDist", "val_recon_3dmm_mse", "val_recon_emotion_l1", "val_recon_au_f1",
-                "val_recon_va_ccc", "val_loss"],
-            2: ["val_FRDist", "val_FRCorr", "val_FRDiv", "val_loss"]}
+HEADLINE = {
+    1: [
+        "val_recon_FRDist",
+        "val_recon_3dmm_mse",
+        "val_recon_emotion_l1",
+        "val_recon_au_f1",
+        "val_recon_va_ccc",
+        "val_loss",
+    ],
+    2: ["val_FRDist", "val_FRCorr", "val_FRDiv", "val_loss"],
+}
 TRADEOFF = {2: [Objective("val_FRDist", "min"), Objective("val_FRDiv", "max")]}
 
 
@@ -111,7 +119,8 @@ def _run_trial(params: dict[str, Any], base_config: dict[str, Any], sweep_name: 
     name = trial_name(sweep_name, trial_id)
     cfg = apply_flat(ExperimentConfig.model_validate(base_config), {**params, "train.name": name}, f"trial {name}")
     trainer, run_id, _ = build_trainer(
-        cfg, tags={"mlflow.parentRunId": parent_run_id, SWEEP_TAG: sweep_name, TRIAL_TAG: trial_id},
+        cfg,
+        tags={"mlflow.parentRunId": parent_run_id, SWEEP_TAG: sweep_name, TRIAL_TAG: trial_id},
         callbacks=[TuneReportCallback()],
     )
     try:
@@ -171,9 +180,18 @@ def max_concurrent_trials(cfg: ExperimentConfig) -> int:
     return fit
 
 
-def _ranked_rows(client: tracking.MlflowClient, results, sweep_name: str, stage: int, columns: list[str],
-                 objectives: list[Objective], pareto: list[Objective], max_epochs: int, sampled: list[str],
-                 experiment_id: str) -> list[TrialRow]:
+def _ranked_rows(
+    client: tracking.MlflowClient,
+    results,
+    sweep_name: str,
+    stage: int,
+    columns: list[str],
+    objectives: list[Objective],
+    pareto: list[Objective],
+    max_epochs: int,
+    sampled: list[str],
+    experiment_id: str,
+) -> list[TrialRow]:
     """Completed trials first, then early-stopped, then errored. One objective: each group best
     first. Several: the Pareto front first, each part by the first objective."""
     rows = []
@@ -192,30 +210,53 @@ def _ranked_rows(client: tracking.MlflowClient, results, sweep_name: str, stage:
         for column in columns:
             value = reported.get(column)
             values[column] = float(value) if isinstance(value, (int, float)) else math.nan
-        rows.append(TrialRow(
-            rank=0, trial=name, status=status, metrics=values, epochs=epochs,
-            params={k: (result.config or {}).get(k) for k in sampled},
-            run_id=tracking.find_run(client, experiment_id, f"{name}-stage{stage}") or "",
-        ))
+        rows.append(
+            TrialRow(
+                rank=0,
+                trial=name,
+                status=status,
+                metrics=values,
+                epochs=epochs,
+                params={k: (result.config or {}).get(k) for k in sampled},
+                run_id=tracking.find_run(client, experiment_id, f"{name}-stage{stage}") or "",
+            )
+        )
     completed = [row for row in rows if row.status == "completed"]
     for index in pareto_front([row.metrics for row in completed], pareto):
         completed[index].on_front = True
     order = {"completed": 0, "early-stopped": 1, "errored": 2}
     first = objectives[0]
-    rows.sort(key=lambda r: (order[r.status], len(objectives) > 1 and not r.on_front,
-                             first.sort_key(r.metrics[first.metric]), r.trial))  # ties: by name
+    rows.sort(
+        key=lambda r: (
+            order[r.status],
+            len(objectives) > 1 and not r.on_front,
+            first.sort_key(r.metrics[first.metric]),
+            r.trial,
+        )
+    )  # ties: by name
     for rank, row in enumerate(rows, start=1):
         row.rank = rank
     return rows
 
 
-def _table(rows: list[TrialRow], columns: list[str], sampled: list[str],
-           pareto: list[Objective]) -> tuple[list[str], list[list[str]]]:
+def _table(
+    rows: list[TrialRow], columns: list[str], sampled: list[str], pareto: list[Objective]
+) -> tuple[list[str], list[list[str]]]:
     front_column = ["pareto"] if pareto else []
     header = ["rank", "trial", "status", *front_column, *columns, "epochs", *sampled, "mlflow_run_id"]
-    body = [[str(r.rank), r.trial, r.status, *(["*" if r.on_front else ""] if pareto else []),
-             *(f"{r.metrics[c]:.6g}" for c in columns), str(r.epochs),
-             *(str(r.params[k]) for k in sampled), r.run_id] for r in rows]
+    body = [
+        [
+            str(r.rank),
+            r.trial,
+            r.status,
+            *(["*" if r.on_front else ""] if pareto else []),
+            *(f"{r.metrics[c]:.6g}" for c in columns),
+            str(r.epochs),
+            *(str(r.params[k]) for k in sampled),
+            r.run_id,
+        ]
+        for r in rows
+    ]
     return header, body
 
 
@@ -260,9 +301,17 @@ class SweepPlan:
     pick: str | None
 
 
-def plan_sweep(stage: int, space_objective: dict[str, str] | None = None, metric: str | None = None,
-               mode: str | None = None, objectives: str | None = None, search: str = "random",
-               scheduler: str | None = None, promote: bool = False, pick: str | None = None) -> SweepPlan:
+def plan_sweep(
+    stage: int,
+    space_objective: dict[str, str] | None = None,
+    metric: str | None = None,
+    mode: str | None = None,
+    objectives: str | None = None,
+    search: str = "random",
+    scheduler: str | None = None,
+    promote: bool = False,
+    pick: str | None = None,
+) -> SweepPlan:
     """Objectives, search and scheduler of a sweep, or a ConfigError saying what to change.
 
     `scheduler` None means ASHA for one objective and none for several (ASHA stops trials on one
@@ -275,23 +324,33 @@ def plan_sweep(stage: int, space_objective: dict[str, str] | None = None, metric
     several = len(parsed) > 1
     if several:
         if scheduler == "asha":
-            raise ConfigError("ASHA stops trials on a single metric and does not apply to a multi-objective "
-                              "search: drop --scheduler asha (or pass --scheduler none), or give one objective")
+            raise ConfigError(
+                "ASHA stops trials on a single metric and does not apply to a multi-objective "
+                "search: drop --scheduler asha (or pass --scheduler none), or give one objective"
+            )
         search, scheduler = "optuna", "none"
     scheduler = scheduler or "asha"
     if pick is not None and not several:
-        raise ConfigError("--pick names a Pareto-front member of a multi-objective sweep; a single-objective "
-                          "sweep promotes its best trial")
+        raise ConfigError(
+            "--pick names a Pareto-front member of a multi-objective sweep; a single-objective "
+            "sweep promotes its best trial"
+        )
     if promote:
         if stage != 2:
-            raise ConfigError("--promote registers stage-2 (ReactDiff) models; a stage-1 sweep's best MMT is "
-                              "used through train.stage1_model=<its checkpoint>")
+            raise ConfigError(
+                "--promote registers stage-2 (ReactDiff) models; a stage-1 sweep's best MMT is "
+                "used through train.stage1_model=<its checkpoint>"
+            )
         if evaluation_metric(parsed[0].metric) is None:
-            raise ConfigError(f"--promote compares models by a REACT2024 metric evaluated on val; "
-                              f"'{parsed[0].metric}' is not one: rank by e.g. val_FRDist")
+            raise ConfigError(
+                f"--promote compares models by a REACT2024 metric evaluated on val; "
+                f"'{parsed[0].metric}' is not one: rank by e.g. val_FRDist"
+            )
         if several and pick is None:
-            raise ConfigError("a multi-objective sweep has no single best trial: run it, read its Pareto front, "
-                              "then run the same command with --promote --pick <trial> (a front member)")
+            raise ConfigError(
+                "a multi-objective sweep has no single best trial: run it, read its Pareto front, "
+                "then run the same command with --promote --pick <trial> (a front member)"
+            )
     return SweepPlan(parsed, search, scheduler, promote, pick)
 
 
@@ -304,19 +363,39 @@ def _promote(cfg: ExperimentConfig, result: "SweepResult", row: TrialRow, object
         raise ConfigError(f"trial {row.trial} is {row.status} and cannot be promoted; pick a completed trial")
     model_uri = f"runs:/{row.run_id}/{tracking.MODEL_ARTIFACT}"
     console.say(f"promote: evaluating {row.trial} ({model_uri}) on '{cfg.data.val_split}' with α = 10")
-    evaluate(cfg, model=model_uri, split=cfg.data.val_split, alpha=10,
-             out_dir=Path(cfg.train.storage_path) / result.name / "promotion-eval")
+    evaluate(
+        cfg,
+        model=model_uri,
+        split=cfg.data.val_split,
+        alpha=10,
+        out_dir=Path(cfg.train.storage_path) / result.name / "promotion-eval",
+    )
     promotion = registry.promote(
-        cfg.tracking.tracking_uri, cfg.tracking.experiment, evaluation_metric(objective.metric), objective.mode,
-        cfg.tracking.registered_model, split=cfg.data.val_split, run_id=row.run_id,
+        cfg.tracking.tracking_uri,
+        cfg.tracking.experiment,
+        evaluation_metric(objective.metric),
+        objective.mode,
+        cfg.tracking.registered_model,
+        split=cfg.data.val_split,
+        run_id=row.run_id,
         record={SWEEP_RUN_TAG: result.parent_run_id, SWEEP_TAG: result.name, TRIAL_TAG: row.trial},
     )
     return promotion
 
 
-def run_sweep(cfg: ExperimentConfig, space: Path, stage: int, num_samples: int = 4, search: str = "random",
-              scheduler: str | None = None, metric: str | None = None, mode: str | None = None,
-              objectives: str | None = None, promote: bool = False, pick: str | None = None) -> SweepResult:
+def run_sweep(
+    cfg: ExperimentConfig,
+    space: Path,
+    stage: int,
+    num_samples: int = 4,
+    search: str = "random",
+    scheduler: str | None = None,
+    metric: str | None = None,
+    mode: str | None = None,
+    objectives: str | None = None,
+    promote: bool = False,
+    pick: str | None = None,
+) -> SweepResult:
     """Run (or resume) the sweep named `cfg.train.name`; prints and logs the ranked trials and the
     Pareto front, and with `promote` hands the best (or the picked) trial to the registry."""
     from ray import tune
@@ -330,12 +409,16 @@ def run_sweep(cfg: ExperimentConfig, space: Path, stage: int, num_samples: int =
         raise ConfigError(f"num_samples must be at least 1, got {num_samples}")
     cfg = apply_flat(cfg, {"train.stage": stage}, "tune --stage")
     if stage == 2 and not cfg.train.stage1_model:
-        raise ConfigError("a stage-2 sweep needs train.stage1_model=<stage-1 checkpoint | models:/name@alias> "
-                          "(the frozen MMT every trial trains over)")
+        raise ConfigError(
+            "a stage-2 sweep needs train.stage1_model=<stage-1 checkpoint | models:/name@alias> "
+            "(the frozen MMT every trial trains over)"
+        )
     # Trials run with Tune's trial folder as their working directory: paths given relative to
     # this one are made absolute for them.
-    absolute = {"data.store": Location(cfg.data.store).uri,
-                "train.storage_path": str(Path(cfg.train.storage_path).resolve())}
+    absolute = {
+        "data.store": Location(cfg.data.store).uri,
+        "train.storage_path": str(Path(cfg.train.storage_path).resolve()),
+    }
     if stage == 2 and Path(cfg.train.stage1_model).is_file():
         absolute["train.stage1_model"] = str(Path(cfg.train.stage1_model).resolve())
     cfg = apply_flat(cfg, absolute, "tune (absolute paths)")
@@ -358,17 +441,25 @@ def run_sweep(cfg: ExperimentConfig, space: Path, stage: int, num_samples: int =
     objective_text = ",".join(f"{o.metric}:{o.mode}" for o in objective_list)
     client = tracking.client_for(base.tracking.tracking_uri)
     parent_run_id = tracking.start_or_resume_run(
-        client, base.tracking.experiment, f"{sweep_name}-sweep-stage{stage}",
+        client,
+        base.tracking.experiment,
+        f"{sweep_name}-sweep-stage{stage}",
         tags={SWEEP_TAG: sweep_name, tracking.STAGE_TAG: str(stage), tracking.GIT_COMMIT_TAG: tracking.git_commit()},
-        params={**flatten(base), "sweep.space": str(parsed.source), "sweep.search": plan.search,
-                "sweep.scheduler": plan.scheduler, "sweep.objectives": objective_text,
-                "sweep.num_samples": num_samples},
+        params={
+            **flatten(base),
+            "sweep.space": str(parsed.source),
+            "sweep.search": plan.search,
+            "sweep.scheduler": plan.scheduler,
+            "sweep.objectives": objective_text,
+            "sweep.num_samples": num_samples,
+        },
     )
     client.log_artifact(parent_run_id, str(parsed.source), "sweep")
 
     trainable = tune.with_resources(
-        tune.with_parameters(_run_trial, base_config=base.model_dump(mode="json"), sweep_name=sweep_name,
-                             parent_run_id=parent_run_id),
+        tune.with_parameters(
+            _run_trial, base_config=base.model_dump(mode="json"), sweep_name=sweep_name, parent_run_id=parent_run_id
+        ),
         {"cpu": 0, "memory": 1},
     )
     path = storage / sweep_name
@@ -385,26 +476,37 @@ def run_sweep(cfg: ExperimentConfig, space: Path, stage: int, num_samples: int =
 
             sampler = None
             if single is None:  # NSGA-II: generations of at least 2 trials, at most half the budget
-                sampler = optuna.samplers.NSGAIISampler(population_size=max(2, min(50, num_samples // 2)),
-                                                        seed=base.train.seed)
+                sampler = optuna.samplers.NSGAIISampler(
+                    population_size=max(2, min(50, num_samples // 2)), seed=base.train.seed
+                )
             searcher = ConcurrencyLimiter(
-                OptunaSearch(metric=[o.metric for o in objective_list] if single is None else None,
-                             mode=[o.mode for o in objective_list] if single is None else None,
-                             sampler=sampler, seed=base.train.seed),
-                max_concurrent=concurrency)
+                OptunaSearch(
+                    metric=[o.metric for o in objective_list] if single is None else None,
+                    mode=[o.mode for o in objective_list] if single is None else None,
+                    sampler=sampler,
+                    seed=base.train.seed,
+                ),
+                max_concurrent=concurrency,
+            )
         else:
             searcher = BasicVariantGenerator(max_concurrent=concurrency, random_state=base.train.seed)
         tuner = tune.Tuner(
             trainable,
             param_space=parsed.param_space(),
             tune_config=tune.TuneConfig(
-                metric=single.metric if single else None, mode=single.mode if single else None,
-                num_samples=num_samples, search_alg=searcher,
+                metric=single.metric if single else None,
+                mode=single.mode if single else None,
+                num_samples=num_samples,
+                search_alg=searcher,
                 scheduler=_asha(base) if plan.scheduler == "asha" else None,
                 trial_dirname_creator=_trial_dirname,
             ),
-            run_config=tune.RunConfig(name=sweep_name, storage_path=str(storage), verbose=1,
-                                      callbacks=[_orphan_release_callback(), _trial_lines(base.train.epochs)]),
+            run_config=tune.RunConfig(
+                name=sweep_name,
+                storage_path=str(storage),
+                verbose=1,
+                callbacks=[_orphan_release_callback(), _trial_lines(base.train.epochs)],
+            ),
         )
     try:
         results = tuner.fit()
@@ -414,8 +516,9 @@ def run_sweep(cfg: ExperimentConfig, space: Path, stage: int, num_samples: int =
 
     release_orphaned_placement_groups()
     experiment_id = client.get_run(parent_run_id).info.experiment_id
-    rows = _ranked_rows(client, results, sweep_name, stage, columns, objective_list, pareto, base.train.epochs,
-                        sampled, experiment_id)
+    rows = _ranked_rows(
+        client, results, sweep_name, stage, columns, objective_list, pareto, base.train.epochs, sampled, experiment_id
+    )
     _close_child_runs(client, rows)
     header, body = _table(rows, columns, sampled, pareto)
     front = [row for row in rows if row.on_front]
@@ -424,8 +527,10 @@ def run_sweep(cfg: ExperimentConfig, space: Path, stage: int, num_samples: int =
     summary += _markdown(header, body)
     if pareto:
         front_header, front_body = _table(front, columns, sampled, [])
-        front_table = (f"Pareto front over {' vs '.join(_describe(o) for o in pareto)}: the completed trials "
-                       f"no other completed trial beats on all of them\n\n" + _markdown(front_header, front_body))
+        front_table = (
+            f"Pareto front over {' vs '.join(_describe(o) for o in pareto)}: the completed trials "
+            f"no other completed trial beats on all of them\n\n" + _markdown(front_header, front_body)
+        )
         summary += "\n" + front_table
         client.log_text(parent_run_id, front_table, "sweep/pareto.md")
         client.log_text(parent_run_id, _csv(front_header, front_body), "sweep/pareto.csv")
@@ -436,9 +541,13 @@ def run_sweep(cfg: ExperimentConfig, space: Path, stage: int, num_samples: int =
         x, y = pareto[0], pareto[1]
         with tempfile.TemporaryDirectory() as tmp:
             plot = report.plot_tradeoff(
-                Path(tmp) / "pareto.png", {row.trial: (row.metrics[x.metric], row.metrics[y.metric]) for row in rows},
-                [row.trial for row in front], _describe(x), _describe(y),
-                f"sweep {sweep_name}: {len(rows)} trials, Pareto front highlighted")
+                Path(tmp) / "pareto.png",
+                {row.trial: (row.metrics[x.metric], row.metrics[y.metric]) for row in rows},
+                [row.trial for row in front],
+                _describe(x),
+                _describe(y),
+                f"sweep {sweep_name}: {len(rows)} trials, Pareto front highlighted",
+            )
             client.log_artifact(parent_run_id, str(plot), "sweep")
     counts = {s: sum(r.status == s for r in rows) for s in ("completed", "early-stopped", "errored")}
     tracking.log_epoch(client, parent_run_id, {f"trials_{s.replace('-', '_')}": n for s, n in counts.items()}, 0)
@@ -448,16 +557,27 @@ def run_sweep(cfg: ExperimentConfig, space: Path, stage: int, num_samples: int =
         best = next((r for r in rows if r.status == "completed" and not math.isnan(r.metrics[first])), None)
     best_config = None
     if best is not None:
-        tracking.log_epoch(client, parent_run_id, {f"best_{objective_list[0].metric}": best.metrics[objective_list[0].metric]}, 0)
+        tracking.log_epoch(
+            client, parent_run_id, {f"best_{objective_list[0].metric}": best.metrics[objective_list[0].metric]}, 0
+        )
         client.set_tag(parent_run_id, "reactdiff.best_trial", best.trial)
         client.set_tag(parent_run_id, "reactdiff.best_run_id", best.run_id)
         best_config = apply_flat(base, {**best.params, "train.name": best.trial}, f"best trial {best.trial}")
     if front:
         client.set_tag(parent_run_id, "reactdiff.pareto_front", ",".join(row.trial for row in front))
     tracking.finish_run(client, parent_run_id, status="FINISHED" if (best or front) else "FAILED")
-    result = SweepResult(name=sweep_name, path=path, parent_run_id=parent_run_id, objectives=objective_list,
-                         table=rows, best=best, best_config=best_config, front=front, pareto_objectives=pareto,
-                         summary=summary)
+    result = SweepResult(
+        name=sweep_name,
+        path=path,
+        parent_run_id=parent_run_id,
+        objectives=objective_list,
+        table=rows,
+        best=best,
+        best_config=best_config,
+        front=front,
+        pareto_objectives=pareto,
+        summary=summary,
+    )
     if plan.promote:
         chosen = best if plan.pick is None else _picked(rows, plan.pick, sweep_name)
         if chosen is None:
@@ -471,17 +591,21 @@ def _picked(rows: list[TrialRow], pick: str, sweep_name: str) -> TrialRow:
     front = [row for row in rows if row.on_front]
     if pick.isdigit():
         if not 1 <= int(pick) <= len(front):
-            raise ConfigError(f"--pick {pick}: the Pareto front of sweep {sweep_name} has {len(front)} trials "
-                              f"(ranks 1-{len(front)} of its table): " + ", ".join(r.trial for r in front))
+            raise ConfigError(
+                f"--pick {pick}: the Pareto front of sweep {sweep_name} has {len(front)} trials "
+                f"(ranks 1-{len(front)} of its table): " + ", ".join(r.trial for r in front)
+            )
         return front[int(pick) - 1]
     for row in rows:
-        if pick in (row.trial, row.trial[len(sweep_name) + 1:]):
+        if pick in (row.trial, row.trial[len(sweep_name) + 1 :]):
             if not row.on_front:
                 front = ", ".join(r.trial for r in rows if r.on_front)
                 raise ConfigError(f"--pick {pick}: {row.trial} is not on the Pareto front ({front}); pick one of those")
             return row
-    raise ConfigError(f"--pick {pick}: no trial of sweep {sweep_name} has that name; its trials: "
-                      + ", ".join(row.trial for row in rows))
+    raise ConfigError(
+        f"--pick {pick}: no trial of sweep {sweep_name} has that name; its trials: "
+        + ", ".join(row.trial for row in rows)
+    )
 
 
 def _asha(base: ExperimentConfig):
@@ -495,5 +619,6 @@ def _asha(base: ExperimentConfig):
     grace, max_t = base.train.eval_every, base.train.epochs - 1
     if grace > max_t or max_t < 1:
         return None
-    return ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=grace, reduction_factor=2,
-                         stop_last_trials=False)
+    return ASHAScheduler(
+        time_attr="training_iteration", max_t=max_t, grace_period=grace, reduction_factor=2, stop_last_trials=False
+    )
