@@ -146,9 +146,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             n = len(batch["listener_id"])
             loss_sum, count = loss_sum + float(loss.detach()) * n, count + n
         _maybe_crash(epoch, rank)
+        elapsed = time.perf_counter() - epoch_start
         if epoch == start_epoch:
             _log_data_shards(client, run_id, epoch, rank, train_batches.rows_read)
-        elapsed = time.perf_counter() - epoch_start
 
         # Validate.
         task.model.eval()
