@@ -2,7 +2,7 @@
 
 Four trials (lr grid [good, useless] × 2) of 3 epochs, two at a time. ASHA's rung at epoch 1 sees
 the first two trials before the last two start, and identical configs give identical losses, so
-the later trial of the worse config is always stopped after one epoch.
+a trial of the worse config is always stopped before its last epoch.
 """
 
 from __future__ import annotations
@@ -81,8 +81,12 @@ def test_stage2_sweep_with_asha_and_mlflow_parent(
         assert float(run.data.params["train.lr"]) == row.params["train.lr"]
         if row.status == "early-stopped":
             assert run.info.status == "KILLED" and run.data.tags[EARLY_STOPPED_TAG] == "true"
-            # its training really stopped (the workers die with the trial), short of the last epoch
-            assert len(client.get_metric_history(row.run_id, "val_loss")) < EPOCHS
+            # MLflow holds every epoch Tune saw. Workers run on while Tune's stop travels to them
+            # (seconds: tiny epochs here can finish meanwhile), so the history may hold more epochs
+            # than the table; the free CPUs below show that the workers did die.
+            history = client.get_metric_history(row.run_id, "val_loss")
+            assert row.epochs <= len(history) <= EPOCHS
+            assert sorted(m.step for m in history) == list(range(len(history)))
         else:
             assert run.info.status == "FINISHED"
             assert len(client.get_metric_history(row.run_id, "val_loss")) == EPOCHS
