@@ -148,8 +148,9 @@ class DataConfig(_Strict):
     shuffle_rows: int = Field(
         16,
         ge=0,
-        description="rows (dyads) in each training worker's local shuffle buffer, reseeded every "
-        "epoch; memory grows with it (a paper-profile row is ~80 MB); 0 reads in store order",
+        description="rows (dyads) each training worker keeps waiting to draw its batches from at random, "
+        "reseeded every epoch; the rows are views, but their Arrow blocks stay in memory while any of "
+        "them waits; 0 reads in store order",
     )
     cache: Literal["auto", "always", "never"] = Field(
         "auto",

@@ -340,6 +340,40 @@ def test_batches_are_the_role_swapped_samples_cropped_in_batch_order(tiny_store,
     assert batches.wait_seconds > 0
 
 
+def test_the_shuffle_draws_every_row_once_as_views_into_the_blocks(tiny_store):
+    """The seeded shuffle: each row once per epoch, not in store order, repeatable, and zero-copy
+    (each batch's feature values lie in the blocks' own memory, not in a copy)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+
+    from reactdiff.data.store import column
+    from reactdiff.train.batches import Batches
+
+    store = Store(tiny_store)
+    table = pa.concat_tables(pq.read_table(path, filesystem=store.location.fs) for path in store.files("train"))
+    blocks = [table.slice(i, 3) for i in range(0, table.num_rows, 3)]
+    feature = column("a", "3dmm")
+
+    def values_memory(array: pa.ChunkedArray) -> set[int]:
+        return {chunk.values.buffers()[1].address for chunk in array.chunks}  # a list's values: [validity, data]
+
+    def order(shuffle_rows: int, seed: int) -> list[list[int]]:
+        batches = Batches(None, store.manifest, ["3dmm"], ("listener",), 2, 0, seed, torch.device("cpu"), shuffle_rows)
+        tables = list(batches.batch_tables(blocks))
+        for batch in tables:
+            assert values_memory(batch[feature]) <= values_memory(table[feature])
+        return [batch["pair_id"].to_pylist() for batch in tables]
+
+    store_order = table["pair_id"].to_pylist()
+    assert [row for batch in order(0, 1) for row in batch] == store_order
+    shuffled = order(4, 1)
+    assert all(len(batch) == 2 for batch in shuffled[:-1])
+    assert sorted(row for batch in shuffled for row in batch) == sorted(store_order)
+    assert [row for batch in shuffled for row in batch] != store_order
+    assert order(4, 1) == shuffled and order(4, 2) != shuffled
+
+
 def test_a_split_stays_in_the_object_store_when_it_fits(tiny_store, monkeypatch):
     from ray.data.dataset import MaterializedDataset
 

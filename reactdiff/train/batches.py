@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
-from ray.data.collate_fn import ArrowBatchCollateFn
 
 from reactdiff.data.store import PERSONS, Manifest, column, feature_chunks, person_of, role_parts, sample_clips
 
@@ -35,33 +37,57 @@ class Batches:
         self.rows_read: list[int] = []  # the dyads' pair_ids, in the order they came
 
     def __iter__(self):
-        # The store is in corpus order (a session's clips together); a seeded local shuffle
-        # buffer mixes sessions within each batch and differs every epoch.
-        shuffle = (
-            {"local_shuffle_buffer_size": self.shuffle_rows, "local_shuffle_seed": self.seed}
-            if self.shuffle_rows > 0
-            else {}
-        )
-        # Ray converts the next batch to tensors in a background thread while this one trains.
-        # One batch ahead means one conversion thread, so the crops are drawn in batch order and
-        # a seeded run repeats.
-        iterator = iter(
-            self.shard.iter_torch_batches(
-                batch_size=self.rows_per_batch, prefetch_batches=1, collate_fn=_ArrowCollate(self.collate), **shuffle
-            )
-        )
-        while True:
-            start = time.perf_counter()
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                return
-            batch = {
-                key: {k: v.to(self.device) for k, v in value.items()} if isinstance(value, dict) else value
-                for key, value in batch.items()
-            }
-            self.wait_seconds += time.perf_counter() - start
-            yield batch
+        # Ray hands over whole Arrow blocks (zero-copy, one fetched ahead); this class picks each
+        # batch's rows and converts them to tensors in one background thread while the previous
+        # batch trains. One thread keeps row order and crops in batch order, so a seeded run repeats.
+        blocks = self.shard.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1)
+        tables = self.batch_tables(blocks)
+
+        def next_batch() -> dict[str, Any] | None:
+            table = next(tables, None)
+            return None if table is None else self.collate(table)
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reactdiff-collate") as converter:
+            upcoming = converter.submit(next_batch)
+            while True:
+                start = time.perf_counter()
+                batch = upcoming.result()
+                if batch is None:
+                    return
+                upcoming = converter.submit(next_batch)
+                batch = {
+                    key: {k: v.to(self.device) for k, v in value.items()} if isinstance(value, dict) else value
+                    for key, value in batch.items()
+                }
+                self.wait_seconds += time.perf_counter() - start
+                yield batch
+
+    def batch_tables(self, blocks: Iterable[pa.Table]) -> Iterator[pa.Table]:
+        """Each batch's dyad rows as an Arrow table of one-row slices: store order, or a seeded shuffle.
+
+        The shuffle keeps at least `shuffle_rows` rows waiting and draws each batch at random from
+        them, as Ray's local shuffle buffer does; but its rows stay zero-copy views into their
+        blocks, where Ray's buffer copies every row it shuffles (14 MB per paper-profile sample),
+        so that `collate`'s one copy per row is the only one.
+        """
+        order = np.random.default_rng([self.seed, 1]) if self.shuffle_rows > 0 else None
+        waiting: list[pa.Table] = []
+        for block in blocks:
+            waiting.extend(block.slice(i, 1) for i in range(block.num_rows))
+            while len(waiting) >= max(self.rows_per_batch, self.shuffle_rows):
+                yield self._take(waiting, self.rows_per_batch, order)
+        while waiting:
+            yield self._take(waiting, self.rows_per_batch, order)
+
+    @staticmethod
+    def _take(waiting: list[pa.Table], rows: int, order: np.random.Generator | None) -> pa.Table:
+        """Removes `rows` rows from `waiting` (the first ones, or random ones) and concatenates them."""
+        rows = min(rows, len(waiting))
+        picked = sorted(order.choice(len(waiting), rows, replace=False)) if order else range(rows)
+        taken = [waiting[i] for i in picked]
+        for i in reversed(picked):
+            del waiting[i]
+        return pa.concat_tables(taken)
 
     def collate(self, table) -> dict[str, Any]:
         """Role-swapped float32 sample tensors, cropped, straight from zero-copy views of the batch.
@@ -98,13 +124,3 @@ class Batches:
             **{role: {stream: convert(role, stream) for stream in self.streams} for role in self.roles},
             "listener_id": [person_of(c) for c in sample_clips(clips)[1]],
         }
-
-
-class _ArrowCollate(ArrowBatchCollateFn):
-    """A collate function that receives Arrow tables: Ray picks the batch format from the class."""
-
-    def __init__(self, collate):
-        self.collate = collate
-
-    def __call__(self, table) -> dict[str, Any]:
-        return self.collate(table)

@@ -51,8 +51,8 @@ def _dataset(store: Store, split: str, cache: str):
 def _ingest_options():
     """Ray Train's default ingest options, with each worker's rows in a fixed order.
 
-    Ray Data's default lets blocks overtake each other as read tasks finish; the seeded local
-    shuffle then starts from a different order in every run, and a seeded demo would not repeat.
+    Ray Data's default lets blocks overtake each other as read tasks finish; the seeded
+    shuffle (`Batches`) then starts from a different order in every run, and a seeded demo would not repeat.
     """
     import ray.train
 
