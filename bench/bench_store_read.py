@@ -5,24 +5,23 @@ Prints figures; asserts nothing.
     .venv/bin/python bench/bench_store_read.py --dyads 4 --frames 100 --passes 1  # a quick check
 
 Builds a paper-profile store once (synthetic corpus, tiny wav2vec2 of hidden 768 and the tiny
-facial predictors, as bench/bench_train.py), copies it byte for byte to a bucket of a
-`moto_server` this script starts on 127.0.0.1 (skipped, with a message, where moto is not
-installed), then reads the train split of each copy three ways:
+facial predictors, as bench/bench_train.py) and copies it to a bucket of a `moto_server` that it
+starts on 127.0.0.1 (S3 is skipped, with a message, where moto is not installed). Reads the
+train split of both copies three ways, local and S3 in turn pass by pass (the same load):
 - plain `pq.read_table` of the part files (no Ray): the reader's ceiling;
 - `Store.ray_dataset("train")` iterated as whole Arrow blocks;
-- `Batches` (role-swapped float32 tensors, stage 1's roles, `data.shuffle_rows` of the config
-  defaults) over a `streaming_split(1)` shard, as a Ray Train worker reads it; in samples/s.
-Each figure is the median of `--passes` passes after one untimed first pass (planning, task
-start-up): wall, CPU seconds of the whole process tree (Ray workers and moto_server included; the
-server's share is given), MB/s of Parquet bytes and of decoded in-memory bytes (fp16 network
-features; targets and MFCC are float32). Reads are warm: local files from the page cache, S3
-from moto's memory. Training would keep a split this small in the object store (`data.cache:
-auto`); these figures are the uncached path that a store too big for it takes every epoch.
+- `Batches` over a `streaming_split(1)` shard, as a Ray Train worker reads it (stage 1's roles,
+  the config's default `data.shuffle_rows`): role-swapped float32 tensors, in samples/s.
+Figures are medians of `--passes` passes after an untimed first one (planning, start-up): wall,
+CPU-s of the whole process tree (Ray workers and moto_server, whose share is given), MB/s of
+Parquet and of decoded bytes (fp16 network features; targets and MFCC float32). Reads are warm
+(page cache; moto's memory). A split this small would stay in the object store (`data.cache:
+auto`); these are the per-epoch reads of a store too big for that.
 
-Then the `Batches` path on the local store with Ray's local runtime limited to 1 and to 2
-logical CPUs: logical CPUs bound Ray Data's read tasks, while `Batches` converts batches in the
-driver beside them, so samples per CPU-second of the process tree is the per-core figure. From
-it, the cores an input node needs for 8 A100s (~90 samples/s of 750-frame clips).
+Then `Batches` on the local store with the local Ray runtime limited to 1 and to 2 logical CPUs.
+They bound Ray Data's read tasks; `Batches` converts in the driver beside them, so the per-core
+figure is samples per CPU-second of the process tree. From it: the cores an input node needs
+for 8 A100s (~90 samples/s of 750-frame clips).
 
 Measured figures, with those of earlier rounds and the machines they ran on: docs/benchmarks.md.
 """
@@ -35,6 +34,7 @@ from reactdiff import ray_runtime
 ray_runtime.bind_local_ray_to_loopback()
 
 import argparse
+import contextlib
 import itertools
 import os
 import statistics
@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -94,29 +95,30 @@ class MotoServer:
         return times.user + times.system
 
 
-def measure(label: str, one_pass, args, monitor: TreeMonitor, server: MotoServer | None) -> dict[str, float]:
-    """Median wall, CPU-s and server CPU-s of `args.passes` passes after a first one; one_pass()
-    returns {"parquet": bytes, "decoded": bytes, "samples": n} of what it read."""
-    first, timed = None, []
+def measure(readers: dict[str, tuple], args, monitor: TreeMonitor) -> dict[str, dict[str, float]]:
+    """Medians of `args.passes` passes after a first one, the readers in turn pass by pass, so that
+    all meet the same load. readers: {label: (one_pass, MotoServer or None)}; one_pass() returns
+    {"parquet": bytes, "decoded": bytes, "samples": n} of what it read."""
+    runs: dict[str, list[dict[str, float]]] = {label: [] for label in readers}
     for _ in range(args.passes + 1):
-        server_cpu = server.cpu_seconds() if server else 0.0
-        with Phase(monitor) as ph:
-            got = one_pass()
-        run = {"wall": ph.wall, "cpu": ph.cpu, "server_cpu": (server.cpu_seconds() - server_cpu) if server else 0.0}
-        if first is None:
-            first = run
-        else:
-            timed.append(run)
-    m = {key: statistics.median(run[key] for run in timed) for key in timed[0]} | got
-    line = (
-        f"  {label}: {m['wall']:.2f} s per pass (first {first['wall']:.2f} s), {m['cpu']:.2f} CPU-s"
-        + (f" ({m['server_cpu']:.2f} of them moto_server)" if server else "")
-        + f"; {m['parquet'] / MB / m['wall']:.0f} MB/s Parquet, {m['decoded'] / MB / m['wall']:.0f} MB/s decoded"
-    )
-    if m.get("samples"):
-        line += f"; {m['samples'] / m['wall']:.2f} samples/s, {m['samples'] / m['cpu']:.2f} samples per CPU-s"
-    print(line, flush=True)
-    return m
+        for label, (one_pass, server) in readers.items():
+            server_cpu = server.cpu_seconds() if server else 0.0
+            with Phase(monitor) as ph:
+                got = one_pass()
+            server_cpu = server.cpu_seconds() - server_cpu if server else 0.0
+            runs[label].append({"wall": ph.wall, "cpu": ph.cpu, "server_cpu": server_cpu, **got})
+    medians = {}
+    for label, (_, server) in readers.items():
+        m = medians[label] = {key: statistics.median(run[key] for run in runs[label][1:]) for key in runs[label][0]}
+        line = (
+            f"  {label}: {m['wall']:.2f} s per pass (first {runs[label][0]['wall']:.2f} s), {m['cpu']:.2f} CPU-s"
+            + (f" ({m['server_cpu']:.2f} of them moto_server)" if server else "")
+            + f"; {m['parquet'] / MB / m['wall']:.0f} MB/s Parquet, {m['decoded'] / MB / m['wall']:.0f} MB/s decoded"
+        )
+        if m.get("samples"):
+            line += f"; {m['samples'] / m['wall']:.2f} samples/s, {m['samples'] / m['cpu']:.2f} samples per CPU-s"
+        print(line, flush=True)
+    return medians
 
 
 def batches_epochs(store: Store, args):
@@ -125,12 +127,10 @@ def batches_epochs(store: Store, args):
     listener), reseeded every epoch."""
     shard = store.ray_dataset("train").streaming_split(1, equal=True)[0]
     manifest, seeds, shuffle_rows = store.manifest, itertools.count(), ExperimentConfig().data.shuffle_rows
+    streams, cpu = list(manifest.streams), torch.device("cpu")
 
     def one_pass() -> dict[str, float]:
-        batches = Batches(
-            shard, manifest, list(manifest.streams), ("listener",), args.batch_rows, 0, next(seeds),
-            torch.device("cpu"), shuffle_rows,
-        )  # fmt: skip
+        batches = Batches(shard, manifest, streams, ("listener",), args.batch_rows, 0, next(seeds), cpu, shuffle_rows)
         samples = decoded = 0
         for batch in batches:
             samples += len(batch["listener_id"])
@@ -143,25 +143,40 @@ def batches_epochs(store: Store, args):
     return one_pass
 
 
-def read_store(name: str, store: Store, args, monitor: TreeMonitor, server: MotoServer | None) -> None:
-    files, fs = store.files("train"), store.location.fs
-    columns = read_columns(store.manifest, None)
+def readers(store: Store, args) -> dict[str, Callable[[], dict[str, float]]]:
+    """The three ways of reading the train split, as pass functions for `measure`."""
+    files, fs, columns = store.files("train"), store.location.fs, read_columns(store.manifest, None)
     parquet = store.split_bytes("train")
-    print(f"read[{name}] {store.location.shown}: {len(files)} files, {parquet / MB:.0f} MB", flush=True)
+    dataset = store.ray_dataset("train")
 
     def plain_pass() -> dict[str, float]:
         decoded = sum(pq.read_table(f, columns=columns, filesystem=fs).nbytes for f in files)
         return {"parquet": parquet, "decoded": decoded}
 
-    dataset = store.ray_dataset("train")
-
     def blocks_pass() -> dict[str, float]:
         blocks = dataset.iter_batches(batch_size=None, batch_format="pyarrow")
         return {"parquet": parquet, "decoded": sum(block.nbytes for block in blocks)}
 
-    measure("pyarrow read_table", plain_pass, args, monitor, server)
-    measure("Ray Data whole blocks", blocks_pass, args, monitor, server)
-    measure(f"Batches ({args.batch_rows} rows per batch)", batches_epochs(store, args), args, monitor, server)
+    return {
+        "pyarrow read_table": plain_pass,
+        "Ray Data whole blocks": blocks_pass,
+        f"Batches ({args.batch_rows} rows per batch)": batches_epochs(store, args),
+    }
+
+
+def compare_reads(stores: dict[str, tuple], args, monitor: TreeMonitor) -> None:
+    """Each reader on every store ({name: (Store, MotoServer or None)}), the stores in turn."""
+    ways = {name: readers(store, args) for name, (store, _) in stores.items()}
+    for name, (store, _) in stores.items():
+        print(f"read[{name}] {store.location.shown}: {store.split_bytes('train') / MB:.0f} MB", flush=True)
+    for way in ways["local disk"]:
+        medians = measure(
+            {f"{way}, {name}": (ways[name][way], server) for name, (_, server) in stores.items()}, args, monitor
+        )
+        if "S3" in stores:
+            local, remote = medians[f"{way}, local disk"], medians[f"{way}, S3"]
+            rate, cpu = local["wall"] / remote["wall"], remote["cpu"] / local["cpu"]
+            print(f"  S3 / local disk: {rate:.2f} of the rate, {cpu:.2f}x the CPU-s", flush=True)
 
 
 def per_core(store: Store, args, monitor: TreeMonitor) -> None:
@@ -171,7 +186,7 @@ def per_core(store: Store, args, monitor: TreeMonitor) -> None:
         ray.shutdown()
         ray_init(num_cpus=cpus)
         print(f"Ray local runtime with {cpus} logical CPU(s):", flush=True)
-        m = measure("Batches", batches_epochs(store, args), args, monitor, None)
+        m = measure({"Batches": (batches_epochs(store, args), None)}, args, monitor)["Batches"]
         per_cpu_s = m["samples"] / m["cpu"]
         sample_mb = m["decoded"] / m["samples"] / MB
         print(
@@ -194,6 +209,10 @@ def per_core(store: Store, args, monitor: TreeMonitor) -> None:
     )
 
 
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dyads", type=int, default=24, help="train dyads (2 samples each)")
@@ -211,32 +230,35 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp, TreeMonitor(interval=1.0) as monitor:
         tmp = Path(tmp)
-        print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()} at start", flush=True)
+        print(f"machine: {os.cpu_count()} cores, load average {load_average()} at start", flush=True)
         try:
             ray_init()
             ray.data.DataContext.get_current().enable_progress_bars = False
             write_synthetic_corpus(
-                tmp / "corpus", dyads={"train": args.dyads, "val": 0, "test": 0},
-                frames_on_disk=args.frames + 1, video_size=64,
-            )  # fmt: skip
+                tmp / "corpus",
+                dyads={"train": args.dyads, "val": 0, "test": 0},
+                frames_on_disk=args.frames + 1,
+                video_size=64,
+            )
             local = Store(prepare_store(args, "paper", tmp / "corpus", tmp, monitor))
-            read_store("local disk", local, args, monitor, None)
+            stores = {"local disk": (local, None)}
             server = MotoServer(tmp)
-            if server.binary.exists():
-                with server:
+            with server if server.binary.exists() else contextlib.nullcontext() as running:
+                if running:
                     with Phase(monitor) as ph:
                         pafs.copy_files(local.root, f"{BUCKET}/store", destination_filesystem=server.fs)
                     size = sum(local.location.size(rel) for rel in local.location.files())
                     print(f"store copied to S3 (moto_server): {size / MB:.0f} MB in {ph.wall:.1f} s", flush=True)
                     remote = Store(f"s3://{BUCKET}/store?endpoint_override={server.endpoint}")
-                    read_store("S3", remote, args, monitor, server)
-                    ray.shutdown()  # its workers hold connections to the server
-            else:
-                print(f"S3 skipped: {server.binary} is missing (pip install -e '.[test]' installs moto)", flush=True)
+                    stores["S3"] = (remote, server)
+                else:
+                    print(f"S3 skipped: no {server.binary} (the [test] extra installs moto)", flush=True)
+                compare_reads(stores, args, monitor)
+                ray.shutdown()  # its workers hold connections to the server
             per_core(local, args, monitor)
         finally:
             ray.shutdown()
-        print(f"load average {os.getloadavg()} at end", flush=True)
+        print(f"load average {load_average()} at end", flush=True)
 
 
 if __name__ == "__main__":
