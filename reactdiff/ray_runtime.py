@@ -54,8 +54,9 @@ def tune_ray_data() -> None:
     ray_compat.set_ray_data_limits_refresh(RAY_DATA_LIMITS_REFRESH_S)
 
 
-def ray_init() -> None:
-    """Join the cluster in RAY_ADDRESS (as under `ray job submit`), or start a local runtime."""
+def ray_init(num_cpus: int | None = None) -> None:
+    """Join the cluster in RAY_ADDRESS (as under `ray job submit`), or start a local runtime with
+    `num_cpus` logical CPUs (default: the cores and LOCAL_EXTRA_CPUS)."""
     import ray
 
     if ray.is_initialized():
@@ -71,7 +72,7 @@ def ray_init() -> None:
                 "command does this itself)"
             )
         ray.init(
-            num_cpus=(os.cpu_count() or 1) + LOCAL_EXTRA_CPUS,
+            num_cpus=num_cpus or (os.cpu_count() or 1) + LOCAL_EXTRA_CPUS,
             include_dashboard=False,
             runtime_env={"worker_process_setup_hook": SETUP_HOOK},
         )
