@@ -201,7 +201,8 @@ def main() -> None:
                     print(
                         f"[{profile}] Ray Train, {workers} worker(s), {global_batch} samples per step: "
                         f"{rates[workers][-1]:.2f} samples/s, "
-                        f"data wait {100 * result.metrics['data_wait_fraction']:.1f}% of step time, "
+                        f"data wait {100 * result.metrics['data_wait_fraction']:.1f}% of the epoch "
+                        f"({100 * result.metrics['data_wait_steady_fraction']:.1f}% after its first batch), "
                         f"peak RSS of the process tree {gib(monitor.peak_rss)} (PSS {gib(monitor.peak_pss)}), "
                         f"{phase.cpu:.0f} CPU-s in {phase.wall:.0f} s",
                         flush=True,

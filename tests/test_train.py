@@ -97,6 +97,11 @@ def test_stage1_ddp(stage1_run, tiny_store, tracking_uri):
     for step, l1 in _history(tracking_uri, result.run_id, "val_recon_emotion_l1"):
         assert 0 < 10.0 * l1 <= val_loss[step] + 1e-6, (step, l1, val_loss[step])
     assert 0.0 <= result.metrics["val_recon_au_f1"] <= 1.0 and result.metrics["val_recon_FRDist"] > 0
+    # The data wait, and its part after each epoch's first batch (which excludes the epoch's start-up).
+    waits = dict(_history(tracking_uri, result.run_id, "data_wait_fraction"))
+    steady = dict(_history(tracking_uri, result.run_id, "data_wait_steady_fraction"))
+    assert sorted(steady) == sorted(waits) == list(range(4))
+    assert all(0 <= steady[epoch] <= waits[epoch] < 1 for epoch in waits), (waits, steady)
     # The run's record of the workers' shards: rank 0 and 1, each with its own rows, all of the split.
     client = mlflow.MlflowClient(tracking_uri)
     shards = json.loads(Path(client.download_artifacts(result.run_id, SHARDS_ARTIFACT, str(tmp))).read_text())
@@ -300,7 +305,11 @@ def test_rows_come_in_store_order_whichever_read_task_ends_first(tiny_store, mon
 
 
 def test_batches_are_the_role_swapped_samples_cropped_in_batch_order(tiny_store, monkeypatch):
-    """Batches (Ray's collate thread, one copy per Arrow chunk) give what the numpy reader gives."""
+    """Batches (a background collate thread, one copy per Arrow chunk) give what the numpy reader
+    gives; started early (as the next epoch's, during validation), they read before iteration and
+    give the same batches."""
+    import threading
+
     import numpy as np
     import torch
 
@@ -314,16 +323,31 @@ def test_batches_are_the_role_swapped_samples_cropped_in_batch_order(tiny_store,
     store = Store(tiny_store)
     manifest, streams, rows, crop, seed = store.manifest, ["3dmm", "emotion"], 3, 7, 11
     arrays = store.read_split("train", streams)
-    batches = Batches(
-        store.ray_dataset("train").iterator(),
-        manifest,
-        streams,
-        ("speaker", "listener"),
-        rows_per_batch=rows,
-        crop_frames=crop,
-        seed=seed,
-        device=torch.device("cpu"),
-    )
+
+    class WatchedShard:
+        """A dataset shard that says when its first block has been read."""
+
+        def __init__(self, shard):
+            self.shard, self.read = shard, threading.Event()
+
+        def iter_batches(self, **options):
+            for block in self.shard.iter_batches(**options):
+                self.read.set()
+                yield block
+
+    def batches_of(shard) -> Batches:
+        return Batches(
+            shard,
+            manifest,
+            streams,
+            ("speaker", "listener"),
+            rows_per_batch=rows,
+            crop_frames=crop,
+            seed=seed,
+            device=torch.device("cpu"),
+        )
+
+    batches = batches_of(store.ray_dataset("train").iterator())
     rng = np.random.default_rng(seed)
     got = list(batches)
     assert len(got) == -(-len(arrays["pair_id"]) // rows) > 1
@@ -337,7 +361,15 @@ def test_batches_are_the_role_swapped_samples_cropped_in_batch_order(tiny_store,
                 expected = torch.from_numpy(want[role][stream][:, lo : lo + crop].astype(np.float32))
                 assert batch[role][stream].dtype == torch.float32
                 assert torch.equal(batch[role][stream], expected), (i, role, stream)
-    assert batches.wait_seconds > 0
+    assert 0 < batches.first_wait_seconds <= batches.wait_seconds
+
+    watched = WatchedShard(store.ray_dataset("train").iterator())
+    started = batches_of(watched).start()
+    assert watched.read.wait(timeout=120), "start() did not begin reading"
+    again = list(started)
+    assert [b["listener_id"] for b in again] == [b["listener_id"] for b in got]
+    for a, b in zip(again, got, strict=True):
+        assert all(torch.equal(a[r][s], b[r][s]) for r in ("speaker", "listener") for s in streams)
 
 
 def test_the_shuffle_draws_every_row_once_as_views_into_the_blocks(tiny_store):

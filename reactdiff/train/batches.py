@@ -33,34 +33,58 @@ class Batches:
         self.rows_per_batch, self.crop_frames, self.device = rows_per_batch, crop_frames, device
         self.seed, self.shuffle_rows = seed, shuffle_rows
         self.rng = np.random.default_rng(seed)
-        self.wait_seconds = 0.0
+        self.wait_seconds = 0.0  # the training loop blocked on this iterator, first batch included
+        self.first_wait_seconds = (
+            0.0  # of which the first batch: the epoch's start-up (Ray Data's execution, first read)
+        )
         self.rows_read: list[int] = []  # the dyads' pair_ids, in the order they came
+        self._converter: ThreadPoolExecutor | None = None
+
+    def start(self) -> Batches:
+        """Starts reading now: the first batch is read and converted in the background from here on.
+
+        The training loop starts the next epoch's batches before it validates, so that the
+        epoch's start-up (Ray Data's execution, the first part read) overlaps validation.
+        """
+        if self._converter is None:
+            # Ray hands over whole Arrow blocks (zero-copy, one fetched ahead); this class picks
+            # each batch's rows and converts them to tensors in one background thread while the
+            # previous batch trains. One thread keeps row order and crops in batch order, so a
+            # seeded run repeats.
+            blocks = self.shard.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1)
+            tables = self.batch_tables(blocks)
+
+            def next_batch() -> dict[str, Any] | None:
+                table = next(tables, None)
+                return None if table is None else self.collate(table)
+
+            self._next_batch = next_batch
+            self._converter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reactdiff-collate")
+            self._upcoming = self._converter.submit(next_batch)
+        return self
 
     def __iter__(self):
-        # Ray hands over whole Arrow blocks (zero-copy, one fetched ahead); this class picks each
-        # batch's rows and converts them to tensors in one background thread while the previous
-        # batch trains. One thread keeps row order and crops in batch order, so a seeded run repeats.
-        blocks = self.shard.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1)
-        tables = self.batch_tables(blocks)
-
-        def next_batch() -> dict[str, Any] | None:
-            table = next(tables, None)
-            return None if table is None else self.collate(table)
-
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reactdiff-collate") as converter:
-            upcoming = converter.submit(next_batch)
+        self.start()
+        try:
+            first = True
             while True:
                 start = time.perf_counter()
-                batch = upcoming.result()
+                batch = self._upcoming.result()
                 if batch is None:
                     return
-                upcoming = converter.submit(next_batch)
+                self._upcoming = self._converter.submit(self._next_batch)
                 batch = {
                     key: {k: v.to(self.device) for k, v in value.items()} if isinstance(value, dict) else value
                     for key, value in batch.items()
                 }
-                self.wait_seconds += time.perf_counter() - start
+                waited = time.perf_counter() - start
+                if first:
+                    self.first_wait_seconds, first = waited, False
+                self.wait_seconds += waited
                 yield batch
+        finally:
+            self._converter.shutdown(wait=True, cancel_futures=True)
+            self._converter = None  # read once; a second iteration reads the shard again
 
     def batch_tables(self, blocks: Iterable[pa.Table]) -> Iterator[pa.Table]:
         """Each batch's dyad rows as an Arrow table of one-row slices: store order, or a seeded shuffle.

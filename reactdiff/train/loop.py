@@ -131,12 +131,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     latest_scores = dict.fromkeys(task.score_names, math.nan)
     if latest_scores:
         latest_scores["eval_epoch"] = -1
+
+    def train_batches_of(epoch: int) -> Batches:
+        return batches("train", cfg.data.crop_frames, cfg.train.seed * 1000 + epoch * 10 + rank, cfg.data.shuffle_rows)
+
+    upcoming_train = train_batches_of(start_epoch)
     for epoch in range(start_epoch, cfg.train.epochs):
         # Train.
         task.model.train()
-        train_batches = batches(
-            "train", cfg.data.crop_frames, cfg.train.seed * 1000 + epoch * 10 + rank, cfg.data.shuffle_rows
-        )
+        train_batches = upcoming_train
         loss_sum, count, epoch_start = 0.0, 0, time.perf_counter()
         for batch in train_batches:
             with engine.autocast():
@@ -150,7 +153,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         if epoch == start_epoch:
             _log_data_shards(client, run_id, epoch, rank, train_batches.rows_read)
 
-        # Validate.
+        # Validate, while the next epoch's first batch is read.
+        if epoch + 1 < cfg.train.epochs:
+            upcoming_train = train_batches_of(epoch + 1).start()
         task.model.eval()
         validation = task.validate(
             engine, batches("val", 0, 0), is_eval_epoch(epoch, cfg.train.eval_every, cfg.train.epochs)
@@ -159,13 +164,23 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         if fresh:
             latest_scores.update(fresh, eval_epoch=epoch)
         totals = all_reduce([loss_sum, count, count / max(elapsed, 1e-9)])
-        slowest_wait = all_reduce([train_batches.wait_seconds / max(elapsed, 1e-9)], op=dist.ReduceOp.MAX)[0]
+        # The wait as the epoch felt it, and its steady part: after the first batch, whose wait is
+        # the epoch's start-up (a fixed cost per epoch, which long epochs amortise).
+        first_wait = train_batches.first_wait_seconds
+        slowest_wait, slowest_steady_wait = all_reduce(
+            [
+                train_batches.wait_seconds / max(elapsed, 1e-9),
+                (train_batches.wait_seconds - first_wait) / max(elapsed - first_wait, 1e-9),
+            ],
+            op=dist.ReduceOp.MAX,
+        )
         metrics = {
             "epoch": epoch,
             "train_loss": totals[0] / max(totals[1], 1),
             **{k: v for k, v in validation.items() if k not in fresh},
             "samples_per_s": totals[2],
             "data_wait_fraction": slowest_wait,
+            "data_wait_steady_fraction": slowest_steady_wait,
             "lr": engine.lr(),
             "replica_weight_spread": replica_weight_spread(task.trainable()),
         }
