@@ -25,6 +25,7 @@ from reactdiff.data.prepare import (
     PrepareOptions,
     extraction_dataset,
     extraction_placement,
+    placement_shortfall,
     prepare,
 )
 from reactdiff.data.store import Store, StoreError, column, to_samples
@@ -298,3 +299,30 @@ def test_extraction_actors_request_the_placement(placement):
     # Parts wait for every actor and go out one per actor, so all actors (and nodes) get parts.
     assert operator.compute.max_tasks_in_flight_per_actor == 1 and dataset.context.wait_for_min_actors_s > 0
     assert operator.fn_constructor_args[-1] == placement.device  # PartWriter's device
+
+
+def test_placement_shortfall_names_what_the_cluster_lacks():
+    assert placement_shortfall(Placement(2, 1, 0.5, "cuda"), {"CPU": 4.0, "GPU": 1.0}) is None
+    assert placement_shortfall(Placement(3, 1, 0, "cpu"), {"CPU": 2.0}) == (
+        "3 extraction workers need 3 CPU (1 each) where the cluster has 2"
+    )
+    assert placement_shortfall(Placement(2, 1, 1.0, "cuda"), {"CPU": 8.0, "GPU": 1.0}) == (
+        "2 extraction workers need 2 GPU (1 each) where the cluster has 1"
+    )
+
+
+def test_workers_the_cluster_cannot_place_fail_naming_the_flag(tiny_corpus, tmp_path, monkeypatch, capsys):
+    """More extraction workers than the cluster's CPUs: after the actor-start timeout (shortened
+    here), an error that names --workers, and nothing half-written is called finished."""
+    import ray
+
+    from reactdiff.data import prepare as prepare_module
+
+    ray_init()
+    workers = int(ray.cluster_resources()["CPU"]) + 1
+    monkeypatch.setattr(prepare_module, "ACTORS_START_TIMEOUT_S", 3)
+    out = tmp_path / "store"
+    with pytest.raises(PrepareError, match=rf"{workers} extraction workers need {workers} CPU.*lower --workers"):
+        prepare(PrepareOptions(corpus=tiny_corpus, out=out, rows_per_part=1, workers=workers))
+    assert "wait up to 3 s for nodes to join" in capsys.readouterr().err
+    assert not (out / "manifest.json").exists() and not list((out / PROGRESS_DIR).rglob("*.json"))

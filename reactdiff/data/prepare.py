@@ -119,6 +119,17 @@ def extraction_placement(options: PrepareOptions, parts: int, cluster_gpus: floa
     return Placement(workers, 1, gpus, "cuda" if gpus else "cpu")
 
 
+def placement_shortfall(placement: Placement, cluster: dict[str, float]) -> str | None:
+    """What the extraction actors ask for beyond the cluster's resources (`ray.cluster_resources()`),
+    or None when they fit."""
+    short = [
+        f"{placement.concurrency * each:g} {name} ({each:g} each) where the cluster has {cluster.get(name, 0):g}"
+        for name, each in (("CPU", placement.num_cpus), ("GPU", placement.num_gpus))
+        if placement.concurrency * each > cluster.get(name, 0)
+    ]
+    return f"{placement.concurrency} extraction workers need {' and '.join(short)}" if short else None
+
+
 def _stream_specs(options: PrepareOptions, afr_dim: int | None, facial_dims: dict[str, int]) -> dict[str, StreamSpec]:
     streams = {name: StreamSpec(dim, "float32", "target") for name, dim in TARGET_STREAMS.items()}
     streams["mfcc"] = StreamSpec(26, "float32", "audio")
@@ -406,14 +417,27 @@ def prepare(options: PrepareOptions) -> Manifest:
         clips = sum(len(json.loads(p["rows"])) for p in pending) * 2
         written = extraction_dataset(pending, options, streams, frames, placement)
         device = f", {placement.num_gpus:g} GPU per worker" if placement.num_gpus else ""
+        shortfall = placement_shortfall(placement, ray.cluster_resources())
+        if shortfall:  # an autoscaler may still add nodes, so this is no error yet
+            console.say(
+                f"prepare: {shortfall}; they wait up to {ACTORS_START_TIMEOUT_S} s for nodes to join. "
+                "Lower --workers (or --gpus-per-worker) to start now"
+            )
         parts_by_node: Counter[str] = Counter()
-        for row in console.progress(
-            written.iter_rows(),
-            total=len(pending),
-            unit="part",
-            desc=f"prepare: {clips} person-clips in {len(pending)} parts ({done} already done{device})",
-        ):
-            parts_by_node[row["node"]] += 1
+        try:
+            for row in console.progress(
+                written.iter_rows(),
+                total=len(pending),
+                unit="part",
+                desc=f"prepare: {clips} person-clips in {len(pending)} parts ({done} already done{device})",
+            ):
+                parts_by_node[row["node"]] += 1
+        except ray.exceptions.GetTimeoutError as error:
+            raise PrepareError(
+                f"the extraction workers did not all start within {ACTORS_START_TIMEOUT_S} s "
+                f"({shortfall or 'the cluster could not place them'}): lower --workers (or --gpus-per-worker), "
+                "or add nodes. Parts already written are kept, and a re-run resumes from them"
+            ) from error
         console.say(
             f"prepare: parts written on {len(parts_by_node)} node(s): "
             + ", ".join(f"{count} on node {node[:8]}" for node, count in sorted(parts_by_node.items()))
