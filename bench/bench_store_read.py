@@ -18,6 +18,9 @@ Parquet and of decoded bytes (fp16 network features; targets and MFCC float32). 
 (page cache; moto's memory). A split this small would stay in the object store (`data.cache:
 auto`); these are the per-epoch reads of a store too big for that.
 
+Before the reads: how long opening the store takes (`Store(root)` reads every part's Parquet
+footer), with the footers read in parallel and one at a time.
+
 Then `Batches` on the local store with the local Ray runtime limited to 1 and to 2 logical CPUs.
 They bound Ray Data's read tasks; `Batches` converts in the driver beside them, so the per-core
 figure is samples per CPU-second of the process tree. From it: the cores an input node needs
@@ -41,6 +44,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -56,9 +60,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_prepare import MB, Phase, TreeMonitor, prepare_store  # noqa: E402
 
 from reactdiff.config import ExperimentConfig  # noqa: E402
+from reactdiff.data import store as store_module  # noqa: E402
 from reactdiff.data.store import Store, read_columns  # noqa: E402
 from reactdiff.data.synth import write_synthetic_corpus  # noqa: E402
-from reactdiff.mlflow_server import _free_port, wait_until_answering  # noqa: E402
+from reactdiff.mlflow_server import free_port, wait_until_answering  # noqa: E402
 from reactdiff.ray_runtime import ray_init  # noqa: E402
 from reactdiff.train.batches import Batches  # noqa: E402
 
@@ -75,7 +80,7 @@ class MotoServer:
         self.log = tmp / "moto.log"
 
     def __enter__(self):
-        port = _free_port()
+        port = free_port()
         self.endpoint = f"http://127.0.0.1:{port}"
         with open(self.log, "w") as out:
             self.process = subprocess.Popen(
@@ -209,6 +214,31 @@ def per_core(store: Store, args, monitor: TreeMonitor) -> None:
     )
 
 
+def open_seconds(root: str, readers: int, opens: int = 5) -> float:
+    """Median wall seconds of `Store(root)` (manifest, one listing, every part's footer), with
+    `readers` footers read at once."""
+    default, store_module.SCHEMA_READERS = store_module.SCHEMA_READERS, readers
+    try:
+        times = []
+        for _ in range(opens):
+            start = time.perf_counter()
+            Store(root)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+    finally:
+        store_module.SCHEMA_READERS = default
+
+
+def print_open_times(stores: dict[str, tuple]) -> None:
+    for label, (store, _) in stores.items():
+        parts = sum(len(store.files(split)) for split in store.manifest.splits)
+        print(
+            f"[{label}] opening the store ({parts} parts): {open_seconds(store.root, store_module.SCHEMA_READERS):.3f} s "
+            f"with {store_module.SCHEMA_READERS} footers read at once, {open_seconds(store.root, 1):.3f} s one at a time",
+            flush=True,
+        )
+
+
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -253,6 +283,7 @@ def main() -> None:
                     stores["S3"] = (remote, server)
                 else:
                     print(f"S3 skipped: no {server.binary} (the [test] extra installs moto)", flush=True)
+                print_open_times(stores)
                 compare_reads(stores, args, monitor)
                 ray.shutdown()  # its workers hold connections to the server
             per_core(local, args, monitor)

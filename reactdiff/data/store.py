@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import posixpath
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ SCHEMA_VERSION = 1
 PERSONS = ("a", "b")
 TARGET_STREAMS = {"emotion": 25, "3dmm": 58}
 READ_TASK_BYTES = 64 * 2**20  # Parquet bytes per Ray Data read task (Store.ray_dataset)
+SCHEMA_READERS = 16  # Parquet footers read at once when a store is opened (round trips on object storage)
 
 
 class StoreError(ValueError):
@@ -246,16 +249,25 @@ class Store:
         self.manifest = Manifest.from_json(
             self.location.read_bytes("manifest.json").decode(), self.location.name("manifest.json")
         )
-        for split in self.manifest.splits:
-            self._check_schema(split)
+        self._check_parts()
 
-    def _check_schema(self, split: str) -> None:
+    def _check_parts(self) -> None:
+        """Every part the manifest lists exists and holds the manifest's columns. One listing per
+        folder, then the Parquet footers read in parallel: on object storage each is a round trip,
+        and a full store has hundreds of parts."""
+        parts = [rel for split in self.manifest.splits for rel in self._parts(split)]
+        present = {f for folder in {posixpath.dirname(rel) for rel in parts} for f in self.location.files(folder)}
+        for rel in parts:
+            if rel not in present:
+                raise StoreError(
+                    f"{self.location.name(rel)}: listed in the manifest but missing; re-run `reactdiff prepare`"
+                )
+        with ThreadPoolExecutor(max_workers=SCHEMA_READERS) as pool:
+            schemas = list(
+                pool.map(lambda rel: pq.read_schema(self.location.path(rel), filesystem=self.location.fs), parts)
+            )
         expected = arrow_schema(self.manifest)
-        for rel in self._parts(split):
-            path = self.location.name(rel)
-            if not self.location.exists(rel):
-                raise StoreError(f"{path}: listed in the manifest but missing; re-run `reactdiff prepare`")
-            actual = pq.read_schema(self.location.path(rel), filesystem=self.location.fs)
+        for rel, actual in zip(parts, schemas, strict=True):
             if _column_types(actual) != _column_types(expected):
                 missing = set(expected.names) - set(actual.names)
                 extra = set(actual.names) - set(expected.names)
@@ -270,7 +282,7 @@ class Store:
                             f"column {name}: {actual.field(name).type}, manifest says {expected.field(name).type}"
                         )
                 raise StoreError(
-                    f"{path} does not match manifest.json ({'; '.join(detail)}); "
+                    f"{self.location.name(rel)} does not match manifest.json ({'; '.join(detail)}); "
                     "the store was modified or written by another version: re-run `reactdiff prepare`"
                 )
 
