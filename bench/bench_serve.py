@@ -125,7 +125,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from reactdiff.mlflow_server import _free_port
+    from reactdiff.mlflow_server import free_port
     from reactdiff.serve import app
 
     model = sized_model(args.dims)
@@ -136,7 +136,7 @@ def main() -> None:
         del model
         options = ServeOptions(
             model=str(checkpoint),
-            port=_free_port(),
+            port=free_port(),
             min_replicas=args.replicas,
             max_replicas=args.replicas,
             num_cpus=args.num_cpus,

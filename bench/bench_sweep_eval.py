@@ -29,7 +29,7 @@ from mlflow import MlflowClient
 
 from reactdiff.config import load_config
 from reactdiff.data.prepare import PrepareOptions, prepare
-from reactdiff.data.synth import write_synthetic_corpus
+from reactdiff.data.synth import write_recipe_corpus
 from reactdiff.demo import RECIPES, ROOT
 from reactdiff.mlflow_server import mlflow_server
 from reactdiff.train.trainer import run_training
@@ -49,16 +49,9 @@ def main() -> None:
     args = parser.parse_args()
 
     recipe, workdir = RECIPES["full"], args.workdir.resolve()
-    sizes = load_config(recipe).synth
     corpus, store, runs = workdir / "corpus", workdir / "store", workdir / "runs"
     if not (args.reuse and (store / "manifest.json").is_file()):
-        write_synthetic_corpus(
-            corpus,
-            dyads={"train": sizes.dyads, "val": sizes.val_dyads, "test": sizes.test_dyads},
-            frames_on_disk=sizes.frames + 1,
-            seed=sizes.seed,
-            video_size=sizes.video_size,
-        )
+        write_recipe_corpus(corpus, load_config(recipe).synth)
         prepare(PrepareOptions(corpus=corpus, out=store, profile="lite"))
     with mlflow_server(workdir / "bench-mlflow") as uri:
         common = [

@@ -69,19 +69,13 @@ def cmd_config(args) -> int:
 
 
 def cmd_synth(args) -> int:
-    from reactdiff.data.synth import write_synthetic_corpus
+    from reactdiff.data.synth import write_recipe_corpus
 
     sizes = _load(args).synth
     for flag in ("dyads", "val_dyads", "test_dyads", "frames", "seed", "video_size"):
         if getattr(args, flag) is not None:
             setattr(sizes, flag, getattr(args, flag))
-    summary = write_synthetic_corpus(
-        args.out,
-        dyads={"train": sizes.dyads, "val": sizes.val_dyads, "test": sizes.test_dyads},
-        frames_on_disk=sizes.frames + 1,
-        seed=sizes.seed,
-        video_size=sizes.video_size,
-    )
+    summary = write_recipe_corpus(args.out, sizes)
     console.result(f"wrote a synthetic REACT2024 corpus to {args.out}: {summary}")
     return 0
 

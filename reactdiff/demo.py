@@ -31,7 +31,7 @@ def run_demo(workdir: Path, size: str = "full") -> int:
 
     from reactdiff import registry
     from reactdiff.data.prepare import PrepareOptions, prepare
-    from reactdiff.data.synth import write_synthetic_corpus
+    from reactdiff.data.synth import write_recipe_corpus
     from reactdiff.evaluate.run import evaluate
     from reactdiff.evaluate.validation import bf16_sampling_available
     from reactdiff.generate import generate_to_dir, load_speakers, measure_real_time
@@ -55,13 +55,7 @@ def run_demo(workdir: Path, size: str = "full") -> int:
         f"synth: a synthetic REACT2024 corpus ({c.dyads} train, {c.val_dyads} val, {c.test_dyads} test "
         f"dyads of {c.frames} frames) → {corpus}",
     )
-    write_synthetic_corpus(
-        corpus,
-        dyads={"train": c.dyads, "val": c.val_dyads, "test": c.test_dyads},
-        frames_on_disk=c.frames + 1,
-        seed=c.seed,
-        video_size=c.video_size,
-    )
+    write_recipe_corpus(corpus, c)
 
     _step(2, f"prepare: Ray Data feature extraction (lite profile) → {store}")
     prepare(PrepareOptions(corpus=corpus, out=store, profile="lite"))

@@ -23,7 +23,8 @@ from pathlib import Path
 STARTUP_TIMEOUT_S = 90.0  # a cold start on a busy 2-core machine takes ~10-30 s
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a server this process starts next)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -56,7 +57,7 @@ def mlflow_server(tmp_dir: str | Path) -> Iterator[str]:
     """
     tmp_dir = Path(tmp_dir)
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_dir / "mlflow-server.log"
     command = [

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import mlflow
 import pytest
 
 from reactdiff.data.tiny_models import make_tiny_facial_predictors, make_tiny_wav2vec2
+from reactdiff.mlflow_server import free_port
 from reactdiff.tracking import STAGE_TAG, find_run
 from reactdiff.train.loop import SHARDS_ARTIFACT
 
@@ -50,12 +50,6 @@ def test_readme_blocks_are_found():
     assert len(bash_blocks("Using it")) >= 3 and len(bash_blocks("On a cluster")) >= 2
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _run_section(section: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     script = "set -eo pipefail\n" + "\n".join(bash_blocks(section))
     done = subprocess.run(
@@ -78,7 +72,7 @@ def _env(**extra: str) -> dict[str, str]:
         **os.environ,
         "PATH": f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
         "RECIPE": SMALL_RECIPE,
-        "MLFLOW_PORT": str(_free_port()),
+        "MLFLOW_PORT": str(free_port()),
         **extra,
     }
 

@@ -29,7 +29,7 @@ from test_registry import METRIC, make_run
 
 from reactdiff import registry
 from reactdiff.generate import Generator, serving_request
-from reactdiff.mlflow_server import _free_port
+from reactdiff.mlflow_server import free_port
 from reactdiff.models.reactdiff import GENERATION_BATCH
 from reactdiff.request_checks import BadRequest, speaker_features
 from reactdiff.serve import ServeOptions
@@ -126,7 +126,7 @@ def served(uri, tiny_store, tmp_path_factory):
         tracking_uri=uri,
         data_root=str(tiny_store.parent),
         poll_s=1.0,
-        port=_free_port(),
+        port=free_port(),
         max_replicas=1,
         **LIMITS,
     )

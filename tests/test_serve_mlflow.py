@@ -23,7 +23,7 @@ from test_registry import METRIC, make_run
 
 from reactdiff import registry, tracking
 from reactdiff.generate import serving_request
-from reactdiff.mlflow_server import _free_port, _kill_group, wait_until_answering
+from reactdiff.mlflow_server import _kill_group, free_port, wait_until_answering
 from reactdiff.models import load_checkpoint
 
 NAME = "serve-champion"
@@ -98,7 +98,7 @@ def test_served_champion_answers_like_the_pyfunc_and_refuses_bad_requests(uri, t
         {name: np.asarray(values, dtype=np.float32) for name, values in good["inputs"].items()}, params=good["params"]
     )
 
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
     venv_bin = Path(sys.executable).parent

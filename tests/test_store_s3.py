@@ -14,7 +14,7 @@ from reactdiff.config import load_config
 from reactdiff.data.prepare import PrepareOptions, prepare
 from reactdiff.data.store import Location, Store
 from reactdiff.evaluate.run import evaluate
-from reactdiff.mlflow_server import _free_port, wait_until_answering
+from reactdiff.mlflow_server import free_port, wait_until_answering
 from reactdiff.train.trainer import run_training
 
 pytestmark = pytest.mark.slow
@@ -28,7 +28,7 @@ def s3_store(tmp_path, monkeypatch, no_inprocess_ray):
     endpoint goes in the URI, as pyarrow 25 does not read AWS_ENDPOINT_URL."""
     import ray
 
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     log = tmp_path / "moto.log"
     with open(log, "w") as out:

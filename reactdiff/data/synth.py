@@ -38,6 +38,7 @@ import av
 import numpy as np
 import soundfile as sf
 
+from reactdiff.config import SynthConfig
 from reactdiff.data import layout
 from reactdiff.data.corpus import ClipRef, corpus_fingerprint
 
@@ -141,6 +142,13 @@ class SynthSummary:
     @property
     def clips_per_second(self) -> float:
         return self.person_clips / self.seconds
+
+    def __str__(self) -> str:
+        dyads = ", ".join(f"{n} {split}" for split, n in self.rows.items())
+        return (
+            f"{self.person_clips} person-clips ({dyads} dyads) in {self.seconds:.1f} s, "
+            f"corpus fingerprint {self.fingerprint[:12]}"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -405,4 +413,15 @@ def write_synthetic_corpus(
     seconds = time.perf_counter() - start
     return SynthSummary(
         root, {s: len(r) for s, r in rows.items()}, 2 * sum(map(len, rows.values())), seconds, corpus_fingerprint(root)
+    )
+
+
+def write_recipe_corpus(root: str | Path, sizes: SynthConfig) -> SynthSummary:
+    """The corpus a recipe's `synth:` block describes (`reactdiff synth --config`, the demo)."""
+    return write_synthetic_corpus(
+        root,
+        dyads={"train": sizes.dyads, "val": sizes.val_dyads, "test": sizes.test_dyads},
+        frames_on_disk=sizes.frames + 1,
+        seed=sizes.seed,
+        video_size=sizes.video_size,
     )
