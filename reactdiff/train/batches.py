@@ -34,9 +34,8 @@ class Batches:
         self.seed, self.shuffle_rows = seed, shuffle_rows
         self.rng = np.random.default_rng(seed)
         self.wait_seconds = 0.0  # the training loop blocked on this iterator, first batch included
-        self.first_wait_seconds = (
-            0.0  # of which the first batch: the epoch's start-up (Ray Data's execution, first read)
-        )
+        # Of which the first batch: the epoch's start-up (Ray Data's execution, the first read).
+        self.first_wait_seconds = 0.0
         self.rows_read: list[int] = []  # the dyads' pair_ids, in the order they came
         self._converter: ThreadPoolExecutor | None = None
 
