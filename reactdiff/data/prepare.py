@@ -413,11 +413,12 @@ def prepare(options: PrepareOptions) -> Manifest:
     if pending:
         location.delete("manifest.json")  # the store is incomplete until the end
         ray_init()
-        placement = extraction_placement(options, len(pending), ray.cluster_resources().get("GPU", 0))
+        cluster = ray.cluster_resources()
+        placement = extraction_placement(options, len(pending), cluster.get("GPU", 0))
         clips = sum(len(json.loads(p["rows"])) for p in pending) * 2
         written = extraction_dataset(pending, options, streams, frames, placement)
         device = f", {placement.num_gpus:g} GPU per worker" if placement.num_gpus else ""
-        shortfall = placement_shortfall(placement, ray.cluster_resources())
+        shortfall = placement_shortfall(placement, cluster)
         if shortfall:  # an autoscaler may still add nodes, so this is no error yet
             console.say(
                 f"prepare: {shortfall}; they wait up to {ACTORS_START_TIMEOUT_S} s for nodes to join. "
