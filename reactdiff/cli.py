@@ -26,7 +26,7 @@ the pipeline, in order (the README's "Using it" runs exactly these):
   reactdiff train    stage2 --config configs/demo.yaml train.stage1_model=models:/reactdiff-mmt@champion
   reactdiff tune     --stage 2 --config configs/demo.yaml train.stage1_model=models:/reactdiff-mmt@champion
   reactdiff evaluate --model <uri> --split val --config configs/demo.yaml
-  reactdiff promote  --metric FRDist --mode min --config configs/demo.yaml
+  reactdiff promote  --metric FRCorr --mode max --config configs/demo.yaml
   reactdiff generate --model models:/reactdiff@champion --speaker data/store:test --out out/
   reactdiff serve-request --model models:/reactdiff@champion --speaker data/store:test --out request.json
   reactdiff serve    --model models:/reactdiff@champion          # Ray Serve: /react, /stream; follows the alias
@@ -239,7 +239,19 @@ def cmd_score(args) -> int:
         predictions = load_predictions(args.predictions, truth, args.threedmm, args.clips)
     except ValueError as err:  # ScoreError, and the corpus reader's, store's and matrix loader's refusals
         raise Refused(str(err)) from None
-    rows, markdown, files = score(predictions, truth, args.out, label=args.label, with_baselines=args.baselines)
+    train = None
+    if args.baselines:
+        try:  # B_Ridge is fitted on the train split of the same ground truth
+            train = (
+                truth_from_corpus(args.corpus, "train", with_matrix=False)
+                if args.corpus
+                else truth_from_store(args.store, "train", with_matrix=False)
+            )
+        except ValueError as err:
+            console.say(f"note: B_Ridge left out, it is fitted on the train split, which could not be read: {err}")
+    rows, markdown, files = score(
+        predictions, truth, args.out, label=args.label, with_baselines=args.baselines, train=train
+    )
     console.result(
         f"REACT2024 metrics of {predictions.source} (α={predictions.emotion.shape[1]}) on {truth.source} "
         f"({len(truth.listener)} samples):\n\n{markdown}"
@@ -478,7 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
         "           val_recon_au_f1, val_recon_va_ccc); default objective val_recon_FRDist:min\n"
         "  stage 2: REACT2024 metrics of generated reactions, global style (val_FRDist, val_FRCorr,\n"
         "           val_FRDiv, val_FRDvs, val_FRVar, val_FRSyn, val_FRSyn_all, val_FRRea) and LRS style\n"
-        "           (val_LRS_FRDist, ...); default objective val_FRDist:min\n"
+        "           (val_LRS_FRDist, ...); default objective val_FRCorr:max (a flat output that ignores\n"
+        "           the speaker wins FRDist, not FRCorr)\n"
         "val_loss is reported too, but its scale moves with loss weights, T, window and LRS.\n\n"
         "examples:\n"
         "  reactdiff tune --space tune_spaces/stage2.yaml --stage 2 --num-samples 8 train.stage1_model=<ckpt>\n"
@@ -527,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_tune)
 
-    p = add_parser("evaluate", help="REACT2024 metrics for a model and the four naive baselines")
+    p = add_parser("evaluate", help="REACT2024 metrics for a model, the four naive baselines and B_Ridge")
     p.add_argument("--model", help="checkpoint path or MLflow URI; omit to evaluate the baselines only")
     p.add_argument("--split", default="test")
     p.add_argument("--mode", choices=["offline", "online"], default="offline")
@@ -559,8 +572,13 @@ def build_parser() -> argparse.ArgumentParser:
         "Undo with: reactdiff promote --rollback",
     )
     p.add_argument("--experiment")
-    p.add_argument("--metric", default="FRDist")
-    p.add_argument("--mode", choices=["min", "max"], default="min")
+    p.add_argument(
+        "--metric",
+        default="FRCorr",
+        help="the evaluation metric runs are compared by (default FRCorr: FRDist alone rewards flat outputs "
+        "that ignore the speaker); stage-1 MMTs: recon_FRDist",
+    )
+    p.add_argument("--mode", choices=["min", "max"], default="max", help="whether lower or higher --metric is better")
     p.add_argument("--split", default="val")
     p.add_argument("--model-name")
     p.add_argument("--tracking-uri")
@@ -774,7 +792,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the speaker clip of each prediction row, one per line, to match an array to the split",
     )
     p.add_argument("--label", default="predictions", help="the row name in the table and MLflow")
-    p.add_argument("--baselines", action="store_true", help="add B_Random and B_Mime rows (each costs a scoring)")
+    p.add_argument(
+        "--baselines",
+        action="store_true",
+        help="add B_Random, B_Mime and B_Ridge rows (each costs a scoring; "
+        "B_Ridge is fitted on the train split of the same --corpus or --store)",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/score"), help="tables and plots")
     p.add_argument("--tracking-uri", help="log the results to this MLflow server as a run of its own")
     p.add_argument("--experiment", default="reactdiff-score", help="the MLflow experiment of that run")

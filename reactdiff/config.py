@@ -96,6 +96,28 @@ class DiffusionConfig(_Strict):
         description="classifier-free guidance weight at sampling; 1 = plain conditional sampling "
         "(values != 1 need condition_dropout > 0 in training)",
     )
+    layout: Literal["frames", "time"] = Field(
+        "frames",
+        description="the denoiser's 1-D UNet: 'frames' (the paper's) reads a window's frames as channels and "
+        "convolves along the latent dims; 'time' convolves along the frames, with the speaker's frames as "
+        "per-frame input besides z_bc",
+    )
+    condition_context: int = Field(
+        0,
+        ge=0,
+        description="speaker frames before a listener window's own span that condition it (zeros before the "
+        "clip starts): a listener reacting with a lag needs the speaker's recent past at a window's start",
+    )
+    prediction: Literal["epsilon", "sample", "v_prediction"] = Field(
+        "epsilon",
+        description="what the denoiser predicts: the paper's noise 'epsilon', the clean latent 'sample' "
+        "(x0, as most motion diffusion models) or 'v_prediction'",
+    )
+    condition_norm: Literal["group", "none"] = Field(
+        "group",
+        description="z_bc = SiLU(norm(Linear(speaker window))): 'group' is the paper's GroupNorm, which "
+        "removes part of the window's level (how aroused, how positive); 'none' keeps it",
+    )
     pad_mode: Literal["replicate", "drop"] = Field(
         "replicate",
         description="a clip length that ws does not divide: 'replicate' pads the last window by "
@@ -151,6 +173,12 @@ class DataConfig(_Strict):
         description="rows (dyads) each training worker keeps waiting to draw its batches from at random, "
         "reseeded every epoch; the rows are views, but their Arrow blocks stay in memory while any of "
         "them waits; 0 reads in store order",
+    )
+    stage2_latents: Literal["cached", "encoded"] = Field(
+        "cached",
+        description="stage 2: 'cached' encodes every training clip once per run through the frozen MMT and "
+        "crops in latent space (the encoder sees whole clips, as in generation; only the denoiser runs per "
+        "step); 'encoded' crops the features and encodes them at every step",
     )
     cache: Literal["auto", "always", "never"] = Field(
         "auto",

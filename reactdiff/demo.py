@@ -90,7 +90,7 @@ def run_demo(workdir: Path, size: str = "full") -> int:
         _step(
             5,
             f"sweep: {sweep_cfg.tune.num_samples} stage-2 trials of {sweep_cfg.train.epochs} epochs over "
-            f"{sweep_cfg.tune.space} (Ray Tune, ASHA), ranked by FRDist of reactions generated for the val speakers",
+            f"{sweep_cfg.tune.space} (Ray Tune, ASHA), ranked by FRCorr of reactions generated for the val speakers",
         )
         sweep = run_sweep(
             sweep_cfg,
@@ -99,8 +99,8 @@ def run_demo(workdir: Path, size: str = "full") -> int:
             num_samples=sweep_cfg.tune.num_samples,
             search="random",
             scheduler="asha",
-            metric="val_FRDist",
-            mode="min",
+            metric="val_FRCorr",
+            mode="max",
         )
 
         # bf16 sampling where the CPU runs it natively: ~1.7x faster generation, metrics within ~0.1 %.
@@ -121,8 +121,8 @@ def run_demo(workdir: Path, size: str = "full") -> int:
         result = registry.promote(
             tracking_uri,
             eval_cfg.tracking.experiment,
-            "FRDist",
-            "min",
+            "FRCorr",
+            "max",
             eval_cfg.tracking.registered_model,
             split="test",
         )

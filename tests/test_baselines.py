@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from reactdiff.evaluate import metrics
-from reactdiff.evaluate.baselines import MeanFrameBaseline, MeanSeqBaseline, MimeBaseline, RandomBaseline
+from reactdiff.evaluate.baselines import (
+    MeanFrameBaseline,
+    MeanSeqBaseline,
+    MimeBaseline,
+    RandomBaseline,
+    RidgeBaseline,
+)
 
 
 def speaker_feats(batch=3, frames=20, seed=0):
@@ -27,6 +33,7 @@ def all_baselines():
         MimeBaseline(),
         MeanSeqBaseline.fit(listener_emotion, listener_3dmm),
         MeanFrameBaseline.fit(listener_emotion, listener_3dmm),
+        RidgeBaseline.fit(speaker_feats(batch=6, seed=2), listener_emotion, listener_3dmm),
     ]
 
 
@@ -45,7 +52,7 @@ def test_generation_interface(baseline):
 
 
 def test_names():
-    assert [b.name for b in all_baselines()] == ["B_Random", "B_Mime", "B_MeanSeq", "B_MeanFr"]
+    assert [b.name for b in all_baselines()] == ["B_Random", "B_Mime", "B_MeanSeq", "B_MeanFr", "B_Ridge"]
 
 
 def test_bad_inputs_name_the_stream():
@@ -121,3 +128,54 @@ def test_mean_sequence_shorter_than_the_speaker_is_refused():
     listener_emotion, listener_3dmm = fitted_means(frames=10)
     with pytest.raises(ValueError, match="fitted on 10"):
         MeanSeqBaseline.fit(listener_emotion, listener_3dmm).generate(speaker_feats(frames=20))
+
+
+def lagged_corpus(n: int, frames: int, lag: int, seed: int):
+    """Speakers with slow random V/A (and AUs/expressions driven by them); listeners copy the
+    speaker `lag` frames later with gain 0.8 and a little noise."""
+    rng = np.random.default_rng(seed)
+    steps = rng.standard_normal((n, frames + lag, 25)) * 0.2
+    slow = np.cumsum(steps, axis=1)
+    slow = 0.5 + 0.4 * np.tanh(slow - slow.mean(axis=1, keepdims=True))
+    speaker = slow[:, lag:]
+    listener = 0.5 + 0.8 * (slow[:, :frames] - 0.5) + 0.02 * rng.standard_normal((n, frames, 25))
+    return speaker.astype(np.float32), listener.astype(np.float32)
+
+
+def test_ridge_learns_a_lagged_copy_and_beats_mime_on_frcorr():
+    train_speaker, train_listener = lagged_corpus(24, 120, lag=8, seed=0)
+    test_speaker, test_listener = lagged_corpus(6, 120, lag=8, seed=1)
+    zeros = np.zeros(train_listener.shape[:2] + (58,), np.float32)
+    ridge = RidgeBaseline.fit({"emotion": train_speaker}, train_listener, zeros, lags=(0, 4, 8, 12))
+    feats = {"emotion": test_speaker, "3dmm": np.zeros(test_speaker.shape[:2] + (58,), np.float32)}
+    appropriate = np.eye(6)
+    scores = {
+        b.name: metrics.frcorr(b.generate(feats, alpha=2)["emotion"], test_listener, appropriate)
+        for b in (ridge, MimeBaseline())
+    }
+    assert scores["B_Ridge"] > scores["B_Mime"] + 0.2, scores
+    # The lag-8 input carries the copy: its weights on the matching channel dominate.
+    lag8 = ridge.weights[2 * 25 : 3 * 25, :25]
+    assert np.all(np.diag(lag8) > 0.5) and np.abs(lag8 - np.diag(np.diag(lag8))).max() < 0.2
+
+
+def test_ridge_is_fitted_on_train_only_and_deterministic():
+    train_speaker, train_listener = lagged_corpus(10, 60, lag=3, seed=3)
+    zeros = np.zeros(train_listener.shape[:2] + (58,), np.float32)
+    ridge = RidgeBaseline.fit({"emotion": train_speaker}, train_listener, zeros)
+    weights = ridge.weights.copy()
+    test_speaker, _ = lagged_corpus(4, 60, lag=3, seed=4)
+    first = ridge.generate({"emotion": test_speaker, "3dmm": zeros[:4]}, alpha=3)["emotion"]
+    changed = test_speaker.copy()
+    changed[1:] = 1.0 - changed[1:]  # other test speakers: the weights and sample 0's reaction stay
+    second = ridge.generate({"emotion": changed, "3dmm": zeros[:4]}, alpha=3)["emotion"]
+    np.testing.assert_array_equal(ridge.weights, weights)
+    np.testing.assert_array_equal(first[0], second[0])
+    assert not np.array_equal(first[1], second[1])
+    assert metrics.frdiv(first) == 0.0  # the same reaction α times
+    again = RidgeBaseline.fit({"emotion": train_speaker}, train_listener, zeros)
+    np.testing.assert_array_equal(again.weights, weights)
+    # Rescaled to the training listeners' spread, inside their range.
+    fitted = ridge.predict({"emotion": train_speaker})[..., :25]
+    np.testing.assert_allclose(fitted.std(axis=(0, 1)), train_listener.std(axis=(0, 1)), rtol=0.1)
+    assert fitted.min() >= train_listener.min() - 1e-6 and fitted.max() <= train_listener.max() + 1e-6

@@ -62,7 +62,7 @@ def test_demo_small_runs_every_stage(tmp_path):
 
     # Results table and plots were written; the model's metrics are finite.
     rows = json.loads((workdir / "eval" / "results.json").read_text())
-    assert set(rows) == {"ReactDiff", "ReactDiff-LRS", "B_Random", "B_Mime", "B_MeanSeq", "B_MeanFr"}
+    assert set(rows) == {"ReactDiff", "ReactDiff-LRS", "B_Random", "B_Mime", "B_MeanSeq", "B_MeanFr", "B_Ridge"}
     for model in ("ReactDiff", "ReactDiff-LRS"):  # LRS: styles from each listener's other clips
         assert np.isfinite(rows[model]["FRDist"]) and rows[model]["FRDiv"] > 0
     assert rows["ReactDiff-LRS"]["FRDist"] != rows["ReactDiff"]["FRDist"]

@@ -1,4 +1,4 @@
-"""`reactdiff evaluate` before a model exists: the four naive baselines, tables, plots, MLflow."""
+"""`reactdiff evaluate` before a model exists: the four naive baselines and B_Ridge, tables, plots, MLflow."""
 
 from __future__ import annotations
 
@@ -21,12 +21,13 @@ def test_baselines_only_evaluation(tiny_store, tracking_uri, tmp_path):
     )
     result = evaluate(cfg, model=None, split="test", alpha=3, out_dir=tmp_path / "eval")
 
-    assert set(result.rows) == {"B_Random", "B_Mime", "B_MeanSeq", "B_MeanFr"}
+    assert set(result.rows) == {"B_Random", "B_Mime", "B_MeanSeq", "B_MeanFr", "B_Ridge"}
+    assert result.rows["B_Ridge"]["FRDiv"] == 0.0  # deterministic
     # Mimicry reproduces the speaker exactly: FRSyn offset 0, and no diversity across α.
     assert result.rows["B_Mime"]["FRSyn"] == 0.0 and result.rows["B_Mime"]["FRDiv"] == 0.0
     assert result.rows["B_Random"]["FRDiv"] > 0.1  # ≈ 1/6 for i.i.d. uniform predictions
     summary = result.summary()  # what `reactdiff evaluate` prints
-    for name in ("B_Random", "B_Mime", "B_MeanSeq", "B_MeanFr", "FRDist"):
+    for name in ("B_Random", "B_Mime", "B_MeanSeq", "B_MeanFr", "B_Ridge", "FRDist", "track_corr"):
         assert name in summary
     written = {p.name for p in result.files}
     assert {"results.md", "results.csv", "results.json", "metrics.png", "sample_0.png"} <= written

@@ -527,7 +527,10 @@ def test_bad_inputs_name_the_field():
 def test_compute_all_keys_and_values():
     preds, listener, speaker, appropriate = random_case(11, frames=60)
     result = metrics.compute_all(preds, listener, speaker, appropriate, workers=1)
-    assert list(result) == ["FRCorr", "FRDist", "FRDiv", "FRDvs", "FRVar", "FRSyn", "FRSyn_all", "FRRea"]
+    assert list(result) == [
+        "FRCorr", "FRDist", "FRDiv", "FRDvs", "FRVar", "FRSyn", "FRSyn_all", "FRRea", "track_corr", "track_sd_ratio"
+    ]  # fmt: skip
+    assert (result["track_corr"], result["track_sd_ratio"]) == metrics.tracking(preds, listener)
     assert result["FRSyn"] == metrics.frsyn(preds, speaker)
     assert result["FRSyn_all"] == metrics.frsyn(preds, speaker, all_predictions=True)
     assert result["FRDist"] == pytest.approx(ref_frdist(preds, listener, appropriate), rel=FRDIST_REL)
@@ -551,3 +554,22 @@ def test_kernels_are_compiled_at_import_for_every_input_kind(tmp_path):
         expected, rel=FRDIST_REL
     )
     assert {name: len(kernel.signatures) for name, kernel in kernels.items()} == compiled
+
+
+def test_tracking_follows_the_listener_and_sees_flat_means():
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 6 * np.pi, 200)
+    listener = np.zeros((2, 200, 25))
+    listener[:, :, 15] = np.sin(t)
+    listener[:, :, 16] = np.cos(t)
+    following = listener[:, None] + 0.1 * rng.standard_normal((2, 5, 200, 25))
+    corr, ratio = metrics.tracking(following, listener)
+    assert corr > 0.95 and 0.95 < ratio < 1.05
+    # Reactions that each move as much but ignore the listener: their α-mean is flat and uncorrelated.
+    jitter = rng.standard_normal((2, 5, 200, 25)) * 0.7
+    corr, ratio = metrics.tracking(jitter, listener)
+    assert abs(corr) < 0.2 and ratio < 0.5
+    # A constant prediction counts as r = 0; a constant listener channel is left out of the ratio.
+    corr, _ = metrics.tracking(np.zeros((2, 5, 200, 25)), listener)
+    assert corr == 0.0
+    assert np.isnan(metrics.tracking(following, np.zeros_like(listener))[1])

@@ -120,11 +120,12 @@ def test_score_command_logs_a_run_of_its_own(generated, tiny_store, tracking_uri
         == 0
     )
     printed = capfd.readouterr().out  # results reach the terminal's stdout past the session's log file
-    assert "team-x" in printed and "B_Mime" in printed
+    assert "team-x" in printed and "B_Mime" in printed and "B_Ridge" in printed
     run_id = printed.rsplit("logged to MLflow run ", 1)[1].split()[0]
     run = mlflow.MlflowClient(tracking_uri).get_run(run_id)
     assert run.data.tags["reactdiff.eval_split"] == "test"
     assert run.data.metrics["B_Mime.FRSyn"] == 0.0 and "FRDist" in run.data.metrics
+    assert run.data.metrics["B_Ridge.FRDiv"] == 0.0  # fitted on the store's train split, deterministic
 
 
 @pytest.fixture(scope="module")

@@ -479,3 +479,29 @@ def test_worker_crash_is_survived(tiny_store, tmp_path, tracking_uri, monkeypatc
     assert steps == [0, 1, 2]  # history intact, no epoch logged twice
     runs = _runs_named(tracking_uri, "crash-stage1")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+
+
+def test_latent_batches_draw_equal_seeded_crops_of_the_cache():
+    import torch
+
+    from reactdiff.train.batches import LatentBatches
+
+    speaker = torch.arange(6 * 40, dtype=torch.float32).view(6, 40, 1).expand(6, 40, 3)
+    listener = -speaker
+    ids = [f"person{i}" for i in range(6)]
+
+    def epoch(seed: int) -> list[dict]:
+        return list(LatentBatches(speaker, listener, ids, [0, 1, 2], steps=5, samples=4, crop_frames=25, seed=seed))
+
+    batches = epoch(7)
+    assert len(batches) == 5  # `steps` batches whatever the cache's size: every rank steps alike
+    drawn = [i for b in batches for i in (int(x) // 40 for x in b["speaker"][:, 0, 0])]
+    assert sorted(drawn[:6]) == list(range(6))  # a permutation of the cache before any repeat
+    for batch in batches:
+        assert batch["speaker"].shape == (4, 25, 3)
+        torch.testing.assert_close(batch["listener"], -batch["speaker"])  # the pairs stay together
+        rows = batch["speaker"][:, :, 0]
+        assert torch.equal(rows - rows[:, :1], torch.arange(25.0).expand(4, 25))  # contiguous crops
+        assert batch["listener_id"] == [f"person{int(x) // 40}" for x in rows[:, 0]]
+    assert [b["listener_id"] for b in epoch(7)] == [b["listener_id"] for b in batches]  # seeded
+    assert [b["listener_id"] for b in epoch(8)] != [b["listener_id"] for b in batches]

@@ -1,4 +1,5 @@
-"""The four naive REACT2024 baselines, with the model's generation interface.
+"""The four naive REACT2024 baselines and a learned reference (B_Ridge), with the model's
+generation interface.
 
     generate(speaker_feats, alpha=10, mode="offline", listener_style=None, seed=None)
         -> {"3dmm": (B, alpha, T, 58), "emotion": (B, alpha, T, 25)}   numpy float32
@@ -146,3 +147,101 @@ class MeanFrameBaseline(MeanSeqBaseline):
         frames = len(self.mean_emotion)
         self.mean_emotion = np.broadcast_to(self.mean_emotion.mean(axis=0), (frames, EMOTION_DIM)).copy()
         self.mean_3dmm = np.broadcast_to(self.mean_3dmm.mean(axis=0), (frames, FACE3D_DIM)).copy()
+
+
+class RidgeBaseline:
+    """B_Ridge, a learned reference beyond REACT2024's four naive baselines: a lagged ridge
+    regression from the speaker's recent past to the listener's emotion and 3DMM, fitted on the
+    train split in closed form.
+
+    Inputs per frame t: the speaker's `streams` at frames t − lag for each of `lags` (the first
+    frame repeated before the clip starts) and a constant. Ridge penalty `penalty` on the raw
+    values, constant unpenalised. Two steps make it a fair stand-in for a generative model:
+    - each output channel's deviations from its training mean are rescaled to the training
+      listeners' spread (a plain regression shrinks toward the mean, which the concordance in
+      FRCorr penalises), and
+    - predictions are clipped to each channel's range over the training listeners.
+    It is deterministic: the same reaction α times (FRDiv 0). It only ever looks back in time, so
+    online equals offline.
+    """
+
+    name = "B_Ridge"
+
+    def __init__(
+        self,
+        weights: np.ndarray,
+        lags: tuple[int, ...],
+        streams: tuple[str, ...],
+        center: np.ndarray,
+        gain: np.ndarray,
+        low: np.ndarray,
+        high: np.ndarray,
+    ):
+        self.weights = np.asarray(weights, dtype=np.float64)  # (inputs·lags + 1, 25 + 58)
+        self.lags, self.streams = tuple(lags), tuple(streams)
+        self.center, self.gain = np.asarray(center), np.asarray(gain)  # (83,): mean and spread ratio
+        self.low, self.high = np.asarray(low), np.asarray(high)  # (83,): training listeners' range
+
+    @staticmethod
+    def design(speaker_feats: dict, lags: tuple[int, ...], streams: tuple[str, ...]) -> np.ndarray:
+        """(B, T, Σdims·len(lags) + 1) lagged inputs, float64."""
+        missing = [s for s in streams if s not in speaker_feats]
+        if missing:
+            raise ValueError(f"speaker_feats: B_Ridge needs streams {missing} (have {sorted(speaker_feats)})")
+        values = [np.asarray(_numpy(speaker_feats[s]), dtype=np.float64) for s in streams]
+        x = np.concatenate(values, axis=-1)
+        if x.ndim != 3:
+            raise ValueError(f"speaker_feats: expected (B, T, D) streams, got {x.shape}")
+        frames = x.shape[1]
+        columns = []
+        for lag in lags:
+            index = np.clip(np.arange(frames) - lag, 0, None)
+            columns.append(x[:, index])
+        columns.append(np.ones(x.shape[:2] + (1,)))
+        return np.concatenate(columns, axis=-1)
+
+    @classmethod
+    def fit(
+        cls,
+        speaker_feats: dict,
+        listener_emotion: np.ndarray,
+        listener_3dmm: np.ndarray,
+        lags: tuple[int, ...] = (0, 5, 10, 15, 20),
+        penalty: float = 10.0,
+        streams: tuple[str, ...] = ("emotion",),
+    ) -> RidgeBaseline:
+        """From the train split's samples: speaker streams (N, T, D) and listeners (N, T, 25/58)."""
+        target = np.concatenate([listener_emotion, listener_3dmm], axis=-1).astype(np.float64)
+        x = cls.design(speaker_feats, lags, streams)
+        if x.shape[:2] != target.shape[:2]:
+            raise ValueError(f"B_Ridge.fit: speakers {x.shape[:2]} and listeners {target.shape[:2]} differ in (N, T)")
+        x, target = x.reshape(-1, x.shape[-1]), target.reshape(-1, target.shape[-1])
+        regulariser = penalty * np.eye(x.shape[1])
+        regulariser[-1, -1] = 0.0  # the constant is not shrunk
+        weights = np.linalg.solve(x.T @ x + regulariser, x.T @ target)
+        fitted = x @ weights
+        center = target.mean(axis=0)
+        spread = fitted.std(axis=0)
+        gain = np.where(spread > 1e-8, target.std(axis=0) / np.maximum(spread, 1e-8), 1.0)
+        return cls(weights, lags, streams, center, gain, target.min(axis=0), target.max(axis=0))
+
+    def predict(self, speaker_feats: dict) -> np.ndarray:
+        """(B, T, 83): emotion then 3DMM, rescaled and clipped."""
+        raw = self.design(speaker_feats, self.lags, self.streams) @ self.weights
+        return np.clip(self.center + (raw - self.center) * self.gain, self.low, self.high).astype(np.float32)
+
+    def generate(
+        self,
+        speaker_feats: dict,
+        alpha: int = 10,
+        mode: Literal["offline", "online"] = "offline",
+        listener_style: object = None,
+        seed: int | None = None,
+    ) -> dict[str, np.ndarray]:
+        _check_mode(mode)
+        out = self.predict(speaker_feats)
+        return {"emotion": _repeat(out[..., :EMOTION_DIM], alpha), "3dmm": _repeat(out[..., EMOTION_DIM:], alpha)}
+
+
+def _numpy(value) -> np.ndarray:
+    return value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)

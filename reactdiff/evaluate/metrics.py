@@ -33,7 +33,7 @@ from typing import Literal
 import numpy as np
 import scipy.fft
 
-from reactdiff.data.layout import EMOTION_DIM
+from reactdiff.data.layout import EMOTION_DIM, VA_SLICE
 from reactdiff.evaluate import dtw
 
 # Which way each metric improves (the names `compute_all` returns).
@@ -46,6 +46,8 @@ DIRECTIONS = {
     "FRSyn": "min",
     "FRSyn_all": "min",
     "FRRea": "min",
+    "track_corr": "max",
+    "track_sd_ratio": "max",
 }
 SYNC_MAX_LAG = 49  # FRSyn lags -49..49 (two seconds at 25 fps, minus one frame)
 CCC_EPS = 1e-8
@@ -422,6 +424,33 @@ def frrea(preds: np.ndarray, listener: np.ndarray) -> float:
     return float(((mean_g - mean_r) ** 2).sum() + np.trace(cov_g) + np.trace(cov_r) - 2 * trace_sqrt)
 
 
+# --------------------------------------------------------------------------- tracking
+
+
+def tracking(preds: np.ndarray, listener: np.ndarray) -> tuple[float, float]:
+    """Does the average reaction follow the real listener? Not a REACT2024 metric: FRDist rewards a
+    flat sequence near the mean, and FRCorr takes a max over appropriate listeners, so neither
+    tells directly whether the reactions move with this sample's own listener.
+
+    On valence and arousal, per sample and channel, between the α-mean of the predictions and the
+    real listener over time: `track_corr` (↑), the Pearson r (a constant series counts as 0, as
+    in FRCorr), and `track_sd_ratio` (↑ up to 1), the α-mean's standard deviation over time over
+    the listener's (channels where the listener is constant are left out). Each is averaged over
+    samples and the two channels. A model that ignores the speaker has r ≈ 0 and, because its α
+    reactions disagree, a small ratio even when each reaction alone moves a lot."""
+    mean = preds[..., VA_SLICE].astype(np.float64).mean(axis=1)
+    target = listener[..., VA_SLICE].astype(np.float64)
+    mean_c = mean - mean.mean(axis=1, keepdims=True)
+    target_c = target - target.mean(axis=1, keepdims=True)
+    sd_mean, sd_target = np.sqrt((mean_c**2).mean(axis=1)), np.sqrt((target_c**2).mean(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (mean_c * target_c).mean(axis=1) / (sd_mean * sd_target)
+        ratio = sd_mean / sd_target
+    r = np.where(np.isfinite(r), r, 0.0)
+    ratio = ratio[sd_target > 0]
+    return float(r.mean()), float(ratio.mean()) if ratio.size else float("nan")
+
+
 # --------------------------------------------------------------------------- all
 
 
@@ -433,7 +462,8 @@ def compute_all(
     workers: int | None = None,
 ) -> dict[str, float]:
     """Every metric: FRCorr, FRDist, FRDiv, FRDvs, FRVar, FRSyn (first prediction, official),
-    FRSyn_all (all α predictions) and FRRea (our feature-space Fréchet distance).
+    FRSyn_all (all α predictions), FRRea (our feature-space Fréchet distance), and
+    `track_corr` / `track_sd_ratio` (`tracking`: does the α-mean follow the real listener).
 
     FRDist takes `workers` threads (default: all CPUs); the other metrics run meanwhile in one
     more thread (mostly single-threaded numpy, ~10 % of the CPU time at test size), so all
@@ -458,6 +488,7 @@ def compute_all(
             "FRSyn": float(offsets[:, 0].mean()),
             "FRSyn_all": float(offsets.mean()),
             "FRRea": frrea(preds, listener),
+            **dict(zip(("track_corr", "track_sd_ratio"), tracking(preds, listener), strict=True)),
         }
 
     workers = workers or _usable_cpus()

@@ -1,4 +1,5 @@
-"""`reactdiff evaluate`: REACT2024 metrics for a model and the four naive baselines, side by side.
+"""`reactdiff evaluate`: REACT2024 metrics for a model, the four naive baselines and the learned
+reference B_Ridge, side by side.
 
 A stage-2 (ReactDiff) model is scored on the reactions it generates. A stage-1 (MMT) model is
 scored on its reconstructions (`recon_FRDist`, `recon_3dmm_mse`, `recon_emotion_l1`,
@@ -157,8 +158,8 @@ def evaluate(
     model_streams = (network.streams if is_mmt else network.mmt.streams) if network is not None else {}
     streams = sorted(set(model_streams) | {"emotion", "3dmm"})
 
-    train = store.read_split(cfg.data.train_split, streams=["emotion", "3dmm"])
-    train_listeners = to_samples(train, ["emotion", "3dmm"])["listener"]
+    train_samples = to_samples(store.read_split(cfg.data.train_split, streams=["emotion", "3dmm"]), ["emotion", "3dmm"])
+    train_listeners = train_samples["listener"]
     mean_seq = baselines.MeanSeqBaseline.fit(train_listeners["emotion"], train_listeners["3dmm"])
 
     samples = to_samples(store.read_split(split, streams=streams), streams)
@@ -201,6 +202,7 @@ def evaluate(
             baselines.MimeBaseline(),
             mean_seq,
             baselines.MeanFrameBaseline.fit(train_listeners["emotion"], train_listeners["3dmm"]),
+            baselines.RidgeBaseline.fit(train_samples["speaker"], train_listeners["emotion"], train_listeners["3dmm"]),
         )
         for baseline in naive:
             predictions.update(
@@ -254,9 +256,12 @@ def evaluate(
 
     what = "reconstruction metrics" if is_mmt else f"REACT2024 metrics (α={alpha}, {mode})"
     verdict = "\n".join(
-        report.baseline_verdict(rows, label)
-        for label in (validation.MODEL_LABEL, validation.LRS_LABEL)
-        if label in rows
+        [
+            report.baseline_verdict(rows, label)
+            for label in (validation.MODEL_LABEL, validation.LRS_LABEL)
+            if label in rows
+        ]
+        + ([report.LEARNED_REFERENCE_NOTE] if report.LEARNED_REFERENCE in rows else [])
     )
     heading = f"{what} on '{split}' ({n} samples)"
     return Evaluation(

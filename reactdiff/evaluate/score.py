@@ -79,8 +79,11 @@ class Predictions:
 # --------------------------------------------------------------------------------------------
 
 
-def truth_from_corpus(root: str | Path, split: str, appropriate: str | Path | None = None) -> GroundTruth:
-    """A corpus split, in the role-swapped order of `corpus.role_swap`, read by the corpus reader."""
+def truth_from_corpus(
+    root: str | Path, split: str, appropriate: str | Path | None = None, with_matrix: bool = True
+) -> GroundTruth:
+    """A corpus split, in the role-swapped order of `corpus.role_swap`, read by the corpus reader
+    (`with_matrix=False`: an empty matrix, for a split that only fits B_Ridge)."""
     samples = corpus.role_swap(corpus.read_split(root, split))
     emotion: dict[corpus.ClipRef, np.ndarray] = {}
     for sample in samples:
@@ -98,18 +101,26 @@ def truth_from_corpus(root: str | Path, split: str, appropriate: str | Path | No
         )
     speaker = np.stack([emotion[s.speaker] for s in samples]).astype(np.float32)
     listener = np.stack([emotion[s.listener] for s in samples]).astype(np.float32)
-    matrix = load_matrix(appropriate, len(samples)) if appropriate else compute_matrix(speaker)
+    matrix = (
+        (load_matrix(appropriate, len(samples)) if appropriate else compute_matrix(speaker))
+        if with_matrix
+        else np.zeros((0, 0))
+    )
     return GroundTruth([s.speaker.path for s in samples], listener, speaker, matrix, f"corpus {root} split '{split}'")
 
 
-def truth_from_store(store_root: str | Path, split: str, appropriate: str | Path | None = None) -> GroundTruth:
+def truth_from_store(
+    store_root: str | Path, split: str, appropriate: str | Path | None = None, with_matrix: bool = True
+) -> GroundTruth:
     """A feature-store split: its samples and matrix exactly as `evaluate` reads them."""
     from reactdiff.data.store import Store, to_samples
 
     store = Store(store_root)
     samples = to_samples(store.read_split(split, ["emotion"]), ["emotion"])
     n = len(samples["speaker_clip"])
-    matrix = load_matrix(appropriate, n) if appropriate else store.appropriate(split)
+    matrix = (
+        (load_matrix(appropriate, n) if appropriate else store.appropriate(split)) if with_matrix else np.zeros((0, 0))
+    )
     return GroundTruth(
         samples["speaker_clip"],
         samples["listener"]["emotion"],
@@ -326,9 +337,11 @@ def score(
     label: str = PREDICTIONS_LABEL,
     with_baselines: bool = False,
     seed: int = 0,
+    train: GroundTruth | None = None,
 ) -> tuple[dict[str, dict[str, float]], str, list[Path]]:
     """REACT2024 metrics of the predictions (and with `with_baselines` of B_Random and B_Mime,
-    which need nothing but the split) → (rows, markdown table, files written to `out_dir`)."""
+    which need nothing but the split, and of B_Ridge fitted on `train`'s emotion when given)
+    → (rows, markdown table, files written to `out_dir`)."""
     rows = {label: metrics.compute_all(predictions.emotion, truth.listener, truth.speaker, truth.appropriate)}
     if with_baselines:
         # Seeded and batched as in `evaluate`; the baselines' 3DMM is not scored, so no face is needed.
@@ -336,7 +349,11 @@ def score(
             "emotion": truth.speaker,
             "3dmm": np.broadcast_to(np.float32(0), truth.speaker.shape[:2] + (layout.FACE3D_DIM,)),
         }
-        for baseline in (baselines.RandomBaseline(np.zeros(layout.FACE3D_DIM)), baselines.MimeBaseline()):
+        references = [baselines.RandomBaseline(np.zeros(layout.FACE3D_DIM)), baselines.MimeBaseline()]
+        if train is not None:
+            no_face = np.zeros(train.listener.shape[:2] + (layout.FACE3D_DIM,), np.float32)
+            references.append(baselines.RidgeBaseline.fit({"emotion": train.speaker}, train.listener, no_face))
+        for baseline in references:
             emotion = validation.generate_reactions(
                 baseline, speaker, predictions.emotion.shape[1], "offline", seed, {baseline.name: None}, progress=False
             )[baseline.name]

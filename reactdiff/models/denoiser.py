@@ -1,7 +1,9 @@
-"""The ε-network of stage 2: a 1-D UNet conditioned on the speaker window (paper §3.4).
+"""The denoising network of stage 2: a 1-D UNet conditioned on the speaker window (paper §3.4).
 
-A window of ws frames × latent_dim is read as ws channels over a length of latent_dim. The
-speaker's window becomes z_bc = SiLU(GroupNorm(Linear(flatten(window)))) of width cond_dim; the
+In the paper's layout a window of ws frames × latent_dim is read as ws channels over a length of
+latent_dim (see `Denoiser` for the "time" layout, which convolves along frames). The
+speaker's window becomes z_bc = SiLU(GroupNorm(Linear(flatten(window)))) of width cond_dim
+(`condition_norm` "none" leaves the GroupNorm out); the
 sinusoidal time embedding (through an MLP) is concatenated with z_bc and enters every residual
 block, projected to a per-channel scale and shift (DiffAE-style conditioning).
 """
@@ -47,26 +49,44 @@ class ResBlock(nn.Module):
 
 
 class Denoiser(nn.Module):
-    """ε_θ(x_t, t, speaker window): (N, ws, latent_dim) → predicted noise of the same shape."""
+    """net(x_t, t, speaker window): (N, ws, latent_dim) → the prediction (ε, x0 or velocity, see
+    `LatentDiffusion`) of the same shape. The speaker window is (N, ws + condition_context,
+    latent_dim): the listener window's own span of the speaker, after `condition_context` earlier
+    frames.
+
+    Two layouts of the same residual 1-D UNet (`DiffusionConfig.layout`):
+    - "frames" (the paper's): the ws frames are the channels and the latent dims the length; the
+      speaker enters only as z_bc;
+    - "time": the latent dims are the channels and the frames the length, so convolutions run
+      along time; the speaker's frames enter frame by frame as extra input channels (the listener's
+      context frames as zeros) besides z_bc, and the output keeps the last ws frames. A lagged
+      response is then a filter over time that the convolutions can learn.
+    """
 
     def __init__(self, latent_dim: int, config: DiffusionConfig):
         super().__init__()
         ws, channels = config.window_size, config.unet_channels
+        self.layout, self.context, self.latent_dim = config.layout, config.condition_context, latent_dim
+        self.condition_frames = ws + config.condition_context
+        self.cond_dim = config.cond_dim
         self.time_embed_dim = config.time_embed_dim
         self.time_mlp = nn.Sequential(
             nn.Linear(config.time_embed_dim, config.time_embed_dim),
             nn.SiLU(),
             nn.Linear(config.time_embed_dim, config.time_embed_dim),
         )
+        norm = (
+            nn.GroupNorm(_groups(config.cond_dim, min_per_group=16), config.cond_dim)
+            if config.condition_norm == "group"
+            else nn.Identity()
+        )
         self.condition = nn.Sequential(  # z_bc
-            nn.Flatten(1),
-            nn.Linear(ws * latent_dim, config.cond_dim),
-            nn.GroupNorm(_groups(config.cond_dim, min_per_group=16), config.cond_dim),
-            nn.SiLU(),
+            nn.Flatten(1), nn.Linear(self.condition_frames * latent_dim, config.cond_dim), norm, nn.SiLU()
         )
         emb_dim = config.time_embed_dim + config.cond_dim
+        in_channels, out_channels = (ws, ws) if self.layout == "frames" else (2 * latent_dim, latent_dim)
 
-        self.input = nn.Conv1d(ws, channels[0], 3, padding=1)
+        self.input = nn.Conv1d(in_channels, channels[0], 3, padding=1)
         self.down_blocks = nn.ModuleList()
         self.downsamples = nn.ModuleList()
         previous = channels[0]
@@ -83,20 +103,28 @@ class Denoiser(nn.Module):
         self.output = nn.Sequential(
             nn.GroupNorm(_groups(previous), previous),
             nn.SiLU(),
-            nn.Conv1d(previous, ws, 3, padding=1),
+            nn.Conv1d(previous, out_channels, 3, padding=1),
         )
 
     def embed_condition(self, speaker_window: Tensor) -> Tensor:
-        """Speaker window (N, ws, latent_dim) → z_bc (N, cond_dim). Sampling embeds each window
-        once and passes z_bc to every step (it does not depend on the step nor on the α copy)."""
-        return self.condition(speaker_window)
+        """Speaker window (N, ws + context, latent_dim) → what every denoising step reads of it:
+        z_bc (N, cond_dim), and in the "time" layout the window's frames after it. Sampling embeds
+        each window once and passes this to every step (it depends on neither the step nor the α copy)."""
+        z_bc = self.condition(speaker_window)
+        return z_bc if self.layout == "frames" else torch.cat([z_bc, speaker_window.flatten(1)], dim=-1)
 
     def forward(self, x: Tensor, timesteps: Tensor, condition: Tensor) -> Tensor:
-        """`condition`: the speaker window (N, ws, latent_dim) or its `embed_condition` (N, cond_dim)."""
+        """`condition`: the speaker window (N, ws + context, latent_dim) or its `embed_condition`."""
         time = self.time_mlp(get_timestep_embedding(timesteps, self.time_embed_dim))
-        z_bc = self.condition(condition) if condition.dim() == 3 else condition
+        embedded = self.embed_condition(condition) if condition.dim() == 3 else condition
+        z_bc = embedded[:, : self.cond_dim]
         emb = torch.cat([time, z_bc.to(time.dtype)], dim=-1)
-        h = self.input(x)
+        if self.layout == "frames":
+            h = self.input(x)
+        else:
+            frames = embedded[:, self.cond_dim :].view(-1, self.condition_frames, self.latent_dim).to(x.dtype)
+            listener = F.pad(x, (0, 0, self.context, 0))  # zeros over the context frames
+            h = self.input(torch.cat([listener, frames], dim=-1).transpose(1, 2))
         skips = []
         for block, down in zip(self.down_blocks, self.downsamples, strict=True):
             h = block(h, emb)
@@ -105,7 +133,8 @@ class Denoiser(nn.Module):
         h = self.middle(h, emb)
         for block in self.up_blocks:
             skip = skips.pop()
-            # Nearest upsampling to the skip's exact length, so any latent_dim works (odd too).
+            # Nearest upsampling to the skip's exact length, so any length works (odd too).
             h = F.interpolate(h, size=skip.shape[-1], mode="nearest")
             h = block(torch.cat([h, skip], dim=1), emb)
-        return self.output(h)
+        out = self.output(h)
+        return out if self.layout == "frames" else out[..., self.context :].transpose(1, 2)

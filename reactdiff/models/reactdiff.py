@@ -71,7 +71,10 @@ class ReactDiff(nn.Module):
             use_buffers=True,
         ).requires_grad_(False)
         self.diffusion = LatentDiffusion(
-            config.diffusion.steps, config.diffusion.condition_dropout, config.diffusion.guidance_scale
+            config.diffusion.steps,
+            config.diffusion.condition_dropout,
+            config.diffusion.guidance_scale,
+            config.diffusion.prediction,
         )
         self.lrs = LRS(config.lrs)
 
@@ -148,11 +151,19 @@ class ReactDiff(nn.Module):
         if mode not in ("offline", "online"):
             raise ValueError(f"mode must be 'offline' or 'online', got {mode!r}")
         online = mode == "online"
-        latent = self.encode_latent(speaker_feats, self.window_size if online else None)
-        windows = self._windows(latent)
-        if online:  # window t sees speaker window t-1; the first sees zeros
-            windows = torch.cat([torch.zeros_like(windows[:, :1]), windows[:, :-1]], dim=1)
-        return windows
+        return self._condition_windows(self.encode_latent(speaker_feats, self.window_size if online else None), mode)
+
+    def _condition_windows(self, speaker_latent: Tensor, mode: Mode) -> Tensor:
+        """Speaker latent (B, T, D) → its condition per listener window (B, n, context + ws, D):
+        offline, listener window t sees speaker frames [t·ws − context, (t + 1)·ws); online, one
+        window earlier, [t·ws − ws − context, t·ws). Frames before the clip are zeros (the
+        first online window sees only zeros)."""
+        windows = self._windows(speaker_latent)
+        batch, count, ws, dim = windows.shape
+        before = self.config.diffusion.condition_context + (ws if mode == "online" else 0)
+        padded = torch.cat([windows.new_zeros(batch, before, dim), windows.flatten(1, 2)], dim=1)
+        span = ws + self.config.diffusion.condition_context
+        return padded.unfold(1, span, ws)[:, :count].transpose(2, 3)
 
     def _decode(
         self,
@@ -182,17 +193,47 @@ class ReactDiff(nn.Module):
         listener_style: ListenerStyle | None = None,
         generator: torch.Generator | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """ε-prediction L1 over all windows of the batch. `listener_style` is a batched style
+        """The denoiser's L1 (see `LatentDiffusion.training_loss`) over all windows of the batch. `listener_style` is a batched style
         (e.g. `model.lrs.styles_for(listener_ids)`); None trains on the plain latent. A seeded
         CPU `generator` fixes timesteps and noise."""
-        mode = self.config.diffusion.train_mode
-        conditions = self._conditions(speaker_feats, mode)
-        block = self.window_size if mode == "online" else None
-        target = self.lrs.standardise(self._windows(self.encode_latent(listener_feats, block)), listener_style)
-        loss = self.diffusion.training_loss(self.denoiser, target.flatten(0, 1), conditions.flatten(0, 1), generator)
-        return loss, {"eps_l1": loss.detach()}
+        conditions, listener = self.training_latents(speaker_feats, listener_feats)
+        return self.latent_loss(conditions, listener, listener_style, generator)
 
-    forward = diffusion_loss
+    @torch.no_grad()
+    def training_latents(
+        self, speaker_feats: dict[str, Tensor], listener_feats: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """What the frozen MMT makes of a training pair: the speaker's and the listener's
+        normalised latents (B, T, D), encoded as `train_mode` needs them (window-causally online).
+        They depend on the stage-1 model only, so a run may encode them once and crop them later."""
+        block = self.window_size if self.config.diffusion.train_mode == "online" else None
+        return self.encode_latent(speaker_feats, block), self.encode_latent(listener_feats, block)
+
+    def latent_loss(
+        self,
+        speaker_latent: Tensor,
+        listener_latent: Tensor,
+        listener_style: ListenerStyle | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """`diffusion_loss` from `training_latents` (B, T, D) (encoded now, or cached)."""
+        conditions = self._condition_windows(speaker_latent, self.config.diffusion.train_mode)
+        target = self.lrs.standardise(self._windows(listener_latent), listener_style)
+        loss = self.diffusion.training_loss(self.denoiser, target.flatten(0, 1), conditions.flatten(0, 1), generator)
+        return loss, {"diffusion_l1": loss.detach()}
+
+    def forward(
+        self,
+        speaker: dict[str, Tensor] | Tensor,
+        listener: dict[str, Tensor] | Tensor,
+        listener_style: ListenerStyle | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The training loss through the distributed wrapper (DDP and DeepSpeed hook `forward`):
+        `latent_loss` of latents (B, T, D), or `diffusion_loss` of feature dicts."""
+        if isinstance(speaker, Tensor):
+            return self.latent_loss(speaker, listener, listener_style, generator)
+        return self.diffusion_loss(speaker, listener, listener_style, generator)
 
     # ---------------------------------------------------------------- generation
 
@@ -247,8 +288,8 @@ class ReactDiff(nn.Module):
         steps and the returned outputs stay float32."""
         frames = next(iter(speaker_feats.values())).shape[1]
         conditions = self._conditions(speaker_feats, mode)  # (B, n, ws, D)
-        batch, windows, ws, dim = conditions.shape
-        noise = self._noise((alpha, ws, dim), windows, self._generators(seed, batch))
+        batch, windows, _, dim = conditions.shape
+        noise = self._noise((alpha, self.window_size, dim), windows, self._generators(seed, batch))
         x0 = self._sample(conditions, noise, bf16_sampling)
         block = self.window_size if mode == "online" else None
         return [
@@ -257,10 +298,11 @@ class ReactDiff(nn.Module):
         ]
 
     def _sample(self, conditions: Tensor, noise: list[Tensor], bf16: bool = False) -> Tensor:
-        """One DDIM pass over every (speaker, α copy, window): conditions (B, n, ws, D) and the
-        n windows of `_noise` (B, α, ws, D) → normalised target latent x0 (B, α, n·ws, D).
+        """One DDIM pass over every (speaker, α copy, window): conditions (B, n, context + ws, D)
+        and the n windows of `_noise` (B, α, ws, D) → normalised target latent x0 (B, α, n·ws, D).
         Each window's condition is embedded once, not per step and α copy."""
-        batch, windows, ws, dim = conditions.shape
+        batch, windows, _, dim = conditions.shape
+        ws = self.window_size
         noise = torch.stack(noise, dim=2)  # (B, α, n, ws, D)
         alpha = noise.shape[1]
         denoiser = self.ema.module
@@ -273,7 +315,7 @@ class ReactDiff(nn.Module):
             noise.reshape(-1, ws, dim).to(conditions),
             bf16=bf16,
             null_condition=null.expand_as(z_bc),
-        ).view(batch, alpha, windows * ws, dim)
+        ).reshape(batch, alpha, windows * ws, dim)
 
     def open_stream(
         self, batch: int = 1, alpha: int = 10, seed: int | None = None, listener_style: ListenerStyle | None = None
@@ -335,6 +377,13 @@ class OnlineStream:
         self._generators = model._generators(seed, batch)
         self._speaker_cache = CausalCache()  # speaker encoder, batch B
         self._listener_cache = CausalCache()  # listener decoder, batch B·α
+        # The speaker latent the next condition starts with: `condition_context` frames, zeros before any.
+        self._history = torch.zeros(
+            batch,
+            model.config.diffusion.condition_context,
+            model.mmt.config.latent_dim,
+            device=model.latent_center.device,
+        )
 
     @torch.no_grad()
     def step(self, speaker_window: Mapping[str, Tensor] | None, frames: int | None = None) -> dict[str, Tensor]:
@@ -350,13 +399,15 @@ class OnlineStream:
                     "listener window 0 is conditioned on no speaker frames: call step(None) first, "
                     "then step(speaker window t-1) for listener window t"
                 )
-            condition = torch.zeros(self.batch, ws, model.mmt.config.latent_dim, device=model.latent_center.device)
+            latest = torch.zeros(self.batch, ws, model.mmt.config.latent_dim, device=model.latent_center.device)
         else:
             if speaker_window is None:
                 raise ValueError(
                     f"listener window {self.windows_done} needs speaker window {self.windows_done - 1}; got None"
                 )
-            condition = model.encode_latent(self._checked(speaker_window), cache=self._speaker_cache)
+            latest = model.encode_latent(self._checked(speaker_window), cache=self._speaker_cache)
+        condition = torch.cat([self._history, latest], dim=1)
+        self._history = condition[:, condition.shape[1] - self._history.shape[1] :]
         noise = model._noise((self.alpha, ws, condition.shape[-1]), 1, self._generators)
         x0 = model._sample(condition.unsqueeze(1), noise)
         out = model._decode(model.lrs.unstandardise(x0, self.listener_style), frames or ws, None, self._listener_cache)

@@ -147,3 +147,50 @@ class Batches:
             **{role: {stream: convert(role, stream) for stream in self.streams} for role in self.roles},
             "listener_id": [person_of(c) for c in sample_clips(clips)[1]],
         }
+
+
+class LatentBatches:
+    """One epoch of stage-2 batches drawn from latents a worker encoded once (`Stage2Task`): the
+    same interface and accounting as `Batches`, with no data wait.
+
+    `steps` batches of `samples` samples each, drawn without replacement from a permutation
+    seeded by `seed` (reshuffled when the shard is used up), every batch cropped to `crop_frames`
+    frames at one random start, as `Batches` crops features. Every rank draws the same number of
+    batches, as DDP needs."""
+
+    def __init__(
+        self,
+        speaker: torch.Tensor,
+        listener: torch.Tensor,
+        listener_ids: list[str],
+        rows: list[int],
+        steps: int,
+        samples: int,
+        crop_frames: int,
+        seed: int,
+    ):
+        self.speaker, self.listener, self.listener_ids = speaker, listener, listener_ids
+        self.steps, self.samples, self.crop_frames = steps, min(samples, len(listener_ids)), crop_frames
+        self.rng = np.random.default_rng(seed)
+        self.rows_read = rows  # the dyads the cache holds (read once, when it was encoded)
+        self.wait_seconds = self.first_wait_seconds = 0.0
+
+    def start(self) -> LatentBatches:
+        return self
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        order: list[int] = []
+        frames = self.speaker.shape[1]
+        for _ in range(self.steps):
+            if len(order) < self.samples:
+                order += self.rng.permutation(len(self.listener_ids)).tolist()
+            picked, order = order[: self.samples], order[self.samples :]
+            lo = 0
+            if 0 < self.crop_frames < frames:
+                lo = int(self.rng.integers(0, frames - self.crop_frames + 1))
+            hi = lo + self.crop_frames if 0 < self.crop_frames < frames else frames
+            yield {
+                "speaker": self.speaker[picked, lo:hi],
+                "listener": self.listener[picked, lo:hi],
+                "listener_id": [self.listener_ids[i] for i in picked],
+            }

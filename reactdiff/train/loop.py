@@ -38,7 +38,7 @@ from reactdiff import tracking
 from reactdiff.config import ExperimentConfig
 from reactdiff.data.store import Manifest, Store
 from reactdiff.models.checkpoint import save_checkpoint
-from reactdiff.train.batches import Batches
+from reactdiff.train.batches import Batches, LatentBatches
 from reactdiff.train.engine import Engine
 from reactdiff.train.tasks import all_reduce, task_for
 
@@ -132,8 +132,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if latest_scores:
         latest_scores["eval_epoch"] = -1
 
-    def train_batches_of(epoch: int) -> Batches:
-        return batches("train", cfg.data.crop_frames, cfg.train.seed * 1000 + epoch * 10 + rank, cfg.data.shuffle_rows)
+    def train_batches_of(epoch: int) -> Batches | LatentBatches:
+        seed = cfg.train.seed * 1000 + epoch * 10 + rank
+        held = task.train_batches(seed, steps_per_epoch, 2 * rows_per_batch)
+        return held if held is not None else batches("train", cfg.data.crop_frames, seed, cfg.data.shuffle_rows)
 
     upcoming_train = train_batches_of(start_epoch)
     for epoch in range(start_epoch, cfg.train.epochs):

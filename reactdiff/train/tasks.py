@@ -32,7 +32,7 @@ from reactdiff.evaluate.validation import (
 from reactdiff.models.checkpoint import load_checkpoint
 from reactdiff.models.mmt import MMT, LatentStats, LatentStatsAccumulator
 from reactdiff.models.reactdiff import ReactDiff
-from reactdiff.train.batches import Batches
+from reactdiff.train.batches import Batches, LatentBatches
 from reactdiff.train.engine import Engine
 
 VAL_GENERATOR_SEED = 1234  # fixed noise/timesteps: stage-2 val losses comparable across epochs
@@ -65,6 +65,10 @@ class Task(Protocol):
 
     def after_step(self) -> None:
         """After every optimiser step."""
+
+    def train_batches(self, seed: int, steps: int, samples: int) -> LatentBatches | None:
+        """An epoch's batches the task holds itself (stage 2's latent cache), or None: the loop
+        reads the epoch from the worker's dataset shard."""
 
     def validate(self, engine: Engine, batches: Batches, score: bool) -> dict[str, float]:
         """`val_loss` and metrics over every worker's val shard; with `score`, `score_names` too."""
@@ -99,6 +103,9 @@ class Stage1Task:
 
     def prepare(self, batches: Batches) -> None:
         """Nothing to fit before stage 1."""
+
+    def train_batches(self, seed: int, steps: int, samples: int) -> None:
+        """Stage 1 trains its encoder: every epoch reads features."""
 
     def after_step(self) -> None:
         """No averaged weights in stage 1."""
@@ -159,25 +166,45 @@ class Stage2Task:
             "eval_seconds",
         ]
         self.scorer = ReactionScorer(cfg, context["store_root"], self.streams)
+        self.cache_latents = cfg.data.stage2_latents == "cached"
+        self.crop_frames = cfg.data.crop_frames
 
     def trainable(self) -> list[torch.nn.Parameter]:
         return self.model.trainable_parameters()
 
     def prepare(self, batches: Batches) -> None:
-        """Fit LRS: each listener's reference clips gathered from every worker's shard.
+        """Read the train shard once: with `data.stage2_latents=cached`, encode every sample's
+        speaker and listener latents (whole clips) for all epochs to crop from; and fit LRS, each
+        listener's reference clips gathered from every worker's shard.
 
-        Only the first `reference_clips` clips per listener are kept (bounded memory at any corpus
-        size); the global statistics are estimated over those same clips.
+        Only the first `reference_clips` clips per listener are kept for LRS (bounded memory at
+        any corpus size); the global statistics are estimated over those same clips.
         """
         limit = self.model.lrs.config.reference_clips
         local: dict[str, list[torch.Tensor]] = {}
+        cached: list[tuple[torch.Tensor, torch.Tensor]] = []
+        ids: list[str] = []
+        online = self.model.config.diffusion.train_mode == "online"
         with torch.no_grad():
             for batch in batches:
-                latents = self.model.encode_latent(batch["listener"]).cpu()
+                if self.cache_latents:
+                    cached.append(self.model.training_latents(batch["speaker"], batch["listener"]))
+                    ids += batch["listener_id"]
+                if self.cache_latents and not online:  # the cached listener latent is LRS's input
+                    latents = cached[-1][1].cpu()
+                else:
+                    latents = self.model.encode_latent(batch["listener"]).cpu()
                 for listener, latent in zip(batch["listener_id"], latents, strict=True):
                     clips = local.setdefault(listener, [])
                     if len(clips) < limit:
                         clips.append(latent)
+        if self.cache_latents:
+            self.cache = (
+                torch.cat([s for s, _ in cached]),
+                torch.cat([lis for _, lis in cached]),
+                ids,
+                batches.rows_read,
+            )
         gathered = [local]
         if dist.is_initialized():
             gathered = [None] * dist.get_world_size()
@@ -187,6 +214,13 @@ class Stage2Task:
             for listener, clips in sorted(part.items()):
                 merged.setdefault(listener, []).extend(clips)
         self.model.lrs.fit({k: v[:limit] for k, v in sorted(merged.items())})
+
+    def train_batches(self, seed: int, steps: int, samples: int) -> LatentBatches | None:
+        """With the latent cache, the epoch's batches are crops of it; without, None."""
+        if not self.cache_latents:
+            return None
+        speaker, listener, ids, rows = self.cache
+        return LatentBatches(speaker, listener, ids, rows, steps, samples, self.crop_frames, seed)
 
     def loss(self, engine: Engine, batch: dict[str, Any], generator: torch.Generator | None = None):
         style = self.model.lrs.styles_for(batch["listener_id"]) if self.use_lrs else None

@@ -3,10 +3,14 @@
 
 A trial's ranking number must mean the same thing in every trial of a space. `val_loss` does not:
 stage 1's is `w_3dmm·MSE + w_emotion·L1`, so a sweep over the weights prefers the smallest ones,
-and stage 2's ε-prediction L1 moves with T, the window size and the LRS standardisation. So the
-defaults judge what each stage produces:
+and stage 2's denoising L1 moves with T, the window size, the prediction target and the LRS
+standardisation. So the defaults judge what each stage produces:
 - stage 1: `val_recon_FRDist` (min), the REACT2024 emotion distance of reconstructions to the truth;
-- stage 2: `val_FRDist` (min), FRDist of reactions generated for the val speakers.
+- stage 2: `val_FRCorr` (max), FRCorr of reactions generated for the val speakers. Not FRDist: a
+  near-constant output with jitter is close, under DTW, to every listener, so FRDist ranks a model
+  that ignores the speaker above one that follows it (docs/quality.md: FRDist fell from 151 to 138
+  as the demo's model was trained less and reacted less). FRCorr is a concordance correlation with
+  the best appropriate listener, so a flat output scores about 0 on it.
 FRDist against FRDiv is the paper's trade-off (appropriateness against diversity): a two-objective
 search shows it as a Pareto front.
 
@@ -29,7 +33,7 @@ from reactdiff.evaluate.validation import (
     Direction,
 )
 
-DEFAULT_METRIC = {1: "val_recon_FRDist", 2: "val_FRDist"}
+DEFAULT_METRIC = {1: "val_recon_FRDist", 2: "val_FRCorr"}
 _LOSSES: dict[str, Direction] = {"val_loss": "min", "train_loss": "min"}
 # The REACT2024 rows of stage-2 validation, by metric-name prefix (see validation.reaction_metrics).
 _REACTION_PREFIXES = {"val_": MODEL_LABEL, "val_LRS_": LRS_LABEL}
