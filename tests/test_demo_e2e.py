@@ -48,9 +48,9 @@ def test_demo_small_runs_every_stage(tmp_path):
     for baseline in ("B_Random", "B_Mime", "B_MeanSeq", "B_MeanFr", "ReactDiff"):
         assert baseline in out
     assert "mlflow ui --backend-store-uri sqlite:///" in out and "--host 127.0.0.1" in out
-    # The sweep ranked its trials by the FRDist of generated val reactions and shows FRCorr and FRDiv.
+    # The sweep ranked its trials by the FRCorr of generated val reactions and shows FRDist and FRDiv.
     sweep_table = out.split("the sweep's trials", 1)[1]
-    assert "ranked by val_FRDist (lower is better)" in sweep_table
+    assert "ranked by val_FRCorr (higher is better)" in sweep_table
     header = next(line for line in sweep_table.splitlines() if line.startswith("| rank |"))
     for column in ("val_FRDist", "val_FRCorr", "val_FRDiv"):
         assert f" {column} |" in header, column

@@ -24,10 +24,11 @@ TINY = load_config(ROOT / "configs" / "tiny.yaml")
 
 def test_defaults_rank_by_what_each_stage_produces() -> None:
     assert plan_sweep(1).objectives == [Objective("val_recon_FRDist", "min")]
-    assert plan_sweep(2).objectives == [Objective("val_FRDist", "min")]
+    # Stage 2: FRCorr, which a flat output that ignores the speaker cannot win (FRDist can).
+    assert plan_sweep(2).objectives == [Objective("val_FRCorr", "max")]
     assert plan_sweep(2).scheduler == "asha"
     # Any reported metric, with its own direction when no mode is given.
-    assert plan_sweep(2, metric="val_FRCorr").objectives == [Objective("val_FRCorr", "max")]
+    assert plan_sweep(2, metric="val_FRDist").objectives == [Objective("val_FRDist", "min")]
     assert plan_sweep(1, metric="val_recon_au_f1", mode="max").objectives == [Objective("val_recon_au_f1", "max")]
     several = plan_sweep(2, objectives="val_FRDist:min,val_FRDiv:max")
     assert several.objectives == [Objective("val_FRDist", "min"), Objective("val_FRDiv", "max")]
@@ -64,8 +65,8 @@ def test_stage1_sweeps_do_not_promote() -> None:
 def test_a_space_file_states_its_metric(tmp_path: Path) -> None:
     for name, stage, metric in (
         ("stage1.yaml", 1, "val_recon_FRDist"),
-        ("stage2.yaml", 2, "val_FRDist"),
-        ("demo_stage2.yaml", 2, "val_FRDist"),
+        ("stage2.yaml", 2, "val_FRCorr"),
+        ("demo_stage2.yaml", 2, "val_FRCorr"),
     ):
         space = load_space(ROOT / "tune_spaces" / name, TINY, stage=stage)
         assert plan_sweep(stage, space.objective).objectives[0].metric == metric

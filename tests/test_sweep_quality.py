@@ -1,7 +1,7 @@
 """Sweeps that select on reaction quality, with real Ray Tune over Ray Train and a real MLflow server.
 
 - a 3-trial stage-2 sweep whose trials differ in T and window size: every epoch (every ASHA rung)
-  reports freshly scored val_FRDist / val_FRCorr / val_FRDiv, ASHA ranks on val_FRDist, and each
+  reports freshly scored val_FRDist / val_FRCorr / val_FRDiv, ASHA ranks on val_FRCorr, and each
   child run holds the series; the same command with `promote=True` evaluates the winner on val
   with α = 10 and leaves it as `challenger` (and, with no champion yet, `champion`), its version
   naming the sweep;
@@ -71,16 +71,16 @@ def test_stage2_sweep_ranks_by_frdist_and_promotes_its_winner(
         "quality",
         "train.epochs=3",
     )
-    result = run_sweep(cfg, space=space, stage=2, num_samples=1)  # objective: the default, val_FRDist
+    result = run_sweep(cfg, space=space, stage=2, num_samples=1)  # objective: the default, val_FRCorr
 
-    assert result.objectives == [Objective("val_FRDist", "min")]
+    assert result.objectives == [Objective("val_FRCorr", "max")]
     table = result.table
     assert len(table) == 3
     assert sorted(row.params["model.diffusion.steps"] for row in table) == [2, 4, 8]
     assert len({row.params["model.diffusion.window_size"] for row in table}) >= 2
     client = MlflowClient(tracking_uri)
     parent = client.get_run(result.parent_run_id)
-    assert parent.data.params["sweep.objectives"] == "val_FRDist:min"
+    assert parent.data.params["sweep.objectives"] == "val_FRCorr:max"
     assert parent.data.params["sweep.scheduler"] == "asha"
     assert parent.data.params["train.eval_alpha"] == "3"  # the sweep default
     by_epoch: dict[int, dict[str, float]] = {}
@@ -90,16 +90,16 @@ def test_stage2_sweep_ranks_by_frdist_and_promotes_its_winner(
         # stopped trial's workers may finish one more epoch before they are ended).
         for key in HEADLINE:
             assert _steps(client, row.run_id, key)[: row.epochs] == list(range(row.epochs)), (row.trial, key)
-        for m in client.get_metric_history(row.run_id, "val_FRDist"):
+        for m in client.get_metric_history(row.run_id, "val_FRCorr"):
             by_epoch.setdefault(m.step, {})[row.trial] = m.value
-    # ASHA compared val_FRDist: a stopped trial was not leading at the rung it stopped at.
+    # ASHA compared val_FRCorr: a stopped trial was not leading at the rung it stopped at.
     for row in table:
         if row.status == "early-stopped":
             values = by_epoch[row.epochs - 1]
-            assert values[row.trial] > min(values.values()), (row.trial, values)
-    completed = [row.metrics["val_FRDist"] for row in table if row.status == "completed"]
-    assert completed == sorted(completed) and result.best is table[0]
-    assert parent.data.metrics["best_val_FRDist"] == pytest.approx(result.best.metrics["val_FRDist"])
+            assert values[row.trial] < max(values.values()), (row.trial, values)
+    completed = [row.metrics["val_FRCorr"] for row in table if row.status == "completed"]
+    assert completed == sorted(completed, reverse=True) and result.best is table[0]
+    assert parent.data.metrics["best_val_FRCorr"] == pytest.approx(result.best.metrics["val_FRCorr"])
     for key in HEADLINE:
         assert key in result.summary
     artifacts = {a.path for a in client.list_artifacts(result.parent_run_id, "sweep")}
@@ -110,7 +110,7 @@ def test_stage2_sweep_ranks_by_frdist_and_promotes_its_winner(
     again = run_sweep(cfg, space=space, stage=2, num_samples=1, promote=True)
     assert [(r.trial, r.status) for r in again.table] == [(r.trial, r.status) for r in table]
     promotion = again.promotion
-    assert promotion.run_id == result.best.run_id and promotion.split == "val" and promotion.metric == "FRDist"
+    assert promotion.run_id == result.best.run_id and promotion.split == "val" and promotion.metric == "FRCorr"
     registered = client.get_registered_model("sweep-quality")
     assert registered.aliases[CHALLENGER] == promotion.version
     assert registered.aliases[CHAMPION] == promotion.version  # no champion before
@@ -118,7 +118,7 @@ def test_stage2_sweep_ranks_by_frdist_and_promotes_its_winner(
     assert version.run_id == result.best.run_id
     assert version.tags[SWEEP_RUN_TAG] == result.parent_run_id
     run = client.get_run(result.best.run_id)
-    assert run.data.tags["reactdiff.eval_split"] == "val" and math.isfinite(run.data.metrics["FRDist"])
+    assert run.data.tags["reactdiff.eval_split"] == "val" and math.isfinite(run.data.metrics["FRCorr"])
 
 
 def test_two_objective_sweep_reports_its_pareto_front(tiny_store, untrained_stage1, tracking_uri, local_ray, tmp_path):

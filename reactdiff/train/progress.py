@@ -18,7 +18,16 @@ from ray.util.queue import Empty, Queue
 from reactdiff import console
 
 # What an epoch line shows, in this order, when the report has it.
-SHOWN = ("train_loss", "val_loss", "val_recon_FRDist", "val_FRDist", "val_FRCorr", "val_FRDiv", "data_wait_fraction")
+SHOWN = (
+    "train_loss",
+    "val_loss",
+    "val_recon_FRDist",
+    "val_FRCorr",
+    "val_FRDist",
+    "val_FRDiv",
+    "val_track_corr",
+    "data_wait_fraction",
+)
 
 
 class _ForwardReports(ray.train.UserCallback):
