@@ -74,3 +74,10 @@ def test_plot_sample_rejects_mismatched_shapes(tmp_path):
     rng = np.random.default_rng(1)
     with pytest.raises(ValueError, match=r"generated emotion \(alpha, 40, 25\)"):
         plot_sample(tmp_path / "x.png", rng.random((40, 25)), rng.random((40, 25)), rng.random((40, 25)), "x")
+
+
+def test_the_verdict_names_b_ridge_as_the_learned_reference_apart_from_the_naive_baselines():
+    rows = {**ROWS, "B_Ridge": {"FRCorr": 2.31, "FRDist": 90.0, "FRDiv": 0.0}}
+    lines = baseline_verdict(rows, "ReactDiff").splitlines()
+    assert lines[0] == "ReactDiff FRDist ↓ 86.7000: beats B_Random, B_MeanFr; learned reference B_Ridge: beaten"
+    assert lines[1] == "ReactDiff FRCorr ↑ 0.2613: beats B_Random, B_MeanFr; learned reference B_Ridge: not beaten"

@@ -18,13 +18,18 @@ import numpy as np
 from reactdiff.data.layout import EMOTION_DIM, FACE3D_DIM
 
 
+def _numpy(value) -> np.ndarray:
+    """A torch tensor or array-like as a numpy array."""
+    return value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+
+
 def _speaker_arrays(speaker_feats: dict) -> tuple[np.ndarray, np.ndarray]:
     arrays = []
     for key, dim in (("emotion", EMOTION_DIM), ("3dmm", FACE3D_DIM)):
         if key not in speaker_feats:
             raise ValueError(f"speaker_feats: missing stream '{key}' (have {sorted(speaker_feats)})")
         value = speaker_feats[key]
-        value = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+        value = _numpy(value)
         if value.ndim != 3 or value.shape[-1] != dim:
             raise ValueError(f"speaker_feats['{key}']: expected (B, T, {dim}), got {value.shape}")
         arrays.append(value.astype(np.float32))
@@ -241,7 +246,3 @@ class RidgeBaseline:
         _check_mode(mode)
         out = self.predict(speaker_feats)
         return {"emotion": _repeat(out[..., :EMOTION_DIM], alpha), "3dmm": _repeat(out[..., EMOTION_DIM:], alpha)}
-
-
-def _numpy(value) -> np.ndarray:
-    return value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
