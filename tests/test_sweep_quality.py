@@ -56,7 +56,7 @@ def _steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run_id, key))
 
 
-def test_stage2_sweep_ranks_by_frdist_and_promotes_its_winner(
+def test_stage2_sweep_ranks_by_frcorr_and_promotes_its_winner(
     tiny_store, untrained_stage1, tracking_uri, local_ray, tmp_path, monkeypatch
 ):
     space = tmp_path / "t_and_ws.yaml"
