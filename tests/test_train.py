@@ -505,3 +505,21 @@ def test_latent_batches_draw_equal_seeded_crops_of_the_cache():
         assert batch["listener_id"] == [f"person{int(x) // 40}" for x in rows[:, 0]]
     assert [b["listener_id"] for b in epoch(7)] == [b["listener_id"] for b in batches]  # seeded
     assert [b["listener_id"] for b in epoch(8)] != [b["listener_id"] for b in batches]
+
+
+def test_a_killed_op_build_lock_is_removed_and_a_live_one_kept(tmp_path, capsys):
+    """A first DeepSpeed run killed while it compiles leaves `<op>/lock`; torch's builder would
+    wait on it forever. Locks older than a build can take are removed, with a line saying so."""
+    import time
+
+    from reactdiff.train.trainer import STALE_BUILD_LOCK_SECONDS, remove_stale_build_locks
+
+    stale, live = tmp_path / "deepspeed_shm_comm" / "lock", tmp_path / "other_op" / "lock"
+    for lock in (stale, live):
+        lock.parent.mkdir()
+        lock.write_text("")
+    old = time.time() - STALE_BUILD_LOCK_SECONDS - 60
+    os.utime(stale, (old, old))
+    assert remove_stale_build_locks(tmp_path) == [stale]
+    assert not stale.exists() and live.exists()
+    assert str(stale) in capsys.readouterr().err

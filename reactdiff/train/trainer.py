@@ -8,10 +8,11 @@ from it. The finished model is exported as one self-describing checkpoint and lo
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from reactdiff import tracking
+from reactdiff import console, tracking
 from reactdiff.config import ExperimentConfig, flatten
 from reactdiff.data.store import Store
 from reactdiff.ray_runtime import ray_init
@@ -26,10 +27,32 @@ class TrainResult:
     metrics: dict
 
 
+# A build of DeepSpeed's op takes ~30 s; a lock file this much older is a killed build's.
+STALE_BUILD_LOCK_SECONDS = 600
+
+
 def _torch_extensions_env() -> dict[str, str]:
     """DeepSpeed compiles a small op on first use; cache it across runs and workers."""
     cache = os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "reactdiff-torch-extensions"))
+    remove_stale_build_locks(Path(cache))
     return {"TORCH_EXTENSIONS_DIR": cache}
+
+
+def remove_stale_build_locks(cache: Path, max_age_s: float = STALE_BUILD_LOCK_SECONDS) -> list[Path]:
+    """Remove op-build lock files left by a build that was killed (e.g. Ctrl-C during a first
+    DeepSpeed run). torch's builder waits on such a lock forever, so every later DeepSpeed run on
+    this machine would hang silently in `deepspeed.initialize`. Only this node's cache is cleaned."""
+    removed = []
+    for lock in cache.glob("*/lock"):
+        try:
+            if time.time() - lock.stat().st_mtime > max_age_s:
+                lock.unlink()
+                removed.append(lock)
+        except FileNotFoundError:  # another process finished or removed it meanwhile
+            continue
+    for lock in removed:
+        console.say(f"removed a stale op-build lock left by a killed build: {lock}")
+    return removed
 
 
 # `data.cache: auto` keeps a split in the object store when it fills at most this share of it.
