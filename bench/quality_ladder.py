@@ -11,8 +11,9 @@ Every rung is scored on one split with the REACT2024 metrics and `track_corr` / 
              steps (a learning curve: a modelling fault stays flat, undertraining climbs).
 
 Stage 2 trains here in one process over latents encoded once by the frozen MMT (the same
-`ReactDiff.latent_loss` the Ray Train loop runs, with the same optimiser, schedule, crops, EMA and
-LRS), so a rung costs minutes. It is a diagnostic, not the training path: `reactdiff train stage2`
+`ReactDiff.latent_loss` the Ray Train loop runs, with the same optimiser, schedule, crop length,
+EMA and LRS; each sample of a batch is cropped at its own start, where the Train loop crops a
+batch at one), so a rung costs minutes. It is a diagnostic, not the training path: `reactdiff train stage2`
 is. Example (the demo's store and stage-1 model; docs/quality.md has the runs):
 
     .venv/bin/python bench/quality_ladder.py --store demo_out/store \
@@ -60,12 +61,8 @@ def encode_split(model: ReactDiff, samples: dict) -> tuple[torch.Tensor, torch.T
 
 def fit_lrs(model: ReactDiff, listener_latent: torch.Tensor, listener_clips: list[str]) -> None:
     """Each listener's first `reference_clips` clips of the train split, as the Train loop does."""
-    limit = model.lrs.config.reference_clips
     clips: dict[str, list[torch.Tensor]] = {}
-    for latent, clip in zip(listener_latent, listener_clips, strict=True):
-        kept = clips.setdefault(person_of(clip), [])
-        if len(kept) < limit:
-            kept.append(latent)
+    model.lrs.keep_references(clips, listener_latent, [person_of(clip) for clip in listener_clips])
     model.lrs.fit(dict(sorted(clips.items())))
 
 

@@ -83,6 +83,15 @@ class LRS(nn.Module):
         self.global_style = self._moments(clips)
         self.styles = {key: self.estimate_style(z) for key, z in latents_by_listener.items()}
 
+    def keep_references(self, references: dict[str, list[Tensor]], latents: Tensor, listener_ids: list[str]) -> None:
+        """Add each (T, D) latent of `latents` to its listener's list in `references`, up to
+        `reference_clips` per listener (the first ones seen): what `fit` takes, with bounded memory
+        at any corpus size."""
+        for listener, latent in zip(listener_ids, latents, strict=True):
+            clips = references.setdefault(listener, [])
+            if len(clips) < self.config.reference_clips:
+                clips.append(latent)
+
     def _global(self) -> ListenerStyle:
         if self.global_style is None:
             raise RuntimeError(

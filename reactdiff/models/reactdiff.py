@@ -193,11 +193,11 @@ class ReactDiff(nn.Module):
         listener_style: ListenerStyle | None = None,
         generator: torch.Generator | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """The denoiser's L1 (see `LatentDiffusion.training_loss`) over all windows of the batch. `listener_style` is a batched style
-        (e.g. `model.lrs.styles_for(listener_ids)`); None trains on the plain latent. A seeded
-        CPU `generator` fixes timesteps and noise."""
-        conditions, listener = self.training_latents(speaker_feats, listener_feats)
-        return self.latent_loss(conditions, listener, listener_style, generator)
+        """The denoiser's L1 (see `LatentDiffusion.training_loss`) over all windows of the batch.
+        `listener_style` is a batched style (e.g. `model.lrs.styles_for(listener_ids)`); None
+        trains on the plain latent. A seeded CPU `generator` fixes timesteps and noise."""
+        speaker, listener = self.training_latents(speaker_feats, listener_feats)
+        return self.latent_loss(speaker, listener, listener_style, generator)
 
     @torch.no_grad()
     def training_latents(

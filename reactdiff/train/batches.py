@@ -14,6 +14,15 @@ import torch
 from reactdiff.data.store import PERSONS, Manifest, column, feature_chunks, person_of, role_parts, sample_clips
 
 
+def batch_crop(rng: np.random.Generator, frames: int, crop_frames: int) -> tuple[int, int]:
+    """One batch's frame range: a random `crop_frames`-long span, or the whole clip when
+    `crop_frames` is 0 or not shorter than it."""
+    if 0 < crop_frames < frames:
+        lo = int(rng.integers(0, frames - crop_frames + 1))
+        return lo, lo + crop_frames
+    return 0, frames
+
+
 class Batches:
     """Iterates a worker's dataset shard as role-swapped sample tensors, timing the data wait."""
 
@@ -120,10 +129,7 @@ class Batches:
         then `astype` in numpy took half of a paper-profile worker's step.
         """
         frames = self.manifest.frames
-        lo, hi = 0, frames
-        if 0 < self.crop_frames < frames:  # one random crop per batch
-            lo = int(self.rng.integers(0, frames - self.crop_frames + 1))
-            hi = lo + self.crop_frames
+        lo, hi = batch_crop(self.rng, frames, self.crop_frames)
         views = {
             column(person, stream): feature_chunks(
                 table[column(person, stream)], frames, self.manifest.streams[stream].dim
@@ -185,10 +191,7 @@ class LatentBatches:
             if len(order) < self.samples:
                 order += self.rng.permutation(len(self.listener_ids)).tolist()
             picked, order = order[: self.samples], order[self.samples :]
-            lo = 0
-            if 0 < self.crop_frames < frames:
-                lo = int(self.rng.integers(0, frames - self.crop_frames + 1))
-            hi = lo + self.crop_frames if 0 < self.crop_frames < frames else frames
+            lo, hi = batch_crop(self.rng, frames, self.crop_frames)
             yield {
                 "speaker": self.speaker[picked, lo:hi],
                 "listener": self.listener[picked, lo:hi],

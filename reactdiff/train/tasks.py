@@ -194,10 +194,7 @@ class Stage2Task:
                     latents = cached[-1][1].cpu()
                 else:
                     latents = self.model.encode_latent(batch["listener"]).cpu()
-                for listener, latent in zip(batch["listener_id"], latents, strict=True):
-                    clips = local.setdefault(listener, [])
-                    if len(clips) < limit:
-                        clips.append(latent)
+                self.model.lrs.keep_references(local, latents, batch["listener_id"])
         if self.cache_latents:
             self.cache = (
                 torch.cat([s for s, _ in cached]),
