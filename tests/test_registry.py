@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -159,38 +160,60 @@ def test_refusals_of_names_experiments_and_runs(uri, checkpoint):
     assert not any(n.endswith(registry.LOCK_SUFFIX) for n in names)
 
 
-@pytest.mark.parametrize("round_", range(3))  # each round races afresh on a new registered model
-def test_racing_promotions_leave_the_better_champion(uri, racing_runs, round_):
-    name = f"registry-race-{round_}"
+# Seconds the first promotion waits after reading the champion, so that the second one is running
+# meanwhile: without the lock it reads the same (empty) champion and both promote.
+OVERLAP_S = 2.0
+
+
+@pytest.mark.parametrize("first", ["registry-race-a", "registry-race-b"])  # the worse one first, then the better
+def test_racing_promotions_leave_the_better_champion(uri, racing_runs, first, monkeypatch):
+    """The overlap is forced: the second promotion starts once the first has read the champion,
+    while the first waits OVERLAP_S before acting on what it read. With the lock the second waits
+    for the first to finish and sees its champion; without it, both would promote."""
+    name = f"registry-race-{first[-1]}"
     worse_run, better_run = racing_runs
-    start = threading.Barrier(2)
+    first_read = threading.Event()
+    read_champion = registry._alias_version
+
+    def slow_first_read(client, model_name, alias):
+        version = read_champion(client, model_name, alias)
+        if threading.current_thread().name == first and not first_read.is_set():
+            first_read.set()
+            time.sleep(OVERLAP_S)
+        return version
+
+    monkeypatch.setattr(registry, "_alias_version", slow_first_read)
     results, errors = {}, []
 
     def promote(experiment: str) -> None:
-        start.wait()
+        if experiment != first:
+            first_read.wait(timeout=120)
         try:
             results[experiment] = registry.promote(uri, experiment, METRIC, "min", name)
         except Exception as err:  # surfaced by the assertion below
             errors.append(err)
 
-    threads = [threading.Thread(target=promote, args=(e,)) for e in ("registry-race-a", "registry-race-b")]
+    experiments = ("registry-race-a", "registry-race-b")
+    threads = [threading.Thread(target=promote, args=(e,), name=e) for e in experiments]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
-    assert not errors, errors
+    assert first_read.is_set() and not errors, errors
     worse, better = results["registry-race-a"], results["registry-race-b"]
     assert (worse.run_id, better.run_id) == (worse_run, better_run)
     champion = MlflowClient(uri).get_model_version_by_alias(name, "champion")
     assert champion.run_id == better_run and champion.version == better.version
     better_tags, worse_tags = version_tags(uri, name, better.version), version_tags(uri, name, worse.version)
     assert better_tags[registry.DECISION_TAG].startswith("promoted")
-    if worse_tags[registry.DECISION_TAG].startswith("promoted"):  # the worse one went first
+    if first == "registry-race-a":  # the worse one was champion when the better one came
+        assert worse_tags[registry.DECISION_TAG].startswith("promoted")
         assert better_tags[registry.PREVIOUS_CHAMPION_TAG] == worse.version
-    else:  # the better one went first
+        assert aliases(uri, name)["challenger"] == better.version
+    else:  # the better one was champion when the worse one came
         assert worse_tags[registry.DECISION_TAG] == f"kept champion v{better.version}"
         assert better_tags[registry.PREVIOUS_CHAMPION_TAG] == ""
-    assert aliases(uri, name)["challenger"] in (worse.version, better.version)
+        assert aliases(uri, name)["challenger"] == worse.version
 
 
 def test_a_held_lock_blocks_promotion_until_timeout(uri, checkpoint):

@@ -58,16 +58,41 @@ def test_baseline_verdict_follows_each_metric_direction():
     assert lines[2] == "ReactDiff FRDiv ↑ 0.0914: beats B_MeanFr; not B_Random"
 
 
-def test_plots_are_png_files(tmp_path):
+def _image(path) -> np.ndarray:
+    from matplotlib import image
+
+    return image.imread(path)[..., :3]
+
+
+def _pixels_of(path, colour: str, alpha: float = 1.0) -> int:
+    """How many pixels of a PNG are `colour` drawn with `alpha` over the white background."""
+    from matplotlib import colors
+
+    rgb = alpha * np.array(colors.to_rgb(colour)) + (1 - alpha)
+    return int((np.abs(_image(path) - rgb).max(axis=-1) < 0.02).sum())
+
+
+def test_plots_draw_every_series(tmp_path):
+    """Pixels, not file sizes: a blank figure or a missing series fails (report.py's colours: the
+    generated band C2 at alpha 0.25 and its mean C2, the listener C0, the speaker C1 at alpha 0.7)."""
     rng = np.random.default_rng(0)
     frames = 40
     speaker, listener = rng.random((frames, 25)), rng.random((frames, 25))
     generated = rng.random((3, frames, 25))
     sample = plot_sample(tmp_path / "plots" / "sample.png", speaker, listener, generated, "sample 0")
+    assert sample.read_bytes().startswith(PNG_SIGNATURE)
+    for colour, alpha in (("C2", 0.25), ("C2", 1.0), ("C0", 1.0), ("C1", 0.7)):
+        assert _pixels_of(sample, colour, alpha) > 500, (colour, alpha)
+    # The lines follow the data: another listener draws another picture.
+    other = plot_sample(tmp_path / "other.png", speaker, 1 - listener, generated, "sample 0")
+    assert not np.array_equal(_image(sample), _image(other))
+
+    # One bar colour per method (C0, C1, C2 in row order); B_MeanFr is 0 in four of its five
+    # metrics, so its bars cover far less than ReactDiff's eight non-zero ones.
     comparison = plot_metric_comparison(tmp_path / "metrics.png", ROWS)
-    for path in (sample, comparison):
-        data = path.read_bytes()
-        assert data.startswith(PNG_SIGNATURE) and len(data) > 5_000
+    assert comparison.read_bytes().startswith(PNG_SIGNATURE)
+    bars = {name: _pixels_of(comparison, f"C{i}") for i, name in enumerate(ROWS)}
+    assert 0 < bars["B_MeanFr"] < bars["ReactDiff"] / 4 and bars["B_Random"] > 0, bars
 
 
 def test_plot_sample_rejects_mismatched_shapes(tmp_path):

@@ -30,7 +30,6 @@ from test_registry import METRIC, make_run
 from reactdiff import registry
 from reactdiff.generate import Generator, serving_request
 from reactdiff.mlflow_server import free_port
-from reactdiff.models.reactdiff import GENERATION_BATCH
 from reactdiff.request_checks import BadRequest, speaker_features
 from reactdiff.serve import ServeOptions
 
@@ -46,10 +45,6 @@ STREAM_ATOL = 1e-2
 
 
 # ---------------------------------------------------------------------------------------- no server
-
-
-def test_a_full_request_is_batched_as_generate_batches():
-    assert ServeOptions().max_clips == GENERATION_BATCH
 
 
 def test_window_checks_name_the_window_form():

@@ -21,8 +21,8 @@ class ServeOptions:
     tracking_uri: str | None = None
     data_root: str | None = None  # requests may name speaker paths under it; None: no paths
     poll_s: float = 10.0
-    # B of one /react request: models.reactdiff.GENERATION_BATCH, so a request is batched as
-    # `generate` batches and its reactions equal generate's (tests/test_serve.py checks the two agree).
+    # B of one /react request: models.reactdiff.GENERATION_BATCH (not imported: no torch here), so a
+    # request is batched as `generate` batches and its reactions equal generate's.
     max_clips: int = 8
     max_frames: int = layout.FRAMES  # T of one /react request
     max_stream_frames: int = 5 * 60 * layout.FPS  # the listener frames one /stream generates
