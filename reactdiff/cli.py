@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from reactdiff import console, ray_runtime
+from reactdiff.errors import Refused, UserError
 from reactdiff.serve import ServeOptions
 
 EPILOG = """\
@@ -194,10 +195,6 @@ def cmd_evaluate(args) -> int:
     console.result(evaluation.summary())
     console.say(f"tables, plots and videos: {evaluation.out_dir} (and in MLflow run {evaluation.run_id})")
     return 0
-
-
-class Refused(ValueError):
-    """Inputs `render`, `score` or `serve` refuse; the message names the file, the field and what to do."""
 
 
 def cmd_render(args) -> int:
@@ -844,21 +841,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from reactdiff.config import ConfigError
-    from reactdiff.data.prepare import PrepareError
-
-    # Errors whose message says what to do: printed alone (no traceback), with this exit status.
-    user_errors = {ConfigError: 2, PrepareError: 1, Refused: 1}
     log_dir = args.workdir / "logs" if args.command == "demo" else args.log_dir
     log = None
     try:
         if args.command in QUICK_COMMANDS:
             return args.func(args)
-        with console.session(log_dir, args.command, args.verbose, expected=tuple(user_errors)) as log:
+        with console.session(log_dir, args.command, args.verbose, expected=(UserError,)) as log:
             return args.func(args)
-    except tuple(user_errors) as err:
+    except UserError as err:  # its message says what to do: printed alone, the traceback only with -v
+        logging.getLogger(__name__).debug("where the error below was raised", exc_info=True)
         print(f"error: {err}" + (f"\n(log: {log})" if log else ""), file=sys.stderr)
-        return next(status for kind, status in user_errors.items() if isinstance(err, kind))
+        return err.exit_status
 
 
 if __name__ == "__main__":

@@ -20,9 +20,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from reactdiff.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A configuration file or override is invalid; the message says where and what to do."""
+
+    exit_status = 2  # argparse's status for a bad command line
 
 
 class _Strict(BaseModel):

@@ -63,6 +63,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from reactdiff.errors import UserError
 from reactdiff.tracking import (
     EVAL_SPLIT_TAG,
     GIT_COMMIT_TAG,
@@ -87,7 +88,7 @@ LOCK_ACQUIRED_TAG = "reactdiff.lock.acquired_at"
 Mode = Literal["min", "max"]
 
 
-class PromotionError(RuntimeError):
+class PromotionError(UserError, RuntimeError):
     """A promotion or rollback was refused; the message says why and what to do."""
 
 

@@ -26,10 +26,11 @@ import mlflow
 import numpy as np
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
 from reactdiff import request_checks
+from reactdiff.errors import ModelNotFound, Refused
 from reactdiff.request_checks import BadRequest
 
 RUN_NAME_TAG = "reactdiff.run_name"
@@ -44,6 +45,8 @@ MODEL_ARTIFACT = "model"
 CHECKPOINT_ARTIFACT = "checkpoint"
 MLFLOW_TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 MODEL_URI_EXAMPLES = "e.g. models:/reactdiff@champion, models:/reactdiff/3 or runs:/<run id>/model"
+# What to run for a model that does not exist yet.
+MAKE_A_MODEL = "`reactdiff train stage1|stage2` prints a new model's URI; `reactdiff promote` registers one"
 
 
 def client_for(tracking_uri: str) -> MlflowClient:
@@ -335,12 +338,13 @@ class ModelRef:
 
 
 def parse_model(model: str | Path) -> ModelRef:
-    """The one parser of model references; a missing file or malformed URI raises naming the form."""
+    """The one parser of model references; a malformed URI is refused and a missing file is
+    ModelNotFound, each naming the forms."""
     text = str(model)
     if text.startswith("runs:/"):
         run_id, _, path = text[len("runs:/") :].partition("/")
         if not run_id or not path:
-            raise ValueError(
+            raise Refused(
                 f"model URI '{text}': expected runs:/<run id>/<artifact path>, e.g. runs:/<run id>/{MODEL_ARTIFACT}"
             )
         return ModelRef(text, "run", run_id=run_id, path=path)
@@ -349,25 +353,49 @@ def parse_model(model: str | Path) -> ModelRef:
         name, at, alias = rest.partition("@")
         if at:
             if not name or not alias or "/" in alias:
-                raise ValueError(f"model URI '{text}': expected models:/<name>@<alias>")
+                raise Refused(f"model URI '{text}': expected models:/<name>@<alias>")
             return ModelRef(text, "registered", name=name, alias=alias)
         name, slash, version = rest.partition("/")
         if not slash:
             if not name:
-                raise ValueError(f"model URI '{text}': expected {MODEL_URI_EXAMPLES}")
+                raise Refused(f"model URI '{text}': expected {MODEL_URI_EXAMPLES}")
             return ModelRef(text, "logged", name=name)
         if not name or not version.isdigit():
-            raise ValueError(f"model URI '{text}': expected models:/<name>/<version number>")
+            raise Refused(f"model URI '{text}': expected models:/<name>/<version number>")
         return ModelRef(text, "registered", name=name, version=version)
     if Path(text).is_file():
         return ModelRef(text, "file")
-    raise FileNotFoundError(f"model '{text}' is neither a checkpoint file nor an MLflow URI ({MODEL_URI_EXAMPLES})")
+    raise ModelNotFound(
+        f"model '{text}' is neither a checkpoint file nor an MLflow URI ({MODEL_URI_EXAMPLES}); {MAKE_A_MODEL}"
+    )
+
+
+def model_location(tracking_uri: str, model: ModelRef) -> str:
+    """Where an MLflow model's files are on `tracking_uri`: ModelNotFound when that server has no
+    such run, registered version, alias or logged model."""
+    try:
+        return model.artifact_location(client_for(tracking_uri))
+    except MlflowException as err:
+        if err.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            raise
+        raise ModelNotFound(
+            f"model '{model.text}' does not resolve on {tracking_uri}: {err.message}; {MAKE_A_MODEL}"
+        ) from None
+
+
+def check_model(tracking_uri: str, model: str | Path) -> ModelRef:
+    """The reference `model` names, checked to exist (a file, or a model on `tracking_uri`)
+    without downloading it: what a command checks before it starts a runtime."""
+    ref = parse_model(model)
+    if not ref.is_file:
+        model_location(tracking_uri, ref)
+    return ref
 
 
 def download_model(tracking_uri: str, model: ModelRef) -> Path:
     """A model URI's artifacts in a new local folder (the pyfunc model: MLmodel, artifacts/)."""
     local = Path(tempfile.mkdtemp(prefix="reactdiff-model-"))
-    location = model.artifact_location(client_for(tracking_uri))
+    location = model_location(tracking_uri, model)
     return Path(
         mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(local), tracking_uri=tracking_uri)
     )

@@ -17,6 +17,7 @@ LAYERS = {
     "request_checks": 0,
     "ray_compat": 0,
     "atomic_io": 0,
+    "errors": 0,
     "models": 1,
     "ray_runtime": 1,
     "mlflow_server": 1,

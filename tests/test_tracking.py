@@ -12,6 +12,7 @@ import torch
 from test_generate import save_tiny_checkpoint
 
 from reactdiff import tracking
+from reactdiff.errors import ModelNotFound
 from reactdiff.mlflow_server import mlflow_server
 from reactdiff.models import MMT, load_checkpoint
 
@@ -67,7 +68,7 @@ def test_two_runs_on_two_servers_in_one_process_each_log_to_their_own(tracking_u
     for uri in (model_uri, run_uri):
         resolved = load_checkpoint(tracking.resolve_checkpoint(servers["a"], uri))
         torch.testing.assert_close(resolved.state_dict(), load_checkpoint(checkpoint).state_dict(), rtol=0, atol=0)
-        with pytest.raises(mlflow.exceptions.MlflowException):
+        with pytest.raises(ModelNotFound, match=f"{re.escape(uri)}' does not resolve on {servers['b']}"):
             tracking.resolve_checkpoint(servers["b"], uri)
 
 

@@ -32,6 +32,7 @@ import numpy as np
 import soundfile as sf
 
 from reactdiff.data import layout
+from reactdiff.errors import UserError
 
 TREES = (layout.VIDEO_DIR, layout.AUDIO_DIR, layout.EMOTION_DIR, layout.FACE3D_DIR)
 SPLIT_COLUMNS = ("speaker_path", "listener_path")
@@ -44,7 +45,7 @@ _FIX_HINT = (
 )
 
 
-class ClipError(ValueError):
+class ClipError(UserError, ValueError):
     """A corpus file is missing or malformed. Carries `file`, `field`, `expected` and `got`."""
 
     def __init__(self, file: str | Path, field: str, expected: str, got: object, hint: str = _FIX_HINT):

@@ -46,6 +46,7 @@ from reactdiff.data.store import (
     write_manifest,
     write_part,
 )
+from reactdiff.errors import UserError
 from reactdiff.ray_runtime import ray_init
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ class PrepareOptions:
     rebuild: bool = False  # delete `out` first instead of resuming it
 
 
-class PrepareError(RuntimeError):
+class PrepareError(UserError, RuntimeError):
     """Nothing usable remained, or the options cannot work; the message says what to do."""
 
 

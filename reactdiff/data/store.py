@@ -23,6 +23,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from reactdiff import atomic_io
+from reactdiff.errors import UserError
 
 SCHEMA_VERSION = 1
 PERSONS = ("a", "b")
@@ -31,7 +32,7 @@ READ_TASK_BYTES = 64 * 2**20  # Parquet bytes per Ray Data read task (Store.ray_
 SCHEMA_READERS = 16  # Parquet footers read at once when a store is opened (round trips on object storage)
 
 
-class StoreError(ValueError):
+class StoreError(UserError, ValueError):
     """The feature store is missing, incomplete or does not match its manifest."""
 
 

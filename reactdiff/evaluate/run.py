@@ -149,10 +149,10 @@ def evaluate(
 
     torch.manual_seed(seed)
     client = tracking.client_for(cfg.tracking.tracking_uri)
+    ref = tracking.check_model(cfg.tracking.tracking_uri, model) if model else None
     store = Store(cfg.data.store)
     manifest = store.manifest
 
-    ref = tracking.parse_model(model) if model else None
     network = load_checkpoint(tracking.resolve_checkpoint(cfg.tracking.tracking_uri, ref)) if ref else None
     is_mmt = isinstance(network, MMT)
     model_streams = (network.streams if is_mmt else network.mmt.streams) if network is not None else {}

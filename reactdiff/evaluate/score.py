@@ -40,6 +40,7 @@ import numpy as np
 
 from reactdiff.data import corpus, layout
 from reactdiff.data.appropriateness import compute_matrix, load_matrix
+from reactdiff.errors import UserError
 from reactdiff.evaluate import baselines, metrics, report, validation
 
 PREDICTIONS_LABEL = "predictions"
@@ -49,7 +50,7 @@ CHECK_SAMPLES = 64
 _CLIP_FOLDER = re.compile(r"^[^/]+/[^/]+/[^/]+/[^/]+$")
 
 
-class ScoreError(ValueError):
+class ScoreError(UserError, ValueError):
     """Predictions or ground truth that cannot be scored: names the file, the field and the fix."""
 
     def __init__(self, path: str | Path, field: str, expected: str, got: object, hint: str):

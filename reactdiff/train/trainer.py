@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reactdiff import console, tracking
-from reactdiff.config import ExperimentConfig, flatten
+from reactdiff.config import ConfigError, ExperimentConfig, flatten
 from reactdiff.data.store import Store
 from reactdiff.ray_runtime import ray_init
 from reactdiff.train.loop import CRASH_ENV, EXPORT_FILE, loop_config_for, train_loop_per_worker
@@ -84,11 +84,45 @@ def _ingest_options():
     return options
 
 
-def build_trainer(cfg: ExperimentConfig, tags: dict[str, str] | None = None, callbacks: list | None = None):
+@dataclass(frozen=True)
+class TrainingInputs:
+    """What a training run reads, checked before any runtime starts (`training_inputs`)."""
+
+    store: Store
+    stage1_checkpoint: str | None  # stage 2: the frozen MMT's local file
+
+
+def training_inputs(cfg: ExperimentConfig) -> TrainingInputs:
+    """The store and (stage 2) the stage-1 checkpoint of `cfg`. A missing or wrong store, a
+    missing `train.stage1_model` or one that does not resolve raises a UserError naming it."""
+    if cfg.train.stage == 2 and not cfg.train.stage1_model:
+        raise ConfigError(
+            "stage 2 trains over a stage-1 MMT: add train.stage1_model=<checkpoint | models:/name@alias>, "
+            "e.g. the URI `reactdiff train stage1` printed"
+        )
+    store = Store(cfg.data.store)
+    for split in (cfg.data.train_split, cfg.data.val_split):
+        store.files(split)  # a clear error now rather than inside a worker
+    stage1_checkpoint = None
+    if cfg.train.stage == 2:
+        # Resolved once, here: workers run elsewhere and read the file.
+        stage1_checkpoint = str(
+            tracking.resolve_checkpoint(cfg.tracking.tracking_uri, cfg.train.stage1_model).resolve()
+        )
+    return TrainingInputs(store, stage1_checkpoint)
+
+
+def build_trainer(
+    cfg: ExperimentConfig,
+    tags: dict[str, str] | None = None,
+    callbacks: list | None = None,
+    inputs: TrainingInputs | None = None,
+):
     """The TorchTrainer for `cfg`, its MLflow run (created or resumed) and its export folder.
 
     `tags` are added to a new MLflow run (sweeps pass `mlflow.parentRunId`); `callbacks` go to the
-    Train RunConfig (sweeps pass Tune's TuneReportCallback).
+    Train RunConfig (sweeps pass Tune's TuneReportCallback); `inputs` are `training_inputs(cfg)`
+    where the caller checked them already.
     """
     import ray.data
     import ray.train
@@ -96,18 +130,8 @@ def build_trainer(cfg: ExperimentConfig, tags: dict[str, str] | None = None, cal
 
     from reactdiff.train.rendezvous import NodeAddressTorchConfig
 
-    store = Store(cfg.data.store)
-    for split in (cfg.data.train_split, cfg.data.val_split):
-        store.files(split)  # a clear error now rather than inside a worker
-    stage1_checkpoint = None
-    if cfg.train.stage == 2:
-        if not cfg.train.stage1_model:
-            raise ValueError("stage 2 needs train.stage1_model=<checkpoint path | models:/name@alias>")
-        # Resolved once, here: workers run elsewhere and read the file.
-        stage1_checkpoint = str(
-            tracking.resolve_checkpoint(cfg.tracking.tracking_uri, cfg.train.stage1_model).resolve()
-        )
-
+    inputs = inputs or training_inputs(cfg)
+    store, stage1_checkpoint = inputs.store, inputs.stage1_checkpoint
     ray_init()
     ray.data.DataContext.get_current().enable_progress_bars = False  # per-epoch lines instead
     storage = Path(cfg.train.storage_path).resolve()
@@ -162,9 +186,10 @@ def run_training(cfg: ExperimentConfig) -> TrainResult:
     """Fit stage `cfg.train.stage`, printing one line per epoch to the terminal."""
     from reactdiff.train.progress import EpochLines
 
+    inputs = training_inputs(cfg)  # before Ray starts: a user error is refused in seconds
     ray_init()
     lines = EpochLines(f"stage {cfg.train.stage}", cfg.train.epochs)
-    trainer, run_id, export_dir = build_trainer(cfg, callbacks=[lines.callback])
+    trainer, run_id, export_dir = build_trainer(cfg, callbacks=[lines.callback], inputs=inputs)
     try:
         with lines:
             result = trainer.fit()

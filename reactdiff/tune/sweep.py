@@ -419,7 +419,8 @@ def run_sweep(
         "data.store": Location(cfg.data.store).uri,
         "train.storage_path": str(Path(cfg.train.storage_path).resolve()),
     }
-    if stage == 2 and Path(cfg.train.stage1_model).is_file():
+    # Checked here, not in every trial: a model that does not resolve is refused before Ray starts.
+    if stage == 2 and tracking.check_model(cfg.tracking.tracking_uri, cfg.train.stage1_model).is_file:
         absolute["train.stage1_model"] = str(Path(cfg.train.stage1_model).resolve())
     cfg = apply_flat(cfg, absolute, "tune (absolute paths)")
     store = Store(cfg.data.store)  # a clear error now, not in every trial
