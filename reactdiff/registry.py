@@ -42,7 +42,7 @@ afterwards. What this guarantees, and what it does not:
   once that owner is known to be dead: it is not stolen automatically, because deleting a lock
   that a third promoter has just re-created cannot be made safe without compare-and-delete.
 
-Command line (wired in cli.py):
+Command line (reactdiff/commands/promote.py):
     reactdiff promote --experiment reactdiff --metric FRDist --mode min --model-name reactdiff
     reactdiff promote --rollback --model-name reactdiff
 """
@@ -280,7 +280,7 @@ def _select(
         raise PromotionError(
             f"the candidate runs were evaluated on {len(stores)} different feature stores "
             f"({', '.join(stores)}) and there is no champion to pick one: their metrics are not "
-            "comparable. Pass store_fingerprint (--store-fingerprint) to choose the store."
+            "comparable. Choose one with `reactdiff promote --store-fingerprint <fingerprint>`."
         )
     return finished[0], notes
 

@@ -31,7 +31,8 @@ LAYERS = {
     "train": 6,
     "tune": 7,
     "demo": 8,
-    "cli": 9,
+    "commands": 9,
+    "cli": 10,
 }
 # What the pure-PyTorch model code may use from the rest of the package: typed configs and the
 # REACT2024 layout constants, and the stdlib atomic-write helper. Never Ray, MLflow or the data pipeline.

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reactdiff import console, tracking
-from reactdiff.config import ConfigError, ExperimentConfig, flatten
+from reactdiff.config import ExperimentConfig, flatten
 from reactdiff.data.store import Store
 from reactdiff.ray_runtime import ray_init
+from reactdiff.train.inputs import TrainingInputs, training_inputs
 from reactdiff.train.loop import CRASH_ENV, EXPORT_FILE, loop_config_for, train_loop_per_worker
 
 
@@ -82,34 +83,6 @@ def _ingest_options():
     options = ray.train.DataConfig.default_ingest_options()
     options.preserve_order = True
     return options
-
-
-@dataclass(frozen=True)
-class TrainingInputs:
-    """What a training run reads, checked before any runtime starts (`training_inputs`)."""
-
-    store: Store
-    stage1_checkpoint: str | None  # stage 2: the frozen MMT's local file
-
-
-def training_inputs(cfg: ExperimentConfig) -> TrainingInputs:
-    """The store and (stage 2) the stage-1 checkpoint of `cfg`. A missing or wrong store, a
-    missing `train.stage1_model` or one that does not resolve raises a UserError naming it."""
-    if cfg.train.stage == 2 and not cfg.train.stage1_model:
-        raise ConfigError(
-            "stage 2 trains over a stage-1 MMT: add train.stage1_model=<checkpoint | models:/name@alias>, "
-            "e.g. the URI `reactdiff train stage1` printed"
-        )
-    store = Store(cfg.data.store)
-    for split in (cfg.data.train_split, cfg.data.val_split):
-        store.files(split)  # a clear error now rather than inside a worker
-    stage1_checkpoint = None
-    if cfg.train.stage == 2:
-        # Resolved once, here: workers run elsewhere and read the file.
-        stage1_checkpoint = str(
-            tracking.resolve_checkpoint(cfg.tracking.tracking_uri, cfg.train.stage1_model).resolve()
-        )
-    return TrainingInputs(store, stage1_checkpoint)
 
 
 def build_trainer(
@@ -182,11 +155,12 @@ def build_trainer(
     return trainer, run_id, export_dir
 
 
-def run_training(cfg: ExperimentConfig) -> TrainResult:
-    """Fit stage `cfg.train.stage`, printing one line per epoch to the terminal."""
+def run_training(cfg: ExperimentConfig, inputs: TrainingInputs | None = None) -> TrainResult:
+    """Fit stage `cfg.train.stage`, printing one line per epoch to the terminal; `inputs` are
+    `training_inputs(cfg)` where the caller checked them already."""
     from reactdiff.train.progress import EpochLines
 
-    inputs = training_inputs(cfg)  # before Ray starts: a user error is refused in seconds
+    inputs = inputs or training_inputs(cfg)  # before Ray starts: a user error is refused in seconds
     ray_init()
     lines = EpochLines(f"stage {cfg.train.stage}", cfg.train.epochs)
     trainer, run_id, export_dir = build_trainer(cfg, callbacks=[lines.callback], inputs=inputs)
