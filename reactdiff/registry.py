@@ -128,6 +128,11 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.6g}"
 
 
+def _named(run: Run, detail: str = "") -> str:
+    """A run as a note names it: its name (what it is, e.g. demo-stage1) and its id."""
+    return f"{run.info.run_name or 'unnamed'} (run {run.info.run_id}{', ' + detail if detail else ''})"
+
+
 # --------------------------------------------------------------------------------------------
 # The registry lock
 # --------------------------------------------------------------------------------------------
@@ -234,23 +239,26 @@ def _select(
     comparable: list[Run] = []
     skipped: dict[str, list[str]] = {}
     for run in runs:
-        tags, run_id = run.data.tags, run.info.run_id
+        tags = run.data.tags
         value = run.data.metrics.get(metric)
         if value is None or not math.isfinite(value):
-            skipped.setdefault(f"no finite metric '{metric}'", []).append(run_id)
+            why = (
+                f"have no finite '{metric}': no `reactdiff evaluate` scored them on it (training runs and sweeps "
+                "log val_-prefixed metrics; stage-1 evaluations log recon_ ones)"
+            )
+            skipped.setdefault(why, []).append(_named(run))
         elif tags.get(EVAL_SPLIT_TAG) != split:
-            skipped.setdefault(f"{EVAL_SPLIT_TAG} is not '{split}'", []).append(
-                f"{run_id} ({tags.get(EVAL_SPLIT_TAG, 'no tag')})"
-            )
+            why = f"were evaluated on another split than '{split}' (--split chooses the split compared)"
+            skipped.setdefault(why, []).append(_named(run, f"split {tags.get(EVAL_SPLIT_TAG, 'not recorded')}"))
         elif not tags.get(STORE_FINGERPRINT_TAG):
-            skipped.setdefault(f"no {STORE_FINGERPRINT_TAG} tag", []).append(run_id)
+            why = f"do not record the feature store they were evaluated on (no {STORE_FINGERPRINT_TAG} tag)"
+            skipped.setdefault(why, []).append(_named(run))
         elif store_fingerprint is not None and tags[STORE_FINGERPRINT_TAG] != store_fingerprint:
-            skipped.setdefault(f"evaluated on another store than {store_fingerprint}", []).append(
-                f"{run_id} ({tags[STORE_FINGERPRINT_TAG]})"
-            )
+            why = f"were evaluated on another store than {store_fingerprint} (metrics of two stores do not compare)"
+            skipped.setdefault(why, []).append(_named(run, f"store {tags[STORE_FINGERPRINT_TAG]}"))
         else:
             comparable.append(run)
-    notes += [f"skipped {len(ids)} run(s), {why}: {', '.join(ids)}" for why, ids in skipped.items()]
+    notes += [f"skipped {len(named)} run(s) that {why}: {', '.join(named)}" for why, named in skipped.items()]
 
     order = 1.0 if mode == "min" else -1.0
     comparable.sort(key=lambda r: (order * r.data.metrics[metric], r.info.start_time or 0))
@@ -259,8 +267,8 @@ def _select(
     unfinished = [r for r in comparable if r.info.status != finished_status]
     if unfinished:
         notes.append(
-            f"skipped {len(unfinished)} run(s) that did not finish: "
-            + ", ".join(f"{r.info.run_id} ({r.info.status})" for r in unfinished)
+            f"skipped {len(unfinished)} run(s) that are running, failed or were killed (only FINISHED runs are "
+            "promoted): " + ", ".join(_named(r, r.info.status) for r in unfinished)
         )
     if comparable and comparable[0].info.status != finished_status:
         best = comparable[0]

@@ -27,6 +27,12 @@ PLOTTED_SAMPLES = 3  # sample plots an evaluation or a scoring writes
 HIGHER_IS_BETTER = {name: direction == "max" for name, direction in {**DIRECTIONS, **RECONSTRUCTION_DIRECTIONS}.items()}
 
 
+def cell(value: object) -> str:
+    """A value as a printed table shows it: a float at 4 significant digits (a sampled learning
+    rate would otherwise print 19), anything else as it is."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _arrowed(metric: str) -> str:
     better = HIGHER_IS_BETTER.get(metric)
     return metric if better is None else f"{metric} {'↑' if better else '↓'}"

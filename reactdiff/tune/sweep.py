@@ -241,18 +241,19 @@ def _ranked_rows(
 
 def _table(
     rows: list[TrialRow], columns: list[str], sampled: list[str], pareto: list[Objective]
-) -> tuple[list[str], list[list[str]]]:
+) -> tuple[list[str], list[list[object]]]:
+    """The header and the rows of a ranking, values as they are: Markdown rounds them, CSV keeps them."""
     front_column = ["pareto"] if pareto else []
     header = ["rank", "trial", "status", *front_column, *columns, "epochs", *sampled, "mlflow_run_id"]
     body = [
         [
-            str(r.rank),
+            r.rank,
             r.trial,
             r.status,
             *(["*" if r.on_front else ""] if pareto else []),
-            *(f"{r.metrics[c]:.6g}" for c in columns),
-            str(r.epochs),
-            *(str(r.params[k]) for k in sampled),
+            *(r.metrics[c] for c in columns),
+            r.epochs,
+            *(r.params[k] for k in sampled),
             r.run_id,
         ]
         for r in rows
@@ -260,13 +261,13 @@ def _table(
     return header, body
 
 
-def _markdown(header: list[str], body: list[list[str]]) -> str:
+def _markdown(header: list[str], body: list[list[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in body]
+    lines += ["| " + " | ".join(report.cell(value) for value in row) + " |" for row in body]
     return "\n".join(lines) + "\n"
 
 
-def _csv(header: list[str], body: list[list[str]]) -> str:
+def _csv(header: list[str], body: list[list[object]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(header)
