@@ -55,10 +55,27 @@ def _runs_named(tracking_uri: str, run_name: str) -> list:
 
 
 @pytest.fixture(scope="module")
-def stage1_run(tiny_store, tmp_path_factory, tracking_uri):
-    """A stage-1 model trained with 2 DDP workers for 4 epochs (seeded: configs/tiny.yaml's train.seed)."""
+def stage1_runs(tiny_store, tmp_path_factory, tracking_uri):
+    """One stage-1 model (2 DDP workers, seeded by configs/tiny.yaml's train.seed) for the stage-1,
+    crash, resume and stage-2 tests: 3 epochs with rank 1 killed once at epoch 1 (FailureConfig
+    restarts it), then resumed by name to 4 epochs. Returns (first result, resumed result, folder,
+    the crash marker, the first run's train_loss steps)."""
     tmp = tmp_path_factory.mktemp("stage1")
-    return run_training(_config(tiny_store, tmp, tracking_uri, "ddp", "train.stage=1", "train.epochs=4")), tmp
+    marker = tmp / "crashed"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CRASH_ENV, f"{marker}:1:1")  # rank 1 dies at epoch 1
+        first = run_training(
+            _config(tiny_store, tmp, tracking_uri, "ddp", "train.stage=1", "train.epochs=3", "train.max_failures=2")
+        )
+    first_steps = [s for s, _ in _history(tracking_uri, first.run_id, "train_loss")]
+    resumed = run_training(_config(tiny_store, tmp, tracking_uri, "ddp", "train.stage=1", "train.epochs=4"))
+    return first, resumed, tmp, marker, first_steps
+
+
+@pytest.fixture(scope="module")
+def stage1_run(stage1_runs):
+    """The stage-1 model after its 4 epochs, and the folder it was trained in."""
+    return stage1_runs[1], stage1_runs[2]
 
 
 @pytest.fixture(scope="module")
@@ -102,10 +119,11 @@ def test_stage1_ddp(stage1_run, tiny_store, tracking_uri):
     steady = dict(_history(tracking_uri, result.run_id, "data_wait_steady_fraction"))
     assert sorted(steady) == sorted(waits) == list(range(4))
     assert all(0 <= steady[epoch] <= waits[epoch] < 1 for epoch in waits), (waits, steady)
-    # The run's record of the workers' shards: rank 0 and 1, each with its own rows, all of the split.
+    # The run's record of the workers' shards (written by each fit's first epoch: 3, the resumed
+    # fit's): rank 0 and 1, each with its own rows, all of the split.
     client = mlflow.MlflowClient(tracking_uri)
     shards = json.loads(Path(client.download_artifacts(result.run_id, SHARDS_ARTIFACT, str(tmp))).read_text())
-    assert shards["epoch"] == 0 and [r["rank"] for r in shards["ranks"]] == [0, 1]
+    assert shards["epoch"] == 3 and [r["rank"] for r in shards["ranks"]] == [0, 1]
     rows = [r["train_rows"] for r in shards["ranks"]]
     assert all(rows) and not set(rows[0]) & set(rows[1])
     assert sorted(rows[0] + rows[1]) == sorted(Store(tiny_store).read_split("train")["pair_id"].tolist())
@@ -142,21 +160,21 @@ def test_stage2_ddp(stage1_checkpoint, tiny_store, tmp_path, tracking_uri):
         tracking_uri,
         "ddp",
         "train.stage=2",
-        "train.epochs=6",
+        "train.epochs=3",
         f"train.stage1_model={stage1_checkpoint}",
-        "train.eval_every=4",
+        "train.eval_every=2",
         "train.eval_alpha=2",
         "train.eval_samples=3",
     )
     result = run_training(cfg)
     losses = [v for _, v in _history(tracking_uri, result.run_id, "train_loss")]
-    assert len(losses) == 6 and min(losses[-2:]) < losses[0], losses
-    # Generated val reactions scored at epoch 4 (step 3) and the last (step 5), global and LRS rows;
+    assert len(losses) == 3 and min(losses[-2:]) < losses[0], losses
+    # Generated val reactions scored at epoch 2 (step 1) and the last (step 2), global and LRS rows;
     # Ray's last report carries them.
     for key in ("val_FRDist", "val_FRCorr", "val_FRDiv", "val_FRSyn", "val_LRS_FRDist", "val_LRS_FRDiv"):
         steps = [step for step, _ in _history(tracking_uri, result.run_id, key)]
-        assert steps == [3, 5], (key, steps)
-    assert result.metrics["eval_epoch"] == 5
+        assert steps == [1, 2], (key, steps)
+    assert result.metrics["eval_epoch"] == 2
     assert result.metrics["val_FRDist"] == _history(tracking_uri, result.run_id, "val_FRDist")[-1][1]
     assert result.metrics["val_FRDiv"] > 0  # α = 2 reactions that differ
     generated = load_pyfunc(tracking_uri, result.model_uri)
@@ -179,19 +197,19 @@ def test_deepspeed_zero2(stage, stage1_checkpoint, tiny_store, tmp_path, trackin
         f"train.stage={stage}",
         "train.strategy=deepspeed",
         "train.zero_stage=2",
-        "train.epochs=4",
+        "train.epochs=2",  # the fewest that show the loss falling
         f"train.stage1_model={stage1_checkpoint}",
     )
     result = run_training(cfg)
     losses = [v for _, v in _history(tracking_uri, result.run_id, "train_loss")]
-    assert len(losses) == 4 and min(losses[-2:]) < losses[0], losses
+    assert len(losses) == 2 and losses[1] < losses[0], losses
     # Every rank saved its ZeRO shard into the epoch checkpoint.
     latest = sorted(p for p in (tmp_path / "runs" / f"ds{stage}-stage{stage}").glob("checkpoint_*") if p.is_dir())[-1]
     shards = sorted(p.name for p in latest.rglob("*optim_states.pt"))
     assert len(shards) == 2, shards
     # ZeRO-2 shards the optimiser state, not the weights: the replicas stay equal, and the export
     # (single-file format) is the last epoch's model.
-    assert _history(tracking_uri, result.run_id, "replica_weight_spread") == [(e, 0.0) for e in range(4)]
+    assert _history(tracking_uri, result.run_id, "replica_weight_spread") == [(e, 0.0) for e in range(2)]
     model = load_checkpoint(result.checkpoint)
     assert type(model).__name__ == ("MMT" if stage == 1 else "ReactDiff")
     assert bool(model.latent_stats_set)
@@ -458,26 +476,18 @@ def test_ray_data_limits_refresh_in_every_ray_process():
     assert {row["refresh_s"] for row in rows} == {RAY_DATA_LIMITS_REFRESH_S}
 
 
-def test_resume_continues_the_same_run(tiny_store, tmp_path, tracking_uri):
-    first = run_training(_config(tiny_store, tmp_path, tracking_uri, "resume", "train.epochs=1"))
-    assert [s for s, _ in _history(tracking_uri, first.run_id, "train_loss")] == [0]
-    second = run_training(_config(tiny_store, tmp_path, tracking_uri, "resume", "train.epochs=2"))
-    assert second.run_id == first.run_id
-    assert [s for s, _ in _history(tracking_uri, first.run_id, "train_loss")] == [0, 1]
-    assert len(_runs_named(tracking_uri, "resume-stage1")) == 1
-
-
-def test_worker_crash_is_survived(tiny_store, tmp_path, tracking_uri, monkeypatch):
-    marker = tmp_path / "crashed"
-    monkeypatch.setenv(CRASH_ENV, f"{marker}:1:1")  # rank 1 dies at the start of epoch 1
-    result = run_training(
-        _config(tiny_store, tmp_path, tracking_uri, "crash", "train.epochs=3", "train.max_failures=2")
-    )
+def test_a_worker_crash_is_survived(stage1_runs, tracking_uri):
+    first, _, _, marker, first_steps = stage1_runs
     assert marker.exists(), "the injected crash did not happen"
-    assert result.metrics["epoch"] == 2
-    steps = [s for s, _ in _history(tracking_uri, result.run_id, "train_loss")]
-    assert steps == [0, 1, 2]  # history intact, no epoch logged twice
-    runs = _runs_named(tracking_uri, "crash-stage1")
+    assert first.metrics["epoch"] == 2
+    assert first_steps == [0, 1, 2]  # history intact, no epoch logged twice
+
+
+def test_resume_continues_the_same_run(stage1_runs, tracking_uri):
+    first, resumed, *_ = stage1_runs
+    assert resumed.run_id == first.run_id and resumed.metrics["epoch"] == 3
+    assert [s for s, _ in _history(tracking_uri, first.run_id, "train_loss")] == [0, 1, 2, 3]
+    runs = _runs_named(tracking_uri, "ddp-stage1")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
 
 
