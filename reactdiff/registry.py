@@ -64,32 +64,34 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from reactdiff.errors import UserError
-from reactdiff.tracking import (
+from reactdiff.tags import (
+    CONFIG_TAG,
+    DECISION_TAG,
     EVAL_SPLIT_TAG,
     GIT_COMMIT_TAG,
-    MODEL_ARTIFACT,
+    LOCK_ACQUIRED_TAG,
+    LOCK_OWNER_TAG,
+    METRICS_TAG,
+    MODEL_URI_TAG,
+    PREVIOUS_CHAMPION_TAG,
+    ROLLED_BACK_TAG,
     STAGE1_MODEL_TAG,
     STAGE_TAG,
     STORE_FINGERPRINT_TAG,
 )
-
-METRICS_TAG = "reactdiff.metrics"
-CONFIG_TAG = "reactdiff.config"
-MODEL_URI_TAG = "reactdiff.model_uri"
-DECISION_TAG = "reactdiff.promotion.decision"
-PREVIOUS_CHAMPION_TAG = "reactdiff.promotion.previous_champion"
-ROLLED_BACK_TAG = "reactdiff.promotion.rolled_back"
+from reactdiff.tracking import MODEL_ARTIFACT, client_for
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 LOCK_SUFFIX = ".promotion-lock"
-LOCK_OWNER_TAG = "reactdiff.lock.owner"
-LOCK_ACQUIRED_TAG = "reactdiff.lock.acquired_at"
 
 Mode = Literal["min", "max"]
 
 
 class PromotionError(UserError, RuntimeError):
     """A promotion or rollback was refused; the message says why and what to do."""
+
+
+PROMOTED = ("promoted", "forced")  # the decisions that move the champion alias
 
 
 @dataclass
@@ -108,7 +110,7 @@ class PromotionResult:
 
     @property
     def promoted(self) -> bool:
-        return self.decision in ("promoted", "forced")
+        return self.decision in PROMOTED
 
     def summary(self) -> str:
         before = (
@@ -200,7 +202,7 @@ class RegistryLock:
 
 def break_lock(tracking_uri: str, model_name: str) -> bool:
     """Remove a promotion lock left by a dead process; returns whether there was one."""
-    client = MlflowClient(tracking_uri)
+    client = client_for(tracking_uri)
     try:
         client.delete_registered_model(lock_name(model_name))
         return True
@@ -410,7 +412,7 @@ def promote(
     """
     if mode not in ("min", "max"):
         raise PromotionError(f"mode must be 'min' or 'max' (how '{metric}' improves), got {mode!r}")
-    client = MlflowClient(tracking_uri)
+    client = client_for(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise PromotionError(
@@ -440,72 +442,77 @@ def promote(
                 "(stage-1 MMTs e.g. as --model-name reactdiff-mmt, evaluated with --metric recon_FRDist --mode min)"
             )
         if champion is not None and champion.run_id == best.info.run_id:
-            return PromotionResult(
-                model_name,
-                champion.version,
-                best.info.run_id,
-                metric,
-                split,
-                value,
-                "already champion",
-                champion.version,
-                champion.version,
-                _version_metric(champion, metric),
-                notes,
-            )
-
-        version = _register(client, model_name, best, split).version
-        for tag, text in (record or {}).items():
-            client.set_model_version_tag(model_name, version, tag, text)
-        client.set_registered_model_alias(model_name, CHALLENGER, version)
-
-        champion_value = None if champion is None else _version_metric(champion, metric)
-        if champion is None:
-            decision = "promoted"
+            version, decision = champion.version, "already champion"
         else:
-            comparable_why = _incomparable(champion, metric, split, best.data.tags[STORE_FINGERPRINT_TAG])
-            if comparable_why and not force:
-                raise PromotionError(
-                    f"cannot compare run {best.info.run_id} (v{version}, now '{CHALLENGER}') with "
-                    f"champion v{champion.version}: {comparable_why}. Pass force=True (--force) to "
-                    "replace the champion anyway."
-                )
-            if force:
-                decision = "forced"
-            elif _better(value, champion_value, mode):
-                decision = "promoted"
-            else:
-                decision = "kept champion"
-                notes.append(
-                    f"v{version} {split} {metric}={_fmt(value)} does not beat champion "
-                    f"v{champion.version} ({_fmt(champion_value)}, mode {mode})"
-                )
-
-        previous = None if champion is None else champion.version
-        if decision == "kept champion":
-            client.set_model_version_tag(model_name, version, DECISION_TAG, f"kept champion v{previous}")
-            return PromotionResult(
-                model_name,
-                version,
-                best.info.run_id,
-                metric,
-                split,
-                value,
-                decision,
-                previous,
-                previous,
-                champion_value,
-                notes,
+            version = _register(client, model_name, best, split).version
+            for tag, text in (record or {}).items():
+                client.set_model_version_tag(model_name, version, tag, text)
+            client.set_registered_model_alias(model_name, CHALLENGER, version)
+            decision = _decide(champion, best, version, metric, split, mode, force, notes)
+            _record_decision(
+                client, model_name, version, champion, decision, f"{split} {metric}={_fmt(value)}, mode {mode}"
             )
-        # The rollback record goes first: a crash after it leaves a champion that can be rolled back.
-        client.set_model_version_tag(model_name, version, PREVIOUS_CHAMPION_TAG, previous or "")
-        _move_champion(client, model_name, version)
-        client.set_model_version_tag(
-            model_name, version, DECISION_TAG, f"{decision} ({split} {metric}={_fmt(value)}, mode {mode})"
-        )
+    previous = None if champion is None else champion.version
     return PromotionResult(
-        model_name, version, best.info.run_id, metric, split, value, decision, version, previous, champion_value, notes
+        model_name=model_name,
+        version=version,
+        run_id=best.info.run_id,
+        metric=metric,
+        split=split,
+        value=value,
+        decision=decision,
+        champion_version=version if decision in PROMOTED else previous,
+        previous_champion=previous,
+        previous_value=None if champion is None else _version_metric(champion, metric),
+        notes=notes,
     )
+
+
+def _decide(
+    champion: ModelVersion | None,
+    best: Run,
+    version: str,
+    metric: str,
+    split: str,
+    mode: Mode,
+    force: bool,
+    notes: list[str],
+) -> str:
+    """Whether registered `version` (of run `best`) replaces `champion`: "promoted", "forced" or
+    "kept champion" (with a note why); a champion it cannot be compared with is refused unless forced."""
+    if champion is None:
+        return "promoted"
+    comparable_why = _incomparable(champion, metric, split, best.data.tags[STORE_FINGERPRINT_TAG])
+    if comparable_why and not force:
+        raise PromotionError(
+            f"cannot compare run {best.info.run_id} (v{version}, now '{CHALLENGER}') with "
+            f"champion v{champion.version}: {comparable_why}. Pass force=True (--force) to "
+            "replace the champion anyway."
+        )
+    if force:
+        return "forced"
+    value, champion_value = best.data.metrics[metric], _version_metric(champion, metric)
+    if _better(value, champion_value, mode):
+        return "promoted"
+    notes.append(
+        f"v{version} {split} {metric}={_fmt(value)} does not beat champion "
+        f"v{champion.version} ({_fmt(champion_value)}, mode {mode})"
+    )
+    return "kept champion"
+
+
+def _record_decision(
+    client: MlflowClient, model_name: str, version: str, champion: ModelVersion | None, decision: str, why: str
+) -> None:
+    """The decision as version tags, and the champion alias moved where `decision` promotes."""
+    previous = None if champion is None else champion.version
+    if decision not in PROMOTED:
+        client.set_model_version_tag(model_name, version, DECISION_TAG, f"kept champion v{previous}")
+        return
+    # The rollback record goes first: a crash after it leaves a champion that can be rolled back.
+    client.set_model_version_tag(model_name, version, PREVIOUS_CHAMPION_TAG, previous or "")
+    _move_champion(client, model_name, version)
+    client.set_model_version_tag(model_name, version, DECISION_TAG, f"{decision} ({why})")
 
 
 def _incomparable(champion: ModelVersion, metric: str, split: str, store: str) -> str:
@@ -526,7 +533,7 @@ def rollback(tracking_uri: str, model_name: str, lock_timeout_s: float = 120.0) 
 
     Rolling back again goes one further step back (each version records its predecessor).
     """
-    client = MlflowClient(tracking_uri)
+    client = client_for(tracking_uri)
     with RegistryLock(client, model_name, lock_timeout_s):
         _ensure_model(client, model_name, create=False)
         champion = _alias_version(client, model_name, CHAMPION)

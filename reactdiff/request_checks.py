@@ -1,5 +1,5 @@
 """Checks of a generation request, shared by every server of the model: the MLflow pyfunc
-(`mlflow models serve`, tracking.ReactDiffPyfunc) and the Ray Serve app (`reactdiff serve`).
+(`mlflow models serve`, pyfunc.ReactDiffPyfunc) and the Ray Serve app (`reactdiff serve`).
 
 Each check raises `BadRequest` (or `TooLarge`) with a message that names the field, what was
 expected and what to send; the servers turn it into their own HTTP 4xx (`status`).

@@ -1,4 +1,5 @@
-"""MLflow tracking: one run per training run (the same run across restarts), and the pyfunc model.
+"""MLflow tracking: one run per training run (the same run across restarts), evaluation logging,
+logging the pyfunc model (reactdiff.pyfunc) and resolving model URIs.
 
 This module (and `reactdiff.registry` for the model registry) is the only door to MLflow. Every
 function takes an explicit `MlflowClient` (`client_for(tracking_uri)`) or tracking URI, so two
@@ -26,23 +27,17 @@ import mlflow
 import numpy as np
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, ErrorCode
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
-from reactdiff import request_checks
 from reactdiff.errors import ModelNotFound, Refused
-from reactdiff.request_checks import BadRequest
 
-RUN_NAME_TAG = "reactdiff.run_name"
-STAGE_TAG = "reactdiff.stage"
-# Written by training and evaluation, read by promotion (reactdiff.registry).
-STORE_FINGERPRINT_TAG = "reactdiff.store_fingerprint"
-GIT_COMMIT_TAG = "reactdiff.git_commit"
-STAGE1_MODEL_TAG = "reactdiff.stage1_model"
-EVAL_SPLIT_TAG = "reactdiff.eval_split"
-EVAL_MODE_TAG = "reactdiff.eval_mode"
+# ReactDiffPyfunc is also reached here by name: models logged before it moved to reactdiff.pyfunc
+# were pickled as reactdiff.tracking.ReactDiffPyfunc.
+from reactdiff.pyfunc import CHECKPOINT_ARTIFACT, MODEL_REQUIREMENTS, ReactDiffPyfunc, signature
+from reactdiff.tags import RUN_NAME_TAG
+
 MODEL_ARTIFACT = "model"
-CHECKPOINT_ARTIFACT = "checkpoint"
 MLFLOW_TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 MODEL_URI_EXAMPLES = "e.g. models:/reactdiff@champion, models:/reactdiff/3 or runs:/<run id>/model"
 # What to run for a model that does not exist yet.
@@ -177,72 +172,6 @@ def finish_run(client: MlflowClient, run_id: str, status: str = "FINISHED") -> N
     client.set_terminated(run_id, status=status)
 
 
-def _bad_request(err: BadRequest) -> MlflowException:
-    # INVALID_PARAMETER_VALUE is answered with HTTP 400 and this message by the scoring server;
-    # any other exception from predict becomes a 400 with a generic message that hides the cause.
-    return MlflowException(str(err), error_code=INVALID_PARAMETER_VALUE)
-
-
-class ReactDiffPyfunc(mlflow.pyfunc.PythonModel):
-    """The served model: loads the single-file checkpoint and generates reactions.
-
-    Input: a dict of speaker feature arrays {stream: (B, T, D)} with exactly the model's streams (as
-    the feature store gives them). Params: alpha (1..MAX_ALPHA, default 10), mode ("offline" |
-    "online"), seed (None). Output: {"3dmm": (B, α, T, 58), "emotion": (B, α, T, 25)} as numpy. A
-    stage-1 model returns its reconstruction {"3dmm": (B, T, 58), "emotion": (B, T, 25)} instead.
-    A malformed request raises an MlflowException with INVALID_PARAMETER_VALUE (HTTP 400 when served)
-    naming the field, what was expected and what to send.
-    """
-
-    def load_context(self, context) -> None:
-        from reactdiff.models.checkpoint import load_checkpoint
-
-        self.model = load_checkpoint(context.artifacts[CHECKPOINT_ARTIFACT])
-
-    def predict(self, context, model_input, params=None):
-        import torch
-
-        from reactdiff.models.mmt import MMT
-
-        stage1 = isinstance(self.model, MMT)
-        try:
-            feats = request_checks.speaker_features(
-                model_input, self.model.streams if stage1 else self.model.mmt.streams
-            )
-            if not stage1:
-                alpha, mode, seed = request_checks.generation_params(params)
-                request_checks.clip_frames(self.model, next(iter(feats.values())).shape[1])
-        except BadRequest as err:
-            raise _bad_request(err) from None
-        tensors = {name: torch.from_numpy(values) for name, values in feats.items()}
-        with torch.inference_mode():
-            if stage1:
-                threedmm, emotion = self.model.decode(self.model.encode(tensors))
-                return {"3dmm": threedmm.numpy(), "emotion": emotion.numpy()}
-            out = self.model.generate(tensors, alpha=alpha, mode=mode, seed=seed)
-        return {"3dmm": out["3dmm"].numpy(), "emotion": out["emotion"].numpy()}
-
-
-# Pinned explicitly: MLflow would otherwise load the model in a subprocess to infer them.
-_MODEL_REQUIREMENTS = ["torch==2.11.0", "diffusers==0.42.1", "numpy", "pydantic", "pyyaml"]
-
-
-def _signature():
-    """Declares the inference params: without them MLflow silently drops alpha/mode/seed."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import ParamSchema, ParamSpec
-
-    return ModelSignature(
-        params=ParamSchema(
-            [
-                ParamSpec("alpha", "long", request_checks.DEFAULT_ALPHA),
-                ParamSpec("mode", "string", request_checks.MODES[0]),
-                ParamSpec("seed", "long", None),
-            ]
-        )
-    )
-
-
 @contextmanager
 def _fluent_tracking_uri(tracking_uri: str) -> Iterator[None]:
     """MLflow's process-global tracking URI set to `tracking_uri` for the block, then put back.
@@ -272,8 +201,8 @@ def log_model(client: MlflowClient, run_id: str, checkpoint_path: Path, metadata
             name=MODEL_ARTIFACT,
             python_model=ReactDiffPyfunc(),
             artifacts={CHECKPOINT_ARTIFACT: str(checkpoint_path)},
-            pip_requirements=_MODEL_REQUIREMENTS,
-            signature=_signature(),
+            pip_requirements=MODEL_REQUIREMENTS,
+            signature=signature(),
             metadata=metadata or {},
         )
     return info.model_uri

@@ -9,7 +9,7 @@ import mlflow
 
 from reactdiff.config import load_config
 from reactdiff.evaluate.run import evaluate
-from reactdiff.tracking import EVAL_SPLIT_TAG
+from reactdiff.tags import EVAL_SPLIT_TAG
 
 REPO = Path(__file__).resolve().parents[1]
 

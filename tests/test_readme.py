@@ -24,7 +24,8 @@ import pytest
 
 from reactdiff.data.tiny_models import make_tiny_facial_predictors, make_tiny_wav2vec2
 from reactdiff.mlflow_server import free_port
-from reactdiff.tracking import STAGE_TAG, find_run
+from reactdiff.tags import STAGE_TAG
+from reactdiff.tracking import find_run
 from reactdiff.train.loop import SHARDS_ARTIFACT
 
 REPO = Path(__file__).resolve().parents[1]

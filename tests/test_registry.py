@@ -262,7 +262,7 @@ def test_stage1_models_are_evaluated_and_promoted_under_their_own_name(
         experiment,
         "mmt-stage1",
         params={},
-        tags={tracking.STAGE_TAG: "1", registry.STORE_FINGERPRINT_TAG: fingerprint},
+        tags={registry.STAGE_TAG: "1", registry.STORE_FINGERPRINT_TAG: fingerprint},
     )
     tracking.log_model(client, run_id, untrained_stage1)
     tracking.finish_run(client, run_id)
@@ -281,14 +281,14 @@ def test_stage1_models_are_evaluated_and_promoted_under_their_own_name(
 
     result = registry.promote(uri, experiment, "recon_FRDist", "min", name, split="val")
     assert result.decision == "promoted" and aliases(uri, name) == {"challenger": "1", "champion": "1"}
-    assert version_tags(uri, name, "1")[tracking.STAGE_TAG] == "1"
+    assert version_tags(uri, name, "1")[registry.STAGE_TAG] == "1"
     mmt = load_checkpoint(tracking.resolve_checkpoint(uri, f"models:/{name}@champion"))
     assert isinstance(mmt, MMT)  # the champion URI resolves to the logged stage-1 model
     torch.testing.assert_close(mmt.state_dict(), load_checkpoint(untrained_stage1).state_dict(), rtol=0, atol=0)
 
     # A stage-2 run with a (nonsensically) better recon_FRDist is refused as this name's champion.
     stage2 = make_run(uri, experiment, None, checkpoint, store=fingerprint)
-    MlflowClient(uri).set_tag(stage2, tracking.STAGE_TAG, "2")
+    MlflowClient(uri).set_tag(stage2, registry.STAGE_TAG, "2")
     MlflowClient(uri).log_metric(stage2, "recon_FRDist", 0.0)
     with pytest.raises(PromotionError, match="register each stage under its own name"):
         registry.promote(uri, experiment, "recon_FRDist", "min", name, split="val")

@@ -25,6 +25,7 @@ from reactdiff import registry, tracking
 from reactdiff.generate import serving_request
 from reactdiff.mlflow_server import _kill_group, free_port, wait_until_answering
 from reactdiff.models import load_checkpoint
+from reactdiff.pyfunc import ReactDiffPyfunc
 
 NAME = "serve-champion"
 ALPHA, SEED, CLIPS, FRAMES = 3, 0, 2, 50  # conftest's tiny store: 50 frames per clip
@@ -169,7 +170,7 @@ def test_clips_the_model_cannot_window_are_refused(tmp_path):
     model.config = model.config.model_copy(
         update={"diffusion": model.config.diffusion.model_copy(update={"pad_mode": "drop"})}
     )
-    pyfunc = tracking.ReactDiffPyfunc()
+    pyfunc = ReactDiffPyfunc()
     pyfunc.model = model
     feats = {name: np.zeros((1, 12, dim), np.float32) for name, dim in model.mmt.streams.items()}
     with pytest.raises(MlflowException, match="12 frames is not a multiple of .*window_size=5") as err:

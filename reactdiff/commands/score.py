@@ -75,7 +75,7 @@ def _truth(args, split: str, appropriate: Path | None = None, with_matrix: bool 
 
 
 def run(args) -> int:
-    from reactdiff import tracking
+    from reactdiff import tags, tracking
     from reactdiff.evaluate.score import load_predictions, score
 
     if (args.corpus is None) == (args.store is None):
@@ -108,7 +108,7 @@ def run(args) -> int:
             args.label,
             files,
             f"evaluation/{args.split}-score",
-            {tracking.EVAL_SPLIT_TAG: args.split, tracking.EVAL_MODE_TAG: "score"},
+            {tags.EVAL_SPLIT_TAG: args.split, tags.EVAL_MODE_TAG: "score"},
         )
         console.result(f"logged to MLflow run {run_id} ({args.tracking_uri}, experiment '{args.experiment}')")
     return 0

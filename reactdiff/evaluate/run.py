@@ -29,10 +29,10 @@ from reactdiff.config import ExperimentConfig
 from reactdiff.data.store import Store, to_samples
 from reactdiff.evaluate import baselines, metrics, report, validation
 from reactdiff.models.mmt import MMT
+from reactdiff.tags import EVAL_MODE_TAG, EVAL_PRECISION_TAG, EVAL_SPLIT_TAG, STORE_FINGERPRINT_TAG
 
 log = logging.getLogger(__name__)
 
-EVAL_PRECISION_TAG = "reactdiff.eval_precision"
 MMT_LABEL = "MMT"  # the row of a stage-1 model, scored on its reconstructions
 # Reactions per evaluation video (of α), beside the real listener: enough to see how they differ,
 # few enough that two 750-frame videos add seconds to an evaluation.
@@ -245,10 +245,10 @@ def evaluate(
         name = f"evaluate-{Path(model).stem}" if model else f"baselines-{split}"
         run_id = tracking.create_finished_run(client, cfg.tracking.experiment, name)
     tags = {
-        tracking.EVAL_SPLIT_TAG: split,
-        tracking.EVAL_MODE_TAG: mode,
+        EVAL_SPLIT_TAG: split,
+        EVAL_MODE_TAG: mode,
         EVAL_PRECISION_TAG: precision,
-        tracking.STORE_FINGERPRINT_TAG: manifest.store_fingerprint,
+        STORE_FINGERPRINT_TAG: manifest.store_fingerprint,
     }
     tracking.log_scores(
         client, run_id, rows, MMT_LABEL if is_mmt else validation.MODEL_LABEL, files, f"evaluation/{split}-{mode}", tags

@@ -16,6 +16,7 @@ from reactdiff import console, tracking
 from reactdiff.config import ExperimentConfig, flatten
 from reactdiff.data.store import Store
 from reactdiff.ray_runtime import ray_init
+from reactdiff.tags import GIT_COMMIT_TAG, STAGE1_MODEL_TAG, STAGE_TAG, STORE_FINGERPRINT_TAG
 from reactdiff.train.inputs import TrainingInputs, training_inputs
 from reactdiff.train.loop import CRASH_ENV, EXPORT_FILE, loop_config_for, train_loop_per_worker
 
@@ -114,10 +115,10 @@ def build_trainer(
         cfg.tracking.experiment,
         run_name,
         tags={
-            tracking.STAGE_TAG: str(cfg.train.stage),
-            tracking.STORE_FINGERPRINT_TAG: store.manifest.store_fingerprint,
-            tracking.GIT_COMMIT_TAG: tracking.git_commit(),
-            tracking.STAGE1_MODEL_TAG: cfg.train.stage1_model,
+            STAGE_TAG: str(cfg.train.stage),
+            STORE_FINGERPRINT_TAG: store.manifest.store_fingerprint,
+            GIT_COMMIT_TAG: tracking.git_commit(),
+            STAGE1_MODEL_TAG: cfg.train.stage1_model,
             **(tags or {}),
         },
         params=flatten(cfg),

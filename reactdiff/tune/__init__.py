@@ -5,16 +5,10 @@
 - `sweep`: the runner: trials, ranking, Pareto front, MLflow parent run, promotion of the winner.
 """
 
+from reactdiff.tags import EARLY_STOPPED_TAG, SWEEP_RUN_TAG
 from reactdiff.tune.objectives import Objective, known_metrics, pareto_front, parse_objectives
 from reactdiff.tune.space import SearchSpace, load_space
-from reactdiff.tune.sweep import (
-    EARLY_STOPPED_TAG,
-    SWEEP_RUN_TAG,
-    SweepResult,
-    TrialRow,
-    plan_sweep,
-    run_sweep,
-)
+from reactdiff.tune.sweep import SweepResult, TrialRow, plan_sweep, run_sweep
 
 __all__ = [
     "EARLY_STOPPED_TAG",

@@ -36,6 +36,7 @@ from reactdiff import console, tracking
 from reactdiff.config import ConfigError, ExperimentConfig, apply_flat, flatten
 from reactdiff.evaluate import report
 from reactdiff.ray_compat import release_orphaned_placement_groups
+from reactdiff.tags import EARLY_STOPPED_TAG, GIT_COMMIT_TAG, STAGE_TAG, SWEEP_RUN_TAG, SWEEP_TAG, TRIAL_TAG
 from reactdiff.tune.objectives import Objective, evaluation_metric, pareto_front, parse_objectives
 from reactdiff.tune.space import load_space
 
@@ -43,10 +44,6 @@ from reactdiff.tune.space import load_space
 # training workers hold their CPUs for the whole trial, so trials filling every CPU would leave
 # their own data pipelines unschedulable.
 DATA_CPUS = 2
-SWEEP_TAG = "reactdiff.sweep"
-TRIAL_TAG = "reactdiff.trial_id"
-EARLY_STOPPED_TAG = "reactdiff.early_stopped"
-SWEEP_RUN_TAG = "reactdiff.promotion.sweep_run_id"  # on a model version promoted from a sweep
 # Columns every ranking shows besides the objectives, and the trade-off drawn as a Pareto front
 # when a stage-2 sweep has one objective (appropriateness against diversity, as in the paper).
 HEADLINE = {
@@ -446,7 +443,7 @@ def run_sweep(
         client,
         base.tracking.experiment,
         f"{sweep_name}-sweep-stage{stage}",
-        tags={SWEEP_TAG: sweep_name, tracking.STAGE_TAG: str(stage), tracking.GIT_COMMIT_TAG: tracking.git_commit()},
+        tags={SWEEP_TAG: sweep_name, STAGE_TAG: str(stage), GIT_COMMIT_TAG: tracking.git_commit()},
         params={
             **flatten(base),
             "sweep.space": str(parsed.source),
