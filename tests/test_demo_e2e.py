@@ -16,6 +16,7 @@ from reactdiff.data import corpus
 from reactdiff.data.layout import EMOTION_DIM
 from reactdiff.demo import RECIPES
 
+# A fresh process: `reactdiff demo` as a user runs it, starting its own Ray runtime and MLflow server.
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_inprocess_ray")]
 
 

@@ -34,6 +34,7 @@ VENV = Path(sys.executable).parent.parent
 SMALL_RECIPE = "configs/demo_small.yaml"
 SECTION_TIMEOUT_S = 1500
 
+# Own processes: the commands run as a user runs them, each `reactdiff` with its own Ray runtime.
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_inprocess_ray")]
 
 
