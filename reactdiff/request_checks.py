@@ -11,9 +11,10 @@ Two forms of speaker features:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # REACT2024 scores α = 10 reactions per speaker clip. A request samples B·α·(T / window) DDIM
 # windows in one batch, so memory and time grow linearly with α; the cap keeps one request from
@@ -33,6 +34,79 @@ class TooLarge(BadRequest):
     """A request over a server's size limit."""
 
     status = 413
+
+
+class RequestModel(BaseModel):
+    """A request's JSON, checked by pydantic: unknown fields and other types than declared (no "3"
+    for 3) are refused. `refusal` words what pydantic found as a BadRequest: a field's
+    `description` says what it expects, `EXPECTED` what the whole object is."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    EXPECTED: ClassVar[str] = "a JSON object"
+
+
+Alpha = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=MAX_ALPHA,
+        description=f"the number of reactions per speaker clip, 1 to {MAX_ALPHA} (REACT2024 uses 10)",
+    ),
+]
+Seed = Annotated[int | None, Field(description="an integer (or none for random reactions)")]
+
+
+class StreamParams(RequestModel):
+    """The params of an online stream (/stream's first message): its mode is online."""
+
+    EXPECTED: ClassVar[str] = '{"alpha": 10, "seed": 0}'
+    alpha: Alpha = DEFAULT_ALPHA
+    seed: Seed = None
+
+
+class GenerationParams(StreamParams):
+    """The params of a generation request (the pyfunc's params, /react's "params")."""
+
+    EXPECTED: ClassVar[str] = "an object {alpha, mode, seed}"
+    mode: Literal[MODES] = Field(
+        MODES[0], description=f"one of {list(MODES)} (online: each frame sees only earlier speaker windows)"
+    )
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel]:
+    """The model of the object at `loc` inside `model` (a nested request object)."""
+    for part in loc:
+        model = model.model_fields[part].annotation
+    return model
+
+
+def refusal(err: ValidationError, model: type[RequestModel], where: str, prefix: str | None = None) -> BadRequest:
+    """The BadRequest that words `err`, pydantic's findings on `model`, in the project's form:
+    '<field>: expected <what>, got <value>'. `where` names the whole request (its type, its JSON),
+    `prefix` is put before its field names (params.alpha)."""
+    errors = err.errors()
+    first = errors[0]
+    loc = tuple(first["loc"])
+
+    def path(at: tuple) -> str:
+        return ".".join(str(part) for part in ((prefix,) if prefix else ()) + at) if at else where
+
+    if first["type"] == "json_invalid":
+        return BadRequest(f"{where}: not JSON ({first['ctx']['error']})")
+    if first["type"] == "extra_forbidden":
+        parent = loc[:-1]
+        unknown = sorted(
+            str(e["loc"][-1]) for e in errors if e["type"] == "extra_forbidden" and e["loc"][:-1] == parent
+        )
+        known = sorted(_model_at(model, parent).model_fields)
+        return BadRequest(f"{path(parent)}: unknown field(s) {unknown}; expected any of {known}")
+    if first["type"] == "value_error":  # a model's own check: its message is the whole refusal
+        return BadRequest(str(first["ctx"]["error"]))
+    got = first.get("input")
+    if first["type"] in ("model_type", "model_attributes_type", "dict_type"):
+        return BadRequest(f"{path(loc)}: expected {_model_at(model, loc).EXPECTED}, got {type(got).__name__}")
+    description = _model_at(model, loc[:-1]).model_fields[loc[-1]].description
+    return BadRequest(f"{path(loc)}: expected {description}, got {got!r}")
 
 
 def speaker_features(model_input: Any, streams: dict[str, int], window: int | None = None) -> dict[str, np.ndarray]:
@@ -92,27 +166,15 @@ def speaker_features(model_input: Any, streams: dict[str, int], window: int | No
     return feats
 
 
-def _integer(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
 def generation_params(params: dict[str, Any] | None) -> tuple[int, str, int | None]:
-    """(alpha, mode, seed) of a request, checked."""
-    params = params or {}
-    alpha, mode, seed = params.get("alpha", DEFAULT_ALPHA), params.get("mode", MODES[0]), params.get("seed")
-    if not _integer(alpha) or not 1 <= alpha <= MAX_ALPHA:
-        raise BadRequest(
-            f"params.alpha: expected the number of reactions per speaker clip, 1 to "
-            f"{MAX_ALPHA} (REACT2024 uses 10), got {alpha!r}"
-        )
-    if mode not in MODES:
-        raise BadRequest(
-            f"params.mode: expected one of {list(MODES)} (online: each frame sees only "
-            f"earlier speaker windows), got {mode!r}"
-        )
-    if seed is not None and not _integer(seed):
-        raise BadRequest(f"params.seed: expected an integer (or none for random reactions), got {seed!r}")
-    return int(alpha), mode, None if seed is None else int(seed)
+    """(alpha, mode, seed) of a request's params, checked (`GenerationParams`)."""
+    # numpy scalars (a caller's np.int64 α) count as the Python numbers they hold.
+    given = {k: v.item() if isinstance(v, np.generic) else v for k, v in (params or {}).items()}
+    try:
+        checked = GenerationParams.model_validate(given)
+    except ValidationError as err:
+        raise refusal(err, GenerationParams, "params", prefix="params") from None
+    return checked.alpha, checked.mode, checked.seed
 
 
 def clip_frames(model, frames: int) -> None:

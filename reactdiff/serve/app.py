@@ -20,7 +20,8 @@ Endpoints (FastAPI ingress of one deployment, `ReactionServer`):
     GET  /model    the version this replica serves: name, version, run id, alias, source.
 
 Bad input gets a 4xx whose message names the field, what was expected and what to send
-(`request_checks`, the same checks as the MLflow pyfunc): 400 wrong dims, NaN, α out of range,
+(request bodies are pydantic models, serve/requests.py, worded by `request_checks.refusal` in an
+exception handler; the features get `request_checks`' checks, the same as the MLflow pyfunc's): 400 wrong dims, NaN, α out of range,
 unknown or missing stream, unknown field, malformed JSON; 403 a path outside --data-root (or
 any path when the server has none); 404 a path that does not exist; 413 more clips, frames or
 body bytes than the server's limits. A WebSocket gets {"error": ..., "status": ...} and is
@@ -52,21 +53,18 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
 from ray import serve
 from starlette.websockets import WebSocketDisconnect
 
 from reactdiff import tracking
-from reactdiff.request_checks import BadRequest, TooLarge, clip_frames, generation_params, speaker_features
+from reactdiff.request_checks import BadRequest, StreamParams, TooLarge, clip_frames, refusal, speaker_features
 from reactdiff.serve import APP_NAME, ServeOptions
+from reactdiff.serve.requests import FORMATS, ReactBody
 from reactdiff.tracking import ModelRef
 
 log = logging.getLogger(__name__)
 
-FORMATS = {"json": "application/json", "npy": "application/x-npy", "npz": "application/x-npz"}
-OUTPUTS = ("emotion", "3dmm")
-REACT_FIELDS = {"inputs", "speaker", "max_clips", "params", "format", "output"}
-PARAMS = {"alpha", "mode", "seed"}
-STREAM_FIELDS = {"alpha", "seed"}
 # WebSocket close codes (RFC 6455): policy violation, message too big, server fault.
 CLOSE_BAD_INPUT, CLOSE_TOO_LARGE, CLOSE_SERVER_FAULT = 1008, 1009, 1011
 CLOSE_REASON_BYTES = 123  # the most a close frame's reason may hold
@@ -127,12 +125,6 @@ def _shape_limit(what: str, value: int, limit: int, flag: str) -> None:
             f"{what}: {value} is over this server's limit of {limit} (reactdiff serve {flag}); "
             "send fewer, or split the request"
         )
-
-
-def _unknown_fields(given: dict, known: set[str], where: str) -> None:
-    unknown = sorted(set(given) - known)
-    if unknown:
-        raise BadRequest(f"{where}: unknown field(s) {unknown}; expected any of {sorted(known)}")
 
 
 def _json(text: str | bytes, where: str) -> Any:
@@ -201,6 +193,14 @@ async def _refused(request: Request, err: BadRequest) -> JSONResponse:
     return JSONResponse({"error": str(err)}, status_code=err.status)
 
 
+@app.exception_handler(ValidationError)
+async def _invalid(request: Request, err: ValidationError) -> JSONResponse:
+    """A /react body pydantic refused (ReactBody), in the project's 4xx wording."""
+    if err.title != ReactBody.__name__:
+        raise err  # not a request's: a fault of the server, answered 500
+    return await _refused(request, refusal(err, ReactBody, "body"))
+
+
 # `serve.deployment` pickles the class when it decorates it: whatever its methods call is defined above.
 @serve.deployment
 @serve.ingress(app)
@@ -241,7 +241,7 @@ class ReactionServer:
 
     # ------------------------------------------------------------------------------- /react
 
-    async def _body(self, request: Request) -> dict:
+    async def _body(self, request: Request) -> ReactBody:
         limit = int(self.options.max_body_mb * 2**20)
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -255,17 +255,10 @@ class ReactionServer:
             if size > limit:
                 raise TooLarge(f"body: over this server's limit of {limit} bytes (reactdiff serve --max-body-mb)")
             chunks.append(chunk)
-        body = _json(b"".join(chunks), "body")
-        if not isinstance(body, dict):
-            raise BadRequest(
-                f'body: expected a JSON object {{"inputs": ...}} or {{"speaker": ...}}, got {type(body).__name__}'
-            )
-        return body
+        return ReactBody.model_validate_json(b"".join(chunks))  # ValidationError: refused by `_invalid`
 
-    def _speaker_path(self, text: Any) -> tuple[str, Path]:
+    def _speaker_path(self, text: str) -> tuple[str, Path]:
         """(what load_speakers takes, the path checked) for a speaker path under the data root."""
-        if not isinstance(text, str) or not text:
-            raise BadRequest(f"speaker: expected '<store dir>:<split>' or a corpus clip file, got {text!r}")
         if self.data_root is None:
             raise Forbidden(
                 "speaker: this server reads no files (started without --data-root); send the "
@@ -283,23 +276,14 @@ class ReactionServer:
             raise NotFound(f"speaker: '{named}' does not exist under the server's data root")
         return (f"{path}:{split}" if named == store_dir else str(path)), path
 
-    def _features(self, body: dict, streams: dict[str, int]) -> tuple[dict[str, np.ndarray], list[str] | None]:
+    def _features(self, body: ReactBody, streams: dict[str, int]) -> tuple[dict[str, np.ndarray], list[str] | None]:
         from reactdiff.generate import load_speakers
 
-        if ("inputs" in body) == ("speaker" in body):
-            raise BadRequest(
-                'body: expected exactly one of "inputs" (the features) and "speaker" (a path '
-                "under the server's data root)"
-            )
-        if "inputs" in body:
-            if "max_clips" in body:
-                raise BadRequest('max_clips: applies to "speaker" paths only')
-            return speaker_features(body["inputs"], streams), None
-        max_clips = body.get("max_clips", 1)
-        if not isinstance(max_clips, int) or isinstance(max_clips, bool) or max_clips < 1:
-            raise BadRequest(f"max_clips: expected the number of speaker clips to answer (>= 1), got {max_clips!r}")
+        if body.inputs is not None:
+            return speaker_features(body.inputs, streams), None
+        max_clips = body.max_clips
         _shape_limit("max_clips", max_clips, self.options.max_clips, "--max-clips")
-        speaker, _ = self._speaker_path(body["speaker"])
+        speaker, _ = self._speaker_path(body.speaker)
         try:
             speakers = load_speakers(speaker, list(streams))
         except (OSError, ValueError, KeyError) as err:
@@ -311,27 +295,17 @@ class ReactionServer:
     async def react(self, request: Request) -> Response:
         served = self.served  # the model this request finishes on, whatever the alias does meanwhile
         body = await self._body(request)
-        _unknown_fields(body, REACT_FIELDS, "body")
-        params = body.get("params") or {}
-        if not isinstance(params, dict):
-            raise BadRequest(f"params: expected an object {{alpha, mode, seed}}, got {type(params).__name__}")
-        _unknown_fields(params, PARAMS, "params")
-        alpha, mode, seed = generation_params(params)
+        params = body.params
         accept = request.headers.get("accept", "")
-        fmt = body.get("format") or next((f for f, media in FORMATS.items() if media in accept), "json")
-        if fmt not in FORMATS:
-            raise BadRequest(f"format: expected one of {list(FORMATS)}, got {fmt!r}")
-        output = body.get("output", OUTPUTS[0])
-        if output not in OUTPUTS:
-            raise BadRequest(f"output: expected one of {list(OUTPUTS)} (the array of a .npy answer), got {output!r}")
+        fmt = body.format or next((f for f, media in FORMATS.items() if media in accept), "json")
         feats, clips = self._features(body, served.model.mmt.streams)
         batch, frames = next(iter(feats.values())).shape[:2]
         _shape_limit("clips (B)", batch, self.options.max_clips, "--max-clips")
         _shape_limit("frames (T)", frames, self.options.max_frames, "--max-frames")
         clip_frames(served.model, frames)
-        out = await asyncio.to_thread(_generate, served.model, feats, alpha, mode, seed)
+        out = await asyncio.to_thread(_generate, served.model, feats, params.alpha, params.mode, params.seed)
         describe = {**served.describe(), **({"clips": clips} if clips is not None else {})}
-        return _encode(out, fmt, output, describe)
+        return _encode(out, fmt, body.output, describe)
 
     # ------------------------------------------------------------------------------ /stream
 
@@ -354,16 +328,15 @@ class ReactionServer:
     async def _stream(self, websocket: WebSocket, served: ServedModel) -> None:
         import torch
 
-        start = await _receive_json(websocket, "first message")
-        if not isinstance(start, dict):
-            raise BadRequest(f'first message: expected {{"alpha": 10, "seed": 0}}, got {type(start).__name__}')
-        _unknown_fields(start, STREAM_FIELDS, "first message")
-        alpha, _, seed = generation_params(start)
+        try:
+            start = StreamParams.model_validate(await _receive_json(websocket, "first message"))
+        except ValidationError as err:
+            raise refusal(err, StreamParams, "first message", prefix="params") from None
         model, streams = served.model, served.model.mmt.streams
-        stream = model.open_stream(batch=1, alpha=alpha, seed=seed)
+        stream = model.open_stream(batch=1, alpha=start.alpha, seed=start.seed)
         ws = stream.window_size
         await websocket.send_json(
-            {"model": served.describe(), "window_size": ws, "streams": dict(streams), "alpha": alpha}
+            {"model": served.describe(), "window_size": ws, "streams": dict(streams), "alpha": start.alpha}
         )
         window = None  # the speaker window that conditions the next listener window
         while True:
