@@ -21,3 +21,7 @@ class Refused(UserError, ValueError):
 
 class ModelNotFound(UserError, FileNotFoundError):
     """A `--model` or `train.stage1_model` that names no checkpoint file and no MLflow model."""
+
+
+class PromotionError(UserError, RuntimeError):
+    """A promotion or rollback was refused (reactdiff.registry); the message says why and what to do."""

@@ -24,23 +24,7 @@ the split from these version tags, so they do not depend on the run still existi
 Registered-model existence: `promote` creates the registered model on the first promotion, unless
 `require_existing=True`; `rollback` refuses a name that does not exist.
 
-Concurrency. MLflow has no transactions and tag/alias writes are blind upserts, so a lock taken
-with "read tag, then write tag" would let two promoters both believe they hold it. The one atomic
-operation the registry offers is creating a registered model: the backend's unique name
-constraint lets exactly one of two concurrent `create_registered_model(name)` calls succeed, on
-any number of machines talking to the same server or database. Promotions and rollbacks of model
-`M` therefore hold the lock model `M.promotion-lock` (created to acquire, deleted to release)
-around "read champion → compare → write tags → move aliases", and re-read the champion alias
-afterwards. What this guarantees, and what it does not:
-
-- reactdiff promote/rollback calls on one registry are serialised: each compares against the
-  champion the previous one left, so racing promotions end with the better model as champion.
-- Clients that move the aliases without the lock (the UI, other scripts) are not kept out; the
-  re-read after moving `champion` detects such a write and raises instead of reporting success.
-- A promoter that dies while holding the lock leaves it behind; later promoters wait
-  `lock_timeout_s` and then fail naming the lock's owner and age. Remove it with `break_lock`
-  once that owner is known to be dead: it is not stolen automatically, because deleting a lock
-  that a third promoter has just re-created cannot be made safe without compare-and-delete.
+Concurrency: promotions and rollbacks of one registered model hold `registry_lock.RegistryLock`.
 
 Command line (reactdiff/commands/promote.py):
     reactdiff promote --experiment reactdiff --metric FRDist --mode min --model-name reactdiff
@@ -51,10 +35,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -63,14 +44,13 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from reactdiff.errors import UserError
+from reactdiff.errors import PromotionError
+from reactdiff.registry_lock import RegistryLock
 from reactdiff.tags import (
     CONFIG_TAG,
     DECISION_TAG,
     EVAL_SPLIT_TAG,
     GIT_COMMIT_TAG,
-    LOCK_ACQUIRED_TAG,
-    LOCK_OWNER_TAG,
     METRICS_TAG,
     MODEL_URI_TAG,
     PREVIOUS_CHAMPION_TAG,
@@ -79,16 +59,11 @@ from reactdiff.tags import (
     STAGE_TAG,
     STORE_FINGERPRINT_TAG,
 )
-from reactdiff.tracking import MODEL_ARTIFACT, client_for
+from reactdiff.tracking import MODEL_ARTIFACT, already_exists, client_for, not_found
 
 CHAMPION, CHALLENGER = "champion", "challenger"
-LOCK_SUFFIX = ".promotion-lock"
 
 Mode = Literal["min", "max"]
-
-
-class PromotionError(UserError, RuntimeError):
-    """A promotion or rollback was refused; the message says why and what to do."""
 
 
 PROMOTED = ("promoted", "forced")  # the decisions that move the champion alias
@@ -133,83 +108,6 @@ def _fmt(value: float | None) -> str:
 def _named(run: Run, detail: str = "") -> str:
     """A run as a note names it: its name (what it is, e.g. demo-stage1) and its id."""
     return f"{run.info.run_name or 'unnamed'} (run {run.info.run_id}{', ' + detail if detail else ''})"
-
-
-# --------------------------------------------------------------------------------------------
-# The registry lock
-# --------------------------------------------------------------------------------------------
-
-
-def lock_name(model_name: str) -> str:
-    return model_name + LOCK_SUFFIX
-
-
-def _already_exists(err: MlflowException) -> bool:
-    return err.error_code in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS")
-
-
-def _not_found(err: MlflowException) -> bool:
-    return err.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
-
-
-class RegistryLock:
-    """Mutual exclusion through the registry's unique registered-model names (see module doc)."""
-
-    def __init__(self, client: MlflowClient, model_name: str, timeout_s: float, poll_s: float = 0.25):
-        self.client, self.name, self.timeout_s, self.poll_s = client, lock_name(model_name), timeout_s, poll_s
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-    def __enter__(self) -> "RegistryLock":
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            try:
-                self.client.create_registered_model(
-                    self.name,
-                    tags={LOCK_OWNER_TAG: self.owner, LOCK_ACQUIRED_TAG: f"{time.time():.3f}"},
-                    description="reactdiff promotion lock: exists while a promotion or rollback runs",
-                )
-                return self
-            except MlflowException as err:
-                if not _already_exists(err):
-                    raise
-            if time.monotonic() >= deadline:
-                raise PromotionError(self._held_message())
-            time.sleep(self.poll_s)
-
-    def _held_message(self) -> str:
-        try:
-            tags = self.client.get_registered_model(self.name).tags
-        except MlflowException:
-            tags = {}
-        acquired = float(tags.get(LOCK_ACQUIRED_TAG, "nan"))
-        age = "unknown age" if math.isnan(acquired) else f"held for {time.time() - acquired:.0f} s"
-        return (
-            f"registry lock '{self.name}' is held by {tags.get(LOCK_OWNER_TAG, 'an unknown owner')} "
-            f"({age}); waited {self.timeout_s:.0f} s. Another promotion or rollback is running: retry "
-            "when it ends. If that process is dead, remove the lock with "
-            f"reactdiff.registry.break_lock(tracking_uri, '{self.name[: -len(LOCK_SUFFIX)]}')"
-        )
-
-    def __exit__(self, *exc) -> None:
-        # Delete only our own lock: a lock removed by break_lock may already be someone else's.
-        try:
-            if self.client.get_registered_model(self.name).tags.get(LOCK_OWNER_TAG) == self.owner:
-                self.client.delete_registered_model(self.name)
-        except MlflowException as err:
-            if not _not_found(err):
-                raise
-
-
-def break_lock(tracking_uri: str, model_name: str) -> bool:
-    """Remove a promotion lock left by a dead process; returns whether there was one."""
-    client = client_for(tracking_uri)
-    try:
-        client.delete_registered_model(lock_name(model_name))
-        return True
-    except MlflowException as err:
-        if _not_found(err):
-            return False
-        raise
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,7 +228,7 @@ def _ensure_model(client: MlflowClient, model_name: str, create: bool) -> None:
     try:
         client.get_registered_model(model_name)
     except MlflowException as err:
-        if not _not_found(err):
+        if not not_found(err):
             raise
         if not create:
             raise PromotionError(
@@ -340,7 +238,7 @@ def _ensure_model(client: MlflowClient, model_name: str, create: bool) -> None:
         try:
             client.create_registered_model(model_name, description="ReactDiff listener-reaction models")
         except MlflowException as create_err:
-            if not _already_exists(create_err):
+            if not already_exists(create_err):
                 raise
 
 
@@ -549,7 +447,7 @@ def rollback(tracking_uri: str, model_name: str, lock_timeout_s: float = 120.0) 
         try:
             client.get_model_version(model_name, previous)
         except MlflowException as err:
-            if _not_found(err):
+            if not_found(err):
                 raise PromotionError(
                     f"{model_name} v{champion.version} records v{previous} as the previous champion, "
                     "but that version was deleted; set the alias by hand"

@@ -27,7 +27,6 @@ import mlflow
 import numpy as np
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
 from reactdiff.errors import ModelNotFound, Refused
@@ -47,6 +46,16 @@ MAKE_A_MODEL = "`reactdiff train stage1|stage2` prints a new model's URI; `react
 def client_for(tracking_uri: str) -> MlflowClient:
     """The client every other function here is given; its registry is the tracking server's."""
     return MlflowClient(tracking_uri)
+
+
+def not_found(err: MlflowException) -> bool:
+    """Whether MLflow refused because what was named does not exist (on any backend)."""
+    return err.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
+
+
+def already_exists(err: MlflowException) -> bool:
+    """Whether MLflow refused to create what exists already (on any backend)."""
+    return err.error_code in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS")
 
 
 def git_commit() -> str:
@@ -305,7 +314,7 @@ def model_location(tracking_uri: str, model: ModelRef) -> str:
     try:
         return model.artifact_location(client_for(tracking_uri))
     except MlflowException as err:
-        if err.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+        if not not_found(err):
             raise
         raise ModelNotFound(
             f"model '{model.text}' does not resolve on {tracking_uri}: {err.message}; {MAKE_A_MODEL}"

@@ -26,6 +26,7 @@ LAYERS = {
     "tracking": 2,
     "pyfunc": 2,
     "registry": 3,
+    "registry_lock": 3,
     "generate": 3,
     "render": 4,
     "serve": 4,

@@ -14,7 +14,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from test_generate import save_tiny_checkpoint
 
-from reactdiff import registry, tracking
+from reactdiff import registry, registry_lock, tracking
 from reactdiff.data import corpus, layout
 from reactdiff.generate import generate_to_dir
 from reactdiff.registry import PromotionError
@@ -157,7 +157,7 @@ def test_refusals_of_names_experiments_and_runs(uri, checkpoint):
         registry.promote(uri, "registry-names-2", METRIC, "min", "registry-names")
     # The refusals left no lock behind.
     names = {m.name for m in MlflowClient(uri).search_registered_models()}
-    assert not any(n.endswith(registry.LOCK_SUFFIX) for n in names)
+    assert not any(n.endswith(registry_lock.LOCK_SUFFIX) for n in names)
 
 
 # Seconds the first promotion waits after reading the champion, so that the second one is running
@@ -219,11 +219,11 @@ def test_racing_promotions_leave_the_better_champion(uri, racing_runs, first, mo
 def test_a_held_lock_blocks_promotion_until_timeout(uri, checkpoint):
     name = "registry-locked"
     make_run(uri, "registry-locked-1", 0.5, checkpoint)
-    with registry.RegistryLock(MlflowClient(uri), name, timeout_s=5):
-        with pytest.raises(PromotionError, match=f"'{name}{registry.LOCK_SUFFIX}' is held by .*break_lock"):
+    with registry_lock.RegistryLock(MlflowClient(uri), name, timeout_s=5):
+        with pytest.raises(PromotionError, match=f"'{name}{registry_lock.LOCK_SUFFIX}' is held by .*break_lock"):
             registry.promote(uri, "registry-locked-1", METRIC, "min", name, lock_timeout_s=1)
     assert registry.promote(uri, "registry-locked-1", METRIC, "min", name).decision == "promoted"
-    assert registry.break_lock(uri, name) is False  # released on exit
+    assert registry_lock.break_lock(uri, name) is False  # released on exit
 
 
 def test_generate_from_the_champion_uses_the_registered_pyfunc(uri, checkpoint, tiny_corpus, tmp_path):

@@ -53,10 +53,9 @@ log = logging.getLogger(__name__)
 
 SPEC_FILE = "prepare.json"
 PROGRESS_DIR = "progress"
-# Test hooks, read by the extraction actors. DELAY_ENV "<seed>:<max seconds>" sleeps a seeded
-# random time before each part, so that parts finish in another order; CRASH_ENV
-# "<marker file>:<split>:<part>" kills the actor once, after that part's Parquet file is written
-# and before its record is.
+# Test hooks, read by the extraction actors. DELAY_ENV "<seed>:<max seconds>" sleeps a seeded random
+# time before each part, so that parts finish in another order; CRASH_ENV "<marker file>:<split>:<part>"
+# kills the actor once, after that part's Parquet file is written and before its record is.
 DELAY_ENV = "REACTDIFF_PREPARE_DELAY"
 CRASH_ENV = "REACTDIFF_PREPARE_CRASH_ONCE"
 # Long enough for an autoscaling cluster to add a node; a pool that never fits fails instead of hanging.
