@@ -22,11 +22,14 @@ def register(add_parser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--metric",
         default="FRCorr",
-        help="the evaluation metric runs are compared by (default FRCorr: FRDist alone rewards flat outputs "
+        help="the evaluation metric runs are compared by (default %(default)s: FRDist alone rewards flat outputs "
         "that ignore the speaker); stage-1 MMTs: recon_FRDist",
     )
     parser.add_argument(
-        "--mode", choices=["min", "max"], default="max", help="whether lower or higher --metric is better (default max)"
+        "--mode",
+        choices=["min", "max"],
+        default="max",
+        help="whether lower or higher --metric is better (default %(default)s)",
     )
     parser.add_argument("--split", default="val", help="the split the runs were evaluated on (default %(default)s)")
     parser.add_argument(
