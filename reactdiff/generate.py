@@ -61,6 +61,7 @@ from reactdiff.data.store import Location, Store, to_samples
 from reactdiff.models.checkpoint import load_checkpoint
 from reactdiff.models.lrs import ListenerStyle
 from reactdiff.models.reactdiff import GENERATION_BATCH, ReactDiff
+from reactdiff.request_checks import DEFAULT_ALPHA, MODES
 
 log = logging.getLogger(__name__)
 
@@ -221,8 +222,8 @@ def generate_to_dir(
     model_uri: str | Path,
     speaker: str | Path,
     out_dir: str | Path,
-    alpha: int = 10,
-    mode: str = "offline",
+    alpha: int = DEFAULT_ALPHA,
+    mode: str = MODES[0],
     listener_ref: Sequence[str | Path] | None = None,
     seed: int | None = None,
     tracking_uri: str | None = None,
@@ -290,8 +291,8 @@ def serving_request(
     model_uri: str | Path,
     speaker: str | Path,
     max_clips: int = 1,
-    alpha: int = 10,
-    mode: str = "offline",
+    alpha: int = DEFAULT_ALPHA,
+    mode: str = MODES[0],
     seed: int | None = None,
     tracking_uri: str | None = None,
 ) -> dict:
@@ -335,7 +336,7 @@ class RealTime:
 def measure_real_time(
     model: ReactDiff,
     speaker_feats: dict[str, torch.Tensor],
-    alpha: int = 10,
+    alpha: int = DEFAULT_ALPHA,
     fps: int = layout.FPS,
     seed: int | None = 0,
 ) -> RealTime:

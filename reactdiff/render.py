@@ -59,6 +59,7 @@ from matplotlib.image import imsave
 
 from reactdiff.data import corpus, layout
 from reactdiff.data.corpus import Clip
+from reactdiff.request_checks import DEFAULT_ALPHA
 
 FACE_SIZE = 128  # pixels of one drawn face (the bar strip and label add to its height)
 LABEL_HEIGHT = 16
@@ -526,7 +527,7 @@ def render(
     speaker: str | Path | None = None,
     clip: str | None = None,
     corpus_root: str | Path | None = None,
-    alpha: int = 10,
+    alpha: int = DEFAULT_ALPHA,
     seed: int | None = 0,
     tracking_uri: str | None = None,
     truth: bool = True,

@@ -29,6 +29,7 @@ from reactdiff.config import ExperimentConfig
 from reactdiff.data.store import Store, to_samples
 from reactdiff.evaluate import baselines, metrics, report, validation
 from reactdiff.models.mmt import MMT
+from reactdiff.request_checks import DEFAULT_ALPHA, MODES
 from reactdiff.tags import EVAL_MODE_TAG, EVAL_PRECISION_TAG, EVAL_SPLIT_TAG, STORE_FINGERPRINT_TAG
 
 log = logging.getLogger(__name__)
@@ -129,8 +130,8 @@ def evaluate(
     cfg: ExperimentConfig,
     model: str | None = None,
     split: str = "test",
-    mode: str = "offline",
-    alpha: int = 10,
+    mode: str = MODES[0],
+    alpha: int = DEFAULT_ALPHA,
     out_dir: Path = Path("runs/eval"),
     max_samples: int = 0,
     seed: int = 0,
