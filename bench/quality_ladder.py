@@ -73,8 +73,15 @@ def crops(latents: tuple[torch.Tensor, ...], index: np.ndarray, frames: int, rng
     return [torch.stack([x[i, s : s + frames] for i, s in zip(index, starts, strict=True)]) for x in latents]
 
 
-def score(model, samples: dict, appropriate: np.ndarray, alpha: int) -> dict[str, dict[str, float]]:
-    return validation.score_reactions(model, samples, appropriate, alpha, seed=0, progress=False).rows
+def score(model, samples: dict, appropriate: np.ndarray, alpha: int) -> validation.ReactionScores:
+    return validation.score_reactions(model, samples, appropriate, alpha, seed=0, progress=False)
+
+
+def save(folder: Path | None, label: str, emotion: np.ndarray) -> None:
+    """`--save`: a rung's emotion predictions (N, α, T, 25) as <folder>/<label>.npy, for per-channel looks."""
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / (label.replace(" ", "_").replace(",", "").replace(":", "") + ".npy"), emotion)
 
 
 def repeated_rows(label: str, emotion: np.ndarray, samples: dict, appropriate: np.ndarray, alpha: int) -> dict:
@@ -106,6 +113,7 @@ def main() -> None:
     parser.add_argument("--alpha", type=int, default=10)
     parser.add_argument("--batch", type=int, default=0, help="samples per step (default: train.batch_size)")
     parser.add_argument("--json", type=Path, help="also write every row here")
+    parser.add_argument("--save", type=Path, help="also write each rung's emotion predictions here (.npy)")
     parser.add_argument("--set", nargs="+", default=[], dest="overrides", help="dotted key=value config overrides")
     args = parser.parse_args()
 
@@ -190,11 +198,13 @@ def main() -> None:
             for scale in args.guidance if rung == "ddim" else [None]:
                 if scale is not None:
                     model.diffusion.guidance_scale = scale
-                for label, row in score(model, split[name], appropriate[name], args.alpha).items():
+                scores = score(model, split[name], appropriate[name], args.alpha)
+                for label, row in scores.rows.items():
                     shown = (
                         f"{rung} {label}, {step} steps" + (f", w={scale:g}" if scale is not None else "") + f" ({name})"
                     )
                     rows.append((shown, row))
+                    save(args.save, shown, scores.predictions[label])
                     print(markdown(rows[-1:]), flush=True)
             model.train()
             started = time.perf_counter() - seconds

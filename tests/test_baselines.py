@@ -159,6 +159,16 @@ def test_ridge_learns_a_lagged_copy_and_beats_mime_on_frcorr():
     assert np.all(np.diag(lag8) > 0.5) and np.abs(lag8 - np.diag(np.diag(lag8))).max() < 0.2
 
 
+def test_ridge_reads_ahead_with_a_negative_lag():
+    # The listener leads: it shows now what the speaker shows 8 frames later. Only a negative lag sees that.
+    speaker, listener = lagged_corpus(24, 120, lag=8, seed=0)
+    zeros = np.zeros(speaker.shape[:2] + (58,), np.float32)
+    ahead = RidgeBaseline.fit({"emotion": listener}, speaker, zeros, lags=(0, -8))
+    assert np.all(np.diag(ahead.weights[25:50, :25]) > 0.5)
+    design = RidgeBaseline.design({"emotion": speaker[:1, :10]}, (-3,), ("emotion",))
+    assert np.array_equal(design[0, -4:, :25], np.repeat(speaker[:1, 9], 4, axis=0))  # the last frame repeats
+
+
 def test_ridge_is_fitted_on_train_only_and_deterministic():
     train_speaker, train_listener = lagged_corpus(10, 60, lag=3, seed=3)
     zeros = np.zeros(train_listener.shape[:2] + (58,), np.float32)
