@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from reactdiff.config import load_config
+from reactdiff.data import layout
 from reactdiff.data.store import Store, person_of, to_samples
 from reactdiff.evaluate import baselines, metrics, validation
 from reactdiff.models.checkpoint import load_checkpoint
@@ -41,6 +42,7 @@ from reactdiff.models.diffusion import DirectRegression
 from reactdiff.models.reactdiff import GENERATION_BATCH, ReactDiff
 
 COLUMNS = ("FRCorr", "FRDist", "FRDiv", "FRVar", "FRSyn", "track_corr", "track_sd_ratio")
+GROUPS = {"AU": layout.AU_SLICE, "VA": layout.VA_SLICE, "expression": layout.EXPR_SLICE}
 
 
 def encode_split(model: ReactDiff, samples: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,6 +93,17 @@ def repeated_rows(label: str, emotion: np.ndarray, samples: dict, appropriate: n
     }
 
 
+def by_group(label: str, emotion: np.ndarray, listener: np.ndarray) -> str:
+    """`--by-group`: where FRCorr is won or lost. Per channel group, the CCC of each reaction with
+    its own listener (FRCorr's term before the max over appropriate reactions), and the
+    reactions' spread over time over the listener's."""
+    preds = emotion if emotion.ndim == 4 else emotion[:, None]
+    own = np.stack([metrics.paired_ccc(preds[:, i], listener) for i in range(preds.shape[1])])  # (α, N, 25)
+    spread = preds.std(axis=2).mean(axis=(0, 1)) / listener.std(axis=1).mean(axis=0)
+    cells = [f"{own[..., s].mean():.3f} / {spread[s].mean():.2f}" for s in GROUPS.values()]
+    return f"| {label} | " + " | ".join(cells) + " |"
+
+
 def markdown(rows: list[tuple[str, dict[str, float]]]) -> str:
     lines = ["| rung | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     for label, row in rows:
@@ -113,6 +126,9 @@ def main() -> None:
     parser.add_argument("--alpha", type=int, default=10)
     parser.add_argument("--batch", type=int, default=0, help="samples per step (default: train.batch_size)")
     parser.add_argument("--json", type=Path, help="also write every row here")
+    parser.add_argument(
+        "--by-group", action="store_true", help="also print each row's own-listener CCC and spread per channel group"
+    )
     parser.add_argument("--save", type=Path, help="also write each rung's emotion predictions here (.npy)")
     parser.add_argument("--set", nargs="+", default=[], dest="overrides", help="dotted key=value config overrides")
     args = parser.parse_args()
@@ -129,13 +145,14 @@ def main() -> None:
     appropriate = {name: store.appropriate(name) for name in split}
     train, test = split["train"], split[args.split]
     rows: list[tuple[str, dict[str, float]]] = []
+    groups: list[str] = []  # --by-group lines, printed at the end
 
     mime = baselines.MimeBaseline().generate(test["speaker"], alpha=1)["emotion"][:, 0]
     rows += repeated_rows("B_Mime", mime, test, appropriate[args.split], args.alpha).items()
     ridge = baselines.RidgeBaseline.fit(train["speaker"], train["listener"]["emotion"], train["listener"]["3dmm"])
-    rows += repeated_rows(
-        "B_Ridge", ridge.predict(test["speaker"])[..., :25], test, appropriate[args.split], args.alpha
-    ).items()
+    ridge_emotion = ridge.predict(test["speaker"])[..., :25]
+    rows += repeated_rows("B_Ridge", ridge_emotion, test, appropriate[args.split], args.alpha).items()
+    groups += [by_group(n, e, test["listener"]["emotion"]) for n, e in (("B_Mime", mime), ("B_Ridge", ridge_emotion))]
     print(markdown(rows), flush=True)
 
     if "ceiling" in args.rungs:
@@ -149,6 +166,7 @@ def main() -> None:
         rows += repeated_rows(
             "ceiling: stage-1 reconstruction", emotion, test, appropriate[args.split], args.alpha
         ).items()
+        groups.append(by_group("ceiling: stage-1 reconstruction", emotion, test["listener"]["emotion"]))
         print(markdown(rows[-1:]), flush=True)
 
     for rung in [r for r in args.rungs if r != "ceiling"]:
@@ -205,11 +223,15 @@ def main() -> None:
                     )
                     rows.append((shown, row))
                     save(args.save, shown, scores.predictions[label])
+                    groups.append(by_group(shown, scores.predictions[label], split[name]["listener"]["emotion"]))
                     print(markdown(rows[-1:]), flush=True)
             model.train()
             started = time.perf_counter() - seconds
 
     print("\n" + markdown(rows))
+    if args.by_group:
+        print("\n| own-listener CCC / spread ratio | " + " | ".join(GROUPS) + " |\n" + "|---" * (len(GROUPS) + 1) + "|")
+        print("\n".join(groups))
     if args.json:
         args.json.write_text(
             json.dumps(
