@@ -311,13 +311,14 @@ def parse_model(model: str | Path) -> ModelRef:
 def model_location(tracking_uri: str, model: ModelRef) -> str:
     """Where an MLflow model's files are on `tracking_uri`: ModelNotFound when that server has no
     such run, registered version, alias or logged model."""
+    client = client_for(tracking_uri)
     try:
-        return model.artifact_location(client_for(tracking_uri))
+        return model.artifact_location(client)
     except MlflowException as err:
         if not not_found(err):
             raise
         raise ModelNotFound(
-            f"model '{model.text}' does not resolve on {tracking_uri}: {err.message}; {MAKE_A_MODEL}"
+            f"model '{model.text}' does not resolve on {client.tracking_uri}: {err.message}; {MAKE_A_MODEL}"
         ) from None
 
 

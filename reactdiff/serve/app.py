@@ -371,7 +371,8 @@ def application(options: ServeOptions):
 
 def check_source(options: ServeOptions) -> str:
     """Fail before deploying when the model cannot be named: returns what it names now."""
-    source = tracking.parse_model(options.model)  # a malformed URI or missing file raises, naming the forms
+    # A malformed URI, a missing file or a model the registry does not have raises, saying what to run.
+    source = tracking.check_model(options.tracking_uri, options.model)
     uri, version, _ = resolve(source, options.tracking_uri)
     return uri if version is None else f"{uri} (v{version})"
 
