@@ -24,7 +24,7 @@ import numpy as np
 import psutil
 import pytest
 from test_generate import save_tiny_checkpoint
-from test_readme import README, VENV, bash_blocks
+from test_readme import REPO, VENV, bash_blocks
 from test_registry import METRIC, make_run
 
 from reactdiff import registry
@@ -33,6 +33,7 @@ from reactdiff.mlflow_server import free_port
 from reactdiff.request_checks import BadRequest, speaker_features
 from reactdiff.serve import ServeOptions
 
+SERVING_DOC = REPO / "docs" / "serving.md"  # stream_client.py
 NAME = "serve-app"
 EXPERIMENT = "serve-app-runs"
 ALPHA, SEED, CLIPS, FRAMES, WS = 3, 0, 2, 50, 5  # tiny store: 50 frames per clip; tiny model: window 5
@@ -344,11 +345,11 @@ def test_bad_input_gets_its_4xx_and_the_replica_keeps_answering(served):
 
 @pytest.mark.slow
 def test_the_readme_requests_and_stream_client_run_against_the_app(served, tmp_path):
-    """README "Serving with Ray Serve": its middle block (the requests) and `stream_client.py`, as
-    written but for the port and the model name; the first and last blocks start and stop a server."""
-    section = README.read_text().split("\n## Serving with Ray Serve\n")[1].split("\n## ")[0]
+    """README "Serving with Ray Serve": its middle block (the requests), and docs/serving.md's
+    `stream_client.py`, as written but for the port and the model name; the README's first and last
+    blocks start and stop a server."""
     requests = bash_blocks("Serving with Ray Serve")[1]
-    (client,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    (client,) = re.findall(r"```python\n(.*?)```", SERVING_DOC.read_text(), re.S)
     host_port = served.url.removeprefix("http://")
 
     def as_here(text: str) -> str:

@@ -31,7 +31,7 @@ examples:
   reactdiff serve --data-root data --port 8001      # requests may name data/store:test etc.
   reactdiff serve --model models:/reactdiff/3 --max-replicas 4 --num-cpus 2
   curl -s http://127.0.0.1:8000/model
-(README, "Serving with Ray Serve", has curl and a Python WebSocket client)"""
+(README, "Serving with Ray Serve", has the curl requests; docs/serving.md a Python WebSocket client)"""
 DEFAULTS = ServeOptions()
 # (flag, type, help) of each ServeOptions field set by a flag of its own name; its default is ServeOptions'.
 OPTION_FLAGS = [
