@@ -27,7 +27,8 @@ from bench_metrics import emotion_like_eval_set
 from reactdiff.data import corpus, layout
 from reactdiff.data.synth import write_synthetic_corpus
 from reactdiff.evaluate.score import GroundTruth, load_predictions, score
-from reactdiff.render import Face, draw_face, write_video
+from reactdiff.render.face import Face, draw_face
+from reactdiff.render.video import write_video
 
 
 def timed(fn) -> tuple[object, float, float]:

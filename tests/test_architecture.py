@@ -22,6 +22,7 @@ LAYERS = {
     "models": 1,
     "ray_runtime": 1,
     "mlflow_server": 1,
+    "render.face": 1,
     "data": 2,
     "tracking": 2,
     "pyfunc": 2,

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from test_generate import save_tiny_checkpoint
 
+from reactdiff.commands.render import render
 from reactdiff.data import corpus, layout
-from reactdiff.render import draw_bars, draw_face, load_renderer, render
+from reactdiff.render.face import draw_bars, draw_face, load_renderer
 
 SIZE = 96
 NEUTRAL = np.zeros(layout.EMOTION_DIM)
@@ -78,8 +79,8 @@ def test_draw_face_refuses_wrong_shapes_and_renderers_are_hooks():
     with pytest.raises(ValueError, match="package.module:function"):
         load_renderer("no-colon")
     with pytest.raises(ValueError, match="cannot import"):
-        load_renderer("reactdiff.render:missing_function")
-    assert load_renderer("reactdiff.render:drawn_face") is load_renderer("drawn")
+        load_renderer("reactdiff.render.face:missing_function")
+    assert load_renderer("reactdiff.render.face:drawn_face") is load_renderer("drawn")
 
 
 def test_render_from_a_model_and_a_speaker_clip(tiny_corpus, tmp_path):

@@ -90,12 +90,13 @@ def _videos(
     out_dir: Path,
     bf16_sampling: bool,
 ) -> list[Path]:
-    """`count` of the first `scored` samples, a seeded choice, as videos (`render.write_video`): the speaker's real video
+    """`count` of the first `scored` samples, a seeded choice, as videos (`render.video.write_video`): the speaker's real video
     and audio, the first `VIDEO_REACTIONS` of the model's α reactions (global style) and the
     real listener. Each sample's reactions are generated again alone, with the seed it had in the
     scored batch (`seed + i`), so they are the scored ones up to batched rounding (~1e-7)."""
-    from reactdiff import render
     from reactdiff.data import corpus
+    from reactdiff.render import video
+    from reactdiff.render.face import Face
 
     videos = []
     for i in validation.eval_indices(scored, count, seed):
@@ -106,16 +107,14 @@ def _videos(
             feats, [None], min(alpha, VIDEO_REACTIONS), mode, seed=int(seed + i), bf16_sampling=bf16_sampling
         )
         faces = [
-            render.Face(
-                f"reaction {k}", out["emotion"][0, k].float().cpu().numpy(), out["3dmm"][0, k].float().cpu().numpy()
-            )
+            Face(f"reaction {k}", out["emotion"][0, k].float().cpu().numpy(), out["3dmm"][0, k].float().cpu().numpy())
             for k in range(out["emotion"].shape[1])
         ]
-        faces.append(render.Face("real listener", samples["listener"]["emotion"][i], samples["listener"]["3dmm"][i]))
+        faces.append(Face("real listener", samples["listener"]["emotion"][i], samples["listener"]["3dmm"][i]))
         clip = samples["speaker_clip"][i]
         speaker = corpus.load_clip(corpus_root, split, clip, len(faces[-1].emotion))
         videos.append(
-            render.write_video(
+            video.write_video(
                 out_dir / f"video_sample_{i}.mp4",
                 speaker,
                 faces,
