@@ -35,7 +35,7 @@ T is the model's frame count (no extra on-disk frame). AUs are written to the CS
 parse with the corpus reader's Emotion/3DMM readers. `emotion.npy` keeps the generated AU
 probabilities, which is what `evaluate` scores, so `reactdiff score` on this folder reproduces
 `evaluate`'s numbers for a store split (same α, mode and seed). Clip i is generated with seed
-`seed + i`, in batches of `GENERATION_BATCH` clips like `evaluate`, so the reactions are the
+`seed + i`, in the batches of `reactdiff.predict` like `evaluate`, so the reactions are the
 ones `evaluate` scores.
 """
 
@@ -54,13 +54,13 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from reactdiff import console, tracking
+from reactdiff import console, predict, tracking
 from reactdiff.config import TrackingConfig
 from reactdiff.data import corpus, features, layout
 from reactdiff.data.store import Location, Store, to_samples
 from reactdiff.models.checkpoint import load_checkpoint
 from reactdiff.models.lrs import ListenerStyle
-from reactdiff.models.reactdiff import GENERATION_BATCH, ReactDiff
+from reactdiff.models.reactdiff import ReactDiff
 from reactdiff.request_checks import DEFAULT_ALPHA, MODES
 
 log = logging.getLogger(__name__)
@@ -174,9 +174,8 @@ class Generator:
             # MLflow drops params a model's signature does not declare; call the logged
             # predict itself so alpha/mode/seed still apply to models logged without them.
             return self.pyfunc.unwrap_python_model().predict(None, feats, params)
-        tensors = {name: torch.from_numpy(values) for name, values in feats.items()}
-        out = self.model.generate(tensors, alpha=alpha, mode=mode, listener_style=style, seed=seed)
-        return {"3dmm": out["3dmm"].numpy(), "emotion": out["emotion"].numpy()}
+        (out,) = predict.reactions(self.model, feats, alpha, mode, seed, [style])
+        return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,23 +251,21 @@ def generate_to_dir(
         )
     }
     written: list[Path] = [out_dir / layout.EMOTION_FILE, out_dir / layout.FACE3D_FILE]
-    starts = range(0, n, GENERATION_BATCH)
-    for start in console.progress(starts, total=len(starts), desc="generate", unit="batch"):
-        stop = min(start + GENERATION_BATCH, n)
-        feats = {
-            name: values[start:stop] for name, values in speakers.feats.items() if name in generator.model.mmt.streams
-        }
-        out = generator(feats, alpha, mode, None if seed is None else seed + start, style)
+    # Batch by batch, as predict.reactions batches and seeds, so the pyfunc gets one batch at a time.
+    steps = list(predict.batches(n, seed))
+    for rows, batch_seed in console.progress(steps, total=len(steps), desc="generate", unit="batch"):
+        feats = {name: values[rows] for name, values in speakers.feats.items() if name in generator.model.mmt.streams}
+        out = generator(feats, alpha, mode, batch_seed, style)
         for key, array in arrays.items():
-            array[start:stop] = out[key]
-        for b, clip in enumerate(speakers.clips[start:stop]):
+            array[rows] = out[key]
+        for b, clip in enumerate(speakers.clips[rows]):
             folder = out_dir / layout.REACTIONS_DIR / clip
             folder.mkdir(parents=True, exist_ok=True)
             for k in range(alpha):
                 write_emotion_csv(folder / f"{k}.csv", out["emotion"][b, k])
                 np.save(folder / f"{k}.npy", out["3dmm"][b, k][:, None, :].astype(np.float32))
                 written += [folder / f"{k}.csv", folder / f"{k}.npy"]
-            plot_emotion(folder / "emotion.png", clip, speakers.feats["emotion"][start + b], out["emotion"][b])
+            plot_emotion(folder / "emotion.png", clip, speakers.feats["emotion"][rows.start + b], out["emotion"][b])
             written.append(folder / "emotion.png")
     for array in arrays.values():
         array.flush()

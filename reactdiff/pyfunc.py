@@ -25,7 +25,8 @@ class ReactDiffPyfunc(mlflow.pyfunc.PythonModel):
 
     Input: a dict of speaker feature arrays {stream: (B, T, D)} with exactly the model's streams (as
     the feature store gives them). Params: alpha (1..MAX_ALPHA, default 10), mode ("offline" |
-    "online"), seed (None). Output: {"3dmm": (B, α, T, 58), "emotion": (B, α, T, 25)} as numpy. A
+    "online"), seed (None). Output: {"3dmm": (B, α, T, 58), "emotion": (B, α, T, 25)} as numpy,
+    from `reactdiff.predict`, batched and seeded as `generate` and `evaluate` do. A
     stage-1 model returns its reconstruction {"3dmm": (B, T, 58), "emotion": (B, T, 25)} instead.
     A malformed request raises an MlflowException with INVALID_PARAMETER_VALUE (HTTP 400 when served)
     naming the field, what was expected and what to send.
@@ -39,6 +40,7 @@ class ReactDiffPyfunc(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):
         import torch
 
+        from reactdiff import predict
         from reactdiff.models.mmt import MMT
 
         stage1 = isinstance(self.model, MMT)
@@ -51,13 +53,12 @@ class ReactDiffPyfunc(mlflow.pyfunc.PythonModel):
                 request_checks.clip_frames(self.model, next(iter(feats.values())).shape[1])
         except BadRequest as err:
             raise _bad_request(err) from None
-        tensors = {name: torch.from_numpy(values) for name, values in feats.items()}
+        if not stage1:
+            (out,) = predict.reactions(self.model, feats, alpha, mode, seed)
+            return out
         with torch.inference_mode():
-            if stage1:
-                threedmm, emotion = self.model.decode(self.model.encode(tensors))
-                return {"3dmm": threedmm.numpy(), "emotion": emotion.numpy()}
-            out = self.model.generate(tensors, alpha=alpha, mode=mode, seed=seed)
-        return {"3dmm": out["3dmm"].numpy(), "emotion": out["emotion"].numpy()}
+            threedmm, emotion = self.model.decode(self.model.encode(predict.tensors(feats)))
+        return {"3dmm": threedmm.numpy(), "emotion": emotion.numpy()}
 
 
 # Pinned explicitly: MLflow would otherwise load the model in a subprocess to infer them.

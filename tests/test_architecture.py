@@ -26,6 +26,7 @@ LAYERS = {
     "data": 2,
     "tracking": 2,
     "pyfunc": 2,
+    "predict": 2,
     "registry": 3,
     "registry_lock": 3,
     "generate": 3,

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reactdiff import tracking
+from reactdiff import predict, tracking
 from reactdiff.config import ExperimentConfig
 from reactdiff.data.store import Store, to_samples
 from reactdiff.evaluate import baselines, metrics, report, validation
@@ -67,7 +67,7 @@ def _reconstructions(
         batch = {k: v[start : start + validation.GENERATION_BATCH] for k, v in listener.items()}
         if isinstance(reconstructor, MMT):
             threedmm, emotion = validation.reconstruct(
-                reconstructor, validation.tensors({k: v for k, v in batch.items() if k in streams})
+                reconstructor, predict.tensors({k: v for k, v in batch.items() if k in streams})
             )
         else:
             out = reconstructor.generate(batch, alpha=1)
@@ -100,16 +100,11 @@ def _videos(
 
     videos = []
     for i in validation.eval_indices(scored, count, seed):
-        feats = validation.tensors(
-            {k: samples["speaker"][k][i : i + 1] for k in network.mmt.streams}, next(network.parameters()).device
+        feats = {k: v[i : i + 1] for k, v in samples["speaker"].items()}
+        (out,) = predict.reactions(
+            network, feats, min(alpha, VIDEO_REACTIONS), mode, int(seed + i), bf16_sampling=bf16_sampling
         )
-        (out,) = network.generate_in_styles(
-            feats, [None], min(alpha, VIDEO_REACTIONS), mode, seed=int(seed + i), bf16_sampling=bf16_sampling
-        )
-        faces = [
-            Face(f"reaction {k}", out["emotion"][0, k].float().cpu().numpy(), out["3dmm"][0, k].float().cpu().numpy())
-            for k in range(out["emotion"].shape[1])
-        ]
+        faces = [Face(f"reaction {k}", out["emotion"][0, k], out["3dmm"][0, k]) for k in range(out["emotion"].shape[1])]
         faces.append(Face("real listener", samples["listener"]["emotion"][i], samples["listener"]["3dmm"][i]))
         clip = samples["speaker_clip"][i]
         speaker = corpus.load_clip(corpus_root, split, clip, len(faces[-1].emotion))
@@ -205,9 +200,10 @@ def evaluate(
             baselines.RidgeBaseline.fit(train_samples["speaker"], train_listeners["emotion"], train_listeners["3dmm"]),
         )
         for baseline in naive:
-            predictions.update(
-                validation.generate_reactions(baseline, speaker, alpha, mode, seed, {baseline.name: None})
+            (out,) = predict.reactions(
+                baseline, speaker, alpha, mode, seed, keys=("emotion",), progress=f"generate {baseline.name}"
             )
+            predictions[baseline.name] = out["emotion"]
             rows[baseline.name] = metrics.compute_all(
                 predictions[baseline.name], listener_emotion, speaker_emotion, appropriate
             )

@@ -38,10 +38,11 @@ from pathlib import Path
 
 import numpy as np
 
+from reactdiff import predict
 from reactdiff.data import corpus, layout
 from reactdiff.data.appropriateness import compute_matrix, load_matrix
 from reactdiff.errors import UserError
-from reactdiff.evaluate import baselines, metrics, report, validation
+from reactdiff.evaluate import baselines, metrics, report
 
 PREDICTIONS_LABEL = "predictions"
 # Valid range of each emotion channel, in layout order.
@@ -355,9 +356,10 @@ def score(
             no_face = np.zeros(train.listener.shape[:2] + (layout.FACE3D_DIM,), np.float32)
             references.append(baselines.RidgeBaseline.fit({"emotion": train.speaker}, train.listener, no_face))
         for baseline in references:
-            emotion = validation.generate_reactions(
-                baseline, speaker, predictions.emotion.shape[1], "offline", seed, {baseline.name: None}, progress=False
-            )[baseline.name]
+            (out,) = predict.reactions(
+                baseline, speaker, predictions.emotion.shape[1], "offline", seed, keys=("emotion",)
+            )
+            emotion = out["emotion"]
             rows[baseline.name] = metrics.compute_all(emotion, truth.listener, truth.speaker, truth.appropriate)
     markdown, files = report.write_results(out_dir, rows)
     for k in range(min(report.PLOTTED_SAMPLES, len(truth.listener))):

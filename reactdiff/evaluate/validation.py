@@ -22,11 +22,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from reactdiff import console
 from reactdiff.data.layout import AU_SLICE, VA_SLICE
 from reactdiff.evaluate import metrics
 from reactdiff.models.lrs import ListenerStyle
 from reactdiff.models.reactdiff import GENERATION_BATCH
+from reactdiff.predict import reactions, tensors
 
 Direction = Literal["min", "max"]
 
@@ -43,10 +43,6 @@ RECONSTRUCTION_DIRECTIONS: dict[str, Direction] = {
 }
 
 
-def tensors(arrays: dict[str, np.ndarray], device: torch.device | None = None) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)).to(device) for k, v in arrays.items()}
-
-
 def _device(network) -> torch.device:
     return next(network.parameters()).device
 
@@ -54,46 +50,6 @@ def _device(network) -> torch.device:
 # --------------------------------------------------------------------------------------------
 # Stage 2: generated reactions
 # --------------------------------------------------------------------------------------------
-
-
-def generate_reactions(
-    generator: Any,
-    speaker: dict[str, np.ndarray],
-    alpha: int,
-    mode: str,
-    seed: int,
-    styles: dict[str, ListenerStyle | None],
-    progress: bool = True,
-    bf16_sampling: bool = False,
-) -> dict[str, np.ndarray]:
-    """Emotion reactions (N, α, T, 25) per label of `styles`, in speaker batches: a baseline (which
-    ignores styles) or a ReactDiff, whose labels (global and per-sample LRS styles) share one DDIM
-    pass per batch."""
-    network = isinstance(generator, torch.nn.Module)
-    n = next(iter(speaker.values())).shape[0]
-    chunks: dict[str, list[np.ndarray]] = {label: [] for label in styles}
-    batches = range(0, n, GENERATION_BATCH)
-    if progress:
-        batches = console.progress(batches, total=len(batches), desc=f"generate {' + '.join(styles)}", unit="batch")
-    for start in batches:
-        stop = start + GENERATION_BATCH
-        batch = {k: v[start:stop] for k, v in speaker.items()}
-        batch_styles = [None if style is None else style.rows(start, stop) for style in styles.values()]
-        if network:
-            outs = generator.generate_in_styles(
-                tensors(batch, _device(generator)),
-                batch_styles,
-                alpha=alpha,
-                mode=mode,
-                seed=seed + start,
-                bf16_sampling=bf16_sampling,
-            )
-        else:
-            outs = [generator.generate(batch, alpha=alpha, mode=mode, seed=seed + start)]
-        for label, out in zip(styles, outs, strict=True):
-            emotion = out["emotion"]
-            chunks[label].append(emotion.cpu().numpy() if isinstance(emotion, torch.Tensor) else np.asarray(emotion))
-    return {label: np.concatenate(c).astype(np.float32) for label, c in chunks.items()}
 
 
 def model_styles(
@@ -162,7 +118,18 @@ def score_reactions(
     was_training = network.training
     network.eval()
     try:
-        predictions = generate_reactions(network, speaker, alpha, mode, seed, styles, progress, bf16_sampling)
+        outs = reactions(
+            network,
+            speaker,
+            alpha,
+            mode,
+            seed,
+            list(styles.values()),
+            keys=("emotion",),
+            bf16_sampling=bf16_sampling,
+            progress=f"generate {' + '.join(styles)}" if progress else None,
+        )
+        predictions = {label: out["emotion"] for label, out in zip(styles, outs, strict=True)}
     finally:
         network.train(was_training)
     subset = np.ix_(indices, indices)

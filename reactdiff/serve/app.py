@@ -57,7 +57,7 @@ from pydantic import ValidationError
 from ray import serve
 from starlette.websockets import WebSocketDisconnect
 
-from reactdiff import tracking
+from reactdiff import predict, tracking
 from reactdiff.request_checks import BadRequest, StreamParams, TooLarge, clip_frames, refusal, speaker_features
 from reactdiff.serve import APP_NAME, ServeOptions
 from reactdiff.serve.requests import FORMATS, ReactBody
@@ -150,15 +150,6 @@ def _encode(out: dict[str, np.ndarray], fmt: str, output: str, describe: dict) -
 
 def _window_message(t: int, out: dict) -> dict:
     return {"window": t, **{key: out[key][0].tolist() for key in ("3dmm", "emotion")}}
-
-
-def _generate(model, feats: dict[str, np.ndarray], alpha: int, mode: str, seed: int | None) -> dict[str, np.ndarray]:
-    import torch
-
-    tensors = {name: torch.from_numpy(values) for name, values in feats.items()}
-    with torch.inference_mode():
-        out = model.generate(tensors, alpha=alpha, mode=mode, seed=seed)
-    return {"3dmm": out["3dmm"].numpy(), "emotion": out["emotion"].numpy()}
 
 
 def _step(stream, window) -> dict[str, np.ndarray]:
@@ -303,7 +294,7 @@ class ReactionServer:
         _shape_limit("clips (B)", batch, self.options.max_clips, "--max-clips")
         _shape_limit("frames (T)", frames, self.options.max_frames, "--max-frames")
         clip_frames(served.model, frames)
-        out = await asyncio.to_thread(_generate, served.model, feats, params.alpha, params.mode, params.seed)
+        (out,) = await asyncio.to_thread(predict.reactions, served.model, feats, params.alpha, params.mode, params.seed)
         describe = {**served.describe(), **({"clips": clips} if clips is not None else {})}
         return _encode(out, fmt, body.output, describe)
 
