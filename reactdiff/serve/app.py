@@ -57,7 +57,7 @@ from pydantic import ValidationError
 from ray import serve
 from starlette.websockets import WebSocketDisconnect
 
-from reactdiff import predict, tracking
+from reactdiff import tracking
 from reactdiff.request_checks import BadRequest, StreamParams, TooLarge, clip_frames, refusal, speaker_features
 from reactdiff.serve import APP_NAME, ServeOptions
 from reactdiff.serve.requests import FORMATS, ReactBody
@@ -284,6 +284,8 @@ class ReactionServer:
 
     @app.post("/react")
     async def react(self, request: Request) -> Response:
+        from reactdiff import predict  # torch: in the replicas, not in the `reactdiff serve` driver
+
         served = self.served  # the model this request finishes on, whatever the alias does meanwhile
         body = await self._body(request)
         params = body.params
