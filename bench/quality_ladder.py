@@ -152,7 +152,10 @@ def main() -> None:
     ridge = baselines.RidgeBaseline.fit(train["speaker"], train["listener"]["emotion"], train["listener"]["3dmm"])
     ridge_emotion = ridge.predict(test["speaker"])[..., :25]
     rows += repeated_rows("B_Ridge", ridge_emotion, test, appropriate[args.split], args.alpha).items()
-    groups += [by_group(n, e, test["listener"]["emotion"]) for n, e in (("B_Mime", mime), ("B_Ridge", ridge_emotion))]
+    if args.by_group:
+        groups += [
+            by_group(n, e, test["listener"]["emotion"]) for n, e in (("B_Mime", mime), ("B_Ridge", ridge_emotion))
+        ]
     print(markdown(rows), flush=True)
 
     if "ceiling" in args.rungs:
@@ -166,7 +169,8 @@ def main() -> None:
         rows += repeated_rows(
             "ceiling: stage-1 reconstruction", emotion, test, appropriate[args.split], args.alpha
         ).items()
-        groups.append(by_group("ceiling: stage-1 reconstruction", emotion, test["listener"]["emotion"]))
+        if args.by_group:
+            groups.append(by_group("ceiling: stage-1 reconstruction", emotion, test["listener"]["emotion"]))
         print(markdown(rows[-1:]), flush=True)
 
     for rung in [r for r in args.rungs if r != "ceiling"]:
@@ -223,7 +227,8 @@ def main() -> None:
                     )
                     rows.append((shown, row))
                     save(args.save, shown, scores.predictions[label])
-                    groups.append(by_group(shown, scores.predictions[label], split[name]["listener"]["emotion"]))
+                    if args.by_group:
+                        groups.append(by_group(shown, scores.predictions[label], split[name]["listener"]["emotion"]))
                     print(markdown(rows[-1:]), flush=True)
             model.train()
             started = time.perf_counter() - seconds

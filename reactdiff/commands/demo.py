@@ -17,7 +17,7 @@ def register(add_parser) -> argparse.ArgumentParser:
         "on a SQLite file (127.0.0.1). Ends with the metric table against the naive "
         "baselines, the real-time factor of online generation, where the plots, a reaction "
         "video and the MLflow database are, and the command that opens the MLflow UI. The full size "
-        "takes about 15 minutes on 2 CPU cores.",
+        "takes about 11 minutes on 2 CPU cores.",
     )
     parser.add_argument(
         "--workdir",
